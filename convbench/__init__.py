@@ -1,0 +1,13 @@
+"""convbench: deep-learning kernels implemented several ways, proven equal, timed on real shapes.
+
+    import convbench as cb
+    y = cb.conv2d(x, w, b, stride=1, padding=1, backend="numba-cpu")
+    dx, dw, db = cb.conv2d_backward(dy, x, w, stride=1, padding=1, backend="im2col")
+    cb.list_backends()
+"""
+from convbench.api import conv1d, conv1d_backward, conv2d, conv2d_backward  # noqa: F401
+from convbench.backends import get_backend, list_backends  # noqa: F401
+from convbench.errors import (BackendUnavailableError, ConvbenchError, UnknownNameError,  # noqa: F401
+                              UnsupportedError, VerificationError)
+
+__version__ = "0.1.0"

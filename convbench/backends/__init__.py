@@ -1,0 +1,66 @@
+"""The backend registry: name -> module and class, imported only when first asked for.
+
+Adding a backend: write `backends/<name>.py` with a `Backend` subclass and add one line here.
+Importing this package imports no backend, so `convbench --help` compiles and loads nothing.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+from convbench.errors import UnknownNameError
+
+# name -> (module, class). The order is the order of tables and reports.
+REGISTRY: dict[str, tuple[str, str]] = {
+    "naive": ("convbench.backends.naive", "NaiveBackend"),
+    #"numpy": ("convbench.backends.numpy_vec", "NumpyBackend"),
+    "im2col": ("convbench.backends.im2col", "Im2colBackend"),
+    "fft": ("convbench.backends.fft", "FFTBackend"),
+    "numba-cpu": ("convbench.backends.numba_cpu", "NumbaCPUBackend"),
+    "numba-cuda": ("convbench.backends.numba_cuda", "NumbaCUDABackend"),
+    "torch": ("convbench.backends.torch_peer", "TorchBackend"),
+}
+
+_instances: dict = {}
+
+
+def get_backend(name: str):
+    """The backend instance called `name` (created once)."""
+    if isinstance(name, str) and name in _instances:
+        return _instances[name]
+    if name not in REGISTRY:
+        raise UnknownNameError(f"unknown backend {name!r}; valid backends: {', '.join(REGISTRY)}")
+    module, cls = REGISTRY[name]
+    inst = getattr(importlib.import_module(module), cls)()
+    _instances[name] = inst
+    return inst
+
+
+def backend_names() -> list[str]:
+    return list(REGISTRY)
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    name: str
+    available: bool
+    reason: str
+    ops: tuple[str, ...]
+    device: str
+    description: str
+
+    def __str__(self) -> str:
+        state = "available" if self.available else f"unavailable: {self.reason}"
+        return f"{self.name}: {state}"
+
+
+def list_backends() -> list[BackendInfo]:
+    """Every registered backend with its availability, the reason when unavailable, and its ops."""
+    from convbench.ops import OPS
+    out = []
+    for name in REGISTRY:
+        b = get_backend(name)
+        reason = b.unavailable_reason()
+        ops = tuple(op for op, spec in OPS.items() if b.implements(spec))
+        out.append(BackendInfo(name, reason is None, reason or "", ops, b.device, b.description))
+    return out

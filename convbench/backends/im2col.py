@@ -1,0 +1,77 @@
+"""im2col: unfold every receptive field into a column, then one GEMM per group through BLAS.
+
+The unfolded buffer holds (C*R*S) x (N*P*Q) values: R*S times the input for a stride-1 layer. A
+guard refuses problems whose buffer would exceed `max_column_bytes` (environment variable
+CONVBENCH_IM2COL_MAX_BYTES, default 4 GiB) instead of letting the machine swap.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from convbench.backends.base import Backend
+from convbench.ops.conv import crop_padding, pad_input, window_view
+
+DEFAULT_MAX_COLUMN_BYTES = 4 << 30
+
+
+def column_bytes(p, itemsize: int) -> int:
+    """Bytes of the unfolded (C*R*S, N*P*Q) column buffer."""
+    return p.C * p.R * p.S * p.N * p.P * p.Q * itemsize
+
+
+def unfold(x, p):
+    """x (N, C, H, W) -> columns (G, Cg*R*S, N*P*Q), a contiguous copy."""
+    win = window_view(pad_input(x, p), p)                       # (N, C, R, S, P, Q)
+    cols = np.ascontiguousarray(win.transpose(1, 2, 3, 0, 4, 5))  # (C, R, S, N, P, Q)
+    return cols.reshape(p.groups, p.Cg * p.R * p.S, p.N * p.P * p.Q)
+
+
+def fold(cols, p, dtype):
+    """The adjoint of unfold: columns (G, Cg*R*S, N*P*Q) summed back into x's (N, C, H, W)."""
+    cols = cols.reshape(p.C, p.R, p.S, p.N, p.P, p.Q)
+    dxp = np.zeros((p.N, p.C, p.Hp, p.Wp), dtype=dtype)
+    (dh, dw), (sh, sw) = p.dilation, p.stride
+    for r in range(p.R):
+        for s in range(p.S):
+            dxp[:, :, r * dh:r * dh + (p.P - 1) * sh + 1:sh,
+                s * dw:s * dw + (p.Q - 1) * sw + 1:sw] += cols[:, r, s].transpose(1, 0, 2, 3)
+    return np.ascontiguousarray(crop_padding(dxp, p))
+
+
+def _grouped_dy(dy, p):
+    """dy (N, K, P, Q) -> (G, Kg, N*P*Q)."""
+    return np.ascontiguousarray(dy.transpose(1, 0, 2, 3)).reshape(p.groups, p.Kg, -1)
+
+
+class Im2colBackend(Backend):
+    name = "im2col"
+    description = "unfold to columns + one GEMM per group (BLAS)"
+
+    def __init__(self, max_column_bytes: int | None = None):
+        env = os.environ.get("CONVBENCH_IM2COL_MAX_BYTES")
+        self.max_column_bytes = int(max_column_bytes if max_column_bytes is not None
+                                    else env if env else DEFAULT_MAX_COLUMN_BYTES)
+
+    def unsupported(self, op, p, dtype):
+        need = column_bytes(p, dtype.itemsize)
+        if need > self.max_column_bytes:
+            return (f"a column buffer of {need:,} bytes ({need / 2**30:.2f} GiB) over the limit of "
+                    f"{self.max_column_bytes:,} bytes (raise CONVBENCH_IM2COL_MAX_BYTES)")
+        return None
+
+    def conv2d_fwd(self, p, x, w, b):
+        y = np.matmul(w.reshape(p.groups, p.Kg, -1), unfold(x, p))   # (G, Kg, N*P*Q)
+        y = y.reshape(p.K, p.N, p.P, p.Q).transpose(1, 0, 2, 3)
+        if b is not None:
+            y = y + b[:, None, None]
+        return np.ascontiguousarray(y)
+
+    def conv2d_bwd_data(self, p, dy, w):
+        wt = w.reshape(p.groups, p.Kg, -1).transpose(0, 2, 1)        # (G, Cg*R*S, Kg)
+        return fold(np.matmul(wt, _grouped_dy(dy, p)), p, dy.dtype)
+
+    def conv2d_bwd_weights(self, p, dy, x):
+        dw = np.matmul(_grouped_dy(dy, p), unfold(x, p).transpose(0, 2, 1))  # (G, Kg, Cg*R*S)
+        return dw.reshape(p.w_shape)

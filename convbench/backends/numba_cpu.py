@@ -1,0 +1,194 @@
+"""numba-cpu: parallel compiled direct convolution (Numba, prange), forward and both gradients.
+
+All three directions are one implicit GEMM over a "phase" layout of the padded input, with no
+unfolded buffer:
+
+* The padded input is split into stride_h x stride_w phase planes, each flattened row-major with
+  width Wq = ceil(Wp / stride_w): phase (a, b) holds xpad[a::sh, b::sw]. Filter tap (r, s) then
+  reads, for output t = i*Wq + j, the element `off + t` of plane (r*dh % sh, s*dw % sw), where
+  off = (r*dh // sh) * Wq + s*dw // sw. Every tap of every stride and dilation becomes a shifted,
+  contiguous read; the Wq - Q extra columns of each output row are computed and cropped.
+* A convolution is then  y[k, t] = sum_j W[k, j] * x[chan_j, phase_j, off_j + t]  with j running
+  over (input channel, tap) pairs: a GEMM whose second operand is read in place.
+* The kernels unroll four j terms and four output channels, so each vector of x feeds four filters
+  and each accumulator load feeds four FMAs; LLVM emits packed FMAs for the contiguous t loop
+  (check with `convbench.backends.numba_cpu.asm_report`).
+
+The input gradient is the same GEMM in gather form on the output gradient (channels and taps
+transposed, offsets negated), per phase of the input; the weight gradient is a GEMM that reduces
+over images and positions.
+
+Kernels compile on first use (per dtype) and are cached on disk (cache=True).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from convbench.backends.base import Backend
+from convbench.ops.conv import Conv2dProblem
+
+#: Output positions per block: 4 accumulator rows of this many values stay in L1.
+CHUNK = 512
+
+_kernels_cache: dict | None = None
+
+
+def kernels() -> dict:
+    """The compiled kernels (compiled or loaded from the cache on first use, not at import)."""
+    global _kernels_cache
+    if _kernels_cache is None:
+        from convbench.backends import _numba_conv_kernels as kmod
+        _kernels_cache = {"gemm": kmod.implicit_gemm, "wgrad": kmod.weight_grad}
+    return _kernels_cache
+
+
+@dataclass(frozen=True)
+class PhasePlan:
+    """Where each filter tap reads in the phase layout of a problem."""
+
+    sh: int
+    sw: int
+    Wq: int          # width of a phase plane (and of a wide output row)
+    rows: int        # rows of a phase plane, with room for the largest tap offset
+    tap_phase: np.ndarray   # (R*S,) phase plane index a*sw + b
+    tap_off: np.ndarray     # (R*S,) offset within the flattened plane
+
+    @property
+    def nph(self) -> int:
+        return self.sh * self.sw
+
+    @property
+    def length(self) -> int:
+        return self.rows * self.Wq
+
+
+def phase_plan(p: Conv2dProblem) -> PhasePlan:
+    (sh, sw), (dh, dw) = p.stride, p.dilation
+    Wq = -(-p.Wp // sw)
+    r = np.repeat(np.arange(p.R) * dh, p.S)
+    s = np.tile(np.arange(p.S) * dw, p.R)
+    phase = (r % sh) * sw + (s % sw)
+    off = (r // sh) * Wq + s // sw
+    rows = max(-(-p.Hp // sh), p.P + (p.R - 1) * dh // sh) + 1
+    return PhasePlan(sh, sw, Wq, rows, phase.astype(np.int64), off.astype(np.int64))
+
+
+def to_phases(x: np.ndarray, p: Conv2dProblem, plan: PhasePlan) -> np.ndarray:
+    """x (N, C, H, W) -> zero-padded phase planes (N, C, sh*sw, rows*Wq)."""
+    (pt, _), (pl, _) = p.padding
+    out = np.zeros((p.N, p.C, plan.nph, plan.rows, plan.Wq), dtype=x.dtype)
+    for a in range(plan.sh):
+        for b in range(plan.sw):
+            # padded row a + i*sh is input row a + i*sh - pt (likewise columns)
+            i0 = -(-(pt - a) // plan.sh) if pt > a else 0
+            j0 = -(-(pl - b) // plan.sw) if pl > b else 0
+            rows = x[:, :, a + i0 * plan.sh - pt::plan.sh]
+            cols = rows[:, :, :, b + j0 * plan.sw - pl::plan.sw]
+            out[:, :, a * plan.sw + b, i0:i0 + cols.shape[2], j0:j0 + cols.shape[3]] = cols
+    return out.reshape(p.N, p.C, plan.nph, plan.length)
+
+
+def from_phases(xph: np.ndarray, p: Conv2dProblem, plan: PhasePlan) -> np.ndarray:
+    """The adjoint of to_phases: phase planes (N, C, sh*sw, rows*Wq) -> x (N, C, H, W)."""
+    (pt, _), (pl, _) = p.padding
+    planes = xph.reshape(p.N, p.C, plan.nph, plan.rows, plan.Wq)
+    x = np.empty(p.x_shape, dtype=xph.dtype)
+    for a in range(plan.sh):
+        for b in range(plan.sw):
+            i0 = -(-(pt - a) // plan.sh) if pt > a else 0
+            j0 = -(-(pl - b) // plan.sw) if pl > b else 0
+            dst = x[:, :, a + i0 * plan.sh - pt::plan.sh, b + j0 * plan.sw - pl::plan.sw]
+            dst[...] = planes[:, :, a * plan.sw + b, i0:i0 + dst.shape[2], j0:j0 + dst.shape[3]]
+    return x
+
+
+def _wide(y: np.ndarray, p: Conv2dProblem, plan: PhasePlan, margin: int = 0) -> np.ndarray:
+    """(N, K, P, Q) -> (N, K, margin + P*Wq + tail) rows at width Wq, zeros elsewhere."""
+    out = np.zeros((p.N, y.shape[1], margin + plan.length), dtype=y.dtype)
+    view = out[:, :, margin:margin + p.P * plan.Wq].reshape(p.N, y.shape[1], p.P, plan.Wq)
+    view[:, :, :, :p.Q] = y
+    return out
+
+
+def _padded_rows(w2: np.ndarray, groups: int) -> np.ndarray:
+    """(groups*M, J) -> (groups, ceil(M/4)*4, J): zero rows so every block has 4 outputs."""
+    M = w2.shape[0] // groups
+    Mp = -(-M // 4) * 4
+    out = np.zeros((groups, Mp, w2.shape[1]), dtype=w2.dtype)
+    out[:, :M] = w2.reshape(groups, M, -1)
+    return out
+
+
+def _taps_by_channel(nchan: int, plan: PhasePlan, off_sign: int = 1, margin: int = 0):
+    """chan, phase, off for j = c*T + tap."""
+    T = plan.tap_off.size
+    chan = np.repeat(np.arange(nchan, dtype=np.int64), T)
+    phase = np.tile(plan.tap_phase, nchan)
+    off = margin + off_sign * np.tile(plan.tap_off, nchan)
+    return chan, phase, off
+
+
+class NumbaCPUBackend(Backend):
+    name = "numba-cpu"
+    description = "parallel compiled direct convolution: implicit GEMM on phase planes (Numba)"
+
+    def unavailable_reason(self):
+        try:
+            import numba  # noqa: F401
+        except ImportError as e:  # pragma: no cover - numba is a dependency
+            return f"numba is not installed ({e})"
+        return None
+
+    def conv2d_fwd(self, p, x, w, b):
+        plan = phase_plan(p)
+        chan, phase, off = _taps_by_channel(p.Cg, plan)
+        yw = np.empty((p.N, p.K, p.P * plan.Wq), dtype=x.dtype)
+        kernels()["gemm"](to_phases(x, p, plan), _padded_rows(w.reshape(p.K, -1), p.groups),
+                          chan, phase, off, yw, p.Kg)
+        y = yw.reshape(p.N, p.K, p.P, plan.Wq)[:, :, :, :p.Q]
+        if b is not None:
+            y = y + b[:, None, None]
+        return np.ascontiguousarray(y)
+
+    def conv2d_bwd_data(self, p, dy, w):
+        # dxph[c, ph, u] = sum over k and the taps of phase ph of w[k, c, tap] * dyw[k, u - off_tap]
+        plan = phase_plan(p)
+        margin = int(plan.tap_off.max())
+        dyw = _wide(dy, p, plan, margin)[:, :, None, :]           # (N, K, 1, margin + length)
+        wt = w.reshape(p.groups, p.Kg, p.Cg, p.R * p.S).transpose(0, 2, 1, 3)  # (G, Cg, Kg, T)
+        dxph = np.zeros((p.N, p.C, plan.nph, plan.length), dtype=dy.dtype)
+        out = np.empty((p.N, p.C, plan.length), dtype=dy.dtype)
+        for ph in range(plan.nph):
+            taps = np.nonzero(plan.tap_phase == ph)[0]
+            if taps.size == 0:
+                continue
+            T = taps.size
+            chan = np.repeat(np.arange(p.Kg, dtype=np.int64), T)
+            off = margin - np.tile(plan.tap_off[taps], p.Kg)
+            wj = np.ascontiguousarray(wt[..., taps]).reshape(p.C, p.Kg * T)
+            kernels()["gemm"](dyw, _padded_rows(wj, p.groups), chan, np.zeros_like(chan), off,
+                              out, p.Cg)
+            dxph[:, :, ph] = out
+        return from_phases(dxph, p, plan)
+
+    def conv2d_bwd_weights(self, p, dy, x):
+        plan = phase_plan(p)
+        chan, phase, off = _taps_by_channel(p.Cg, plan)
+        dyw = _wide(dy, p, plan)
+        Kgp = -(-p.Kg // 4) * 4
+        dw = np.zeros((p.groups, Kgp, chan.size), dtype=dy.dtype)
+        kernels()["wgrad"](to_phases(x, p, plan), dyw, chan, phase, off, dw, p.P * plan.Wq)
+        return np.ascontiguousarray(dw[:, :p.Kg]).reshape(p.w_shape)
+
+
+def asm_report(dtype=np.float32) -> dict:
+    """Counts of packed FMA instructions in each compiled kernel (a check that LLVM vectorised)."""
+    import re
+    out = {}
+    for name, fn in kernels().items():
+        for sig, asm in fn.inspect_asm().items():
+            if np.dtype(dtype).name in str(sig):
+                out[name] = len(re.findall(r"vfmadd\w*p[sd]\s+%[yz]mm", asm))
+    return out

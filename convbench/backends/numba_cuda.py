@@ -1,0 +1,103 @@
+"""numba-cuda: CUDA kernels written in Numba (numba-cuda package), forward and both gradients.
+
+Without a GPU the kernels still run under Numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1), which
+the tests use on tiny shapes; the simulator is far too slow to time anything.
+
+Padding is handled inside the kernels by bounds checks, so inputs stay on the device untouched.
+Accumulators start from a zero of the data's dtype passed in by the host (`zero`), so float32
+kernels hold no float64 arithmetic.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from convbench.backends.base import Backend
+
+_state: dict = {}
+
+
+def _cuda():
+    """numba.cuda, imported on first use. numba-cuda 0.30.4 still calls np.row_stack, which
+    numpy 2.5 removed; alias it to its replacement before the import so the module loads."""
+    if "cuda" not in _state:
+        if not hasattr(np, "row_stack"):
+            np.row_stack = np.vstack
+        from numba import cuda
+        _state["cuda"] = cuda
+    return _state["cuda"]
+
+
+def simulated() -> bool:
+    return os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0")
+
+
+THREADS = 128
+
+
+def _grid(n: int) -> int:
+    return max(1, min((n + THREADS - 1) // THREADS, 65535 * 4))
+
+
+def kernels():
+    """The kernel module (numba-cuda compiles each kernel on its first launch)."""
+    if "kernels" not in _state:
+        _cuda()
+        from convbench.backends import _numba_cuda_kernels
+        _state["kernels"] = _numba_cuda_kernels
+    return _state["kernels"]
+
+
+class NumbaCUDABackend(Backend):
+    name = "numba-cuda"
+    description = "CUDA kernels in Numba (one thread per output); the CPU simulator in tests"
+    device = "cuda"
+    dtypes = (np.float32, np.float64)
+
+    def unavailable_reason(self):
+        try:
+            cuda = _cuda()
+        except ImportError as e:
+            return f"numba-cuda is not installed ({e}); pip install 'convbench[cuda]'"
+        try:
+            if not cuda.is_available():
+                return "no CUDA GPU found (set NUMBA_ENABLE_CUDASIM=1 to run on the simulator)"
+        except Exception as e:  # driver present but broken
+            return f"CUDA driver error: {e}"
+        return None
+
+    # --- data movement --------------------------------------------------------------------------
+    def to_device(self, a):
+        return _cuda().to_device(np.ascontiguousarray(a))
+
+    def to_host(self, a):
+        return a.copy_to_host() if hasattr(a, "copy_to_host") else a
+
+    def synchronize(self):
+        _cuda().synchronize()
+
+    def _launch(self, name, n, *args):
+        getattr(kernels(), name)[_grid(n), THREADS](*args)
+
+    def _geom(self, p, dtype):
+        (sh, sw), ((pt, _), (pl, _)), (dh, dw) = p.stride, p.padding, p.dilation
+        return sh, sw, pt, pl, dh, dw, p.groups, np.dtype(dtype).type(0)
+
+    def conv2d_fwd(self, p, x, w, b):
+        cuda = _cuda()
+        y = cuda.device_array(p.y_shape, dtype=x.dtype)
+        bias = b if b is not None else cuda.device_array(1, dtype=x.dtype)
+        self._launch("conv_fwd", int(np.prod(p.y_shape)), x, w, bias, b is not None, y,
+                     *self._geom(p, y.dtype))
+        return y
+
+    def conv2d_bwd_data(self, p, dy, w):
+        dx = _cuda().device_array(p.x_shape, dtype=dy.dtype)
+        self._launch("conv_bwd_data", int(np.prod(p.x_shape)), dy, w, dx, *self._geom(p, dy.dtype))
+        return dx
+
+    def conv2d_bwd_weights(self, p, dy, x):
+        dwt = _cuda().device_array(p.w_shape, dtype=dy.dtype)
+        self._launch("conv_bwd_weights", int(np.prod(p.w_shape)), dy, x, dwt, *self._geom(p, dy.dtype))
+        return dwt

@@ -1,0 +1,38 @@
+"""One thread count for every library that runs kernels: Numba, BLAS, scipy.fft and torch.
+
+Setting it in one place keeps them from oversubscribing the cores when they share a process.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+_threads: int | None = None
+
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def get_threads() -> int:
+    return _threads or cpu_count()
+
+
+def set_threads(n: int | None) -> int:
+    """Use n threads (None: all cores) in Numba, BLAS (threadpoolctl), scipy.fft and torch."""
+    global _threads
+    if n is not None and (not isinstance(n, int) or n < 1):
+        raise ValueError(f"threads={n!r} must be a positive int")
+    _threads = n
+    count = get_threads()
+    from threadpoolctl import threadpool_limits
+    threadpool_limits(limits=count)
+    if "numba" in sys.modules:
+        import numba
+        numba.set_num_threads(min(count, numba.config.NUMBA_NUM_THREADS))
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(count)
+    return count
