@@ -16,12 +16,13 @@ DEFAULT_BACKEND = "im2col"
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-def check_array(name: str, a, ndim: int | None = None, dtype=None) -> np.ndarray:
-    """a as a C-contiguous ndarray, after checking its type, ndim and dtype (no silent casts)."""
+def check_array(name: str, a, layout: str | None = None, dtype=None) -> np.ndarray:
+    """a as a C-contiguous ndarray, after checking its type, its number of dimensions against
+    `layout` (like "N, C, H, W") and its dtype (no silent casts)."""
     if not isinstance(a, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
-    if ndim is not None and a.ndim != ndim:
-        raise ValueError(f"{name} must be {ndim}-D, got shape {a.shape}")
+    if layout is not None and a.ndim != layout.count(",") + 1:
+        raise ValueError(f"{name} must be {layout.count(',') + 1}-D ({layout}), got shape {a.shape}")
     if dtype is None:
         if a.dtype not in FLOAT_DTYPES:
             raise TypeError(f"{name}.dtype={a.dtype} must be float32 or float64")
@@ -59,12 +60,12 @@ def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups=1, backen
     P = (H + pad_top + pad_bottom - dilation*(R-1) - 1) // stride + 1 (Q likewise).
     padding: int, (ph, pw), ((top, bottom), (left, right)), "valid" or "same".
     """
-    x = check_array("x", x, 4)
-    w = check_array("w", w, 4, x.dtype)
+    x = check_array("x", x, "N, C, H, W")
+    w = check_array("w", w, "K, C/groups, R, S", x.dtype)
     p = conv2d_problem(x.shape, w.shape, stride=stride, padding=padding, dilation=dilation,
                        groups=groups, bias=bias is not None)
     if bias is not None:
-        bias = check_array("bias", bias, 1, x.dtype)
+        bias = check_array("bias", bias, "K", x.dtype)
         check_shape("bias", bias, (p.K,))
     return execute("conv2d:fwd", backend, p, (x, w, bias))
 
@@ -75,9 +76,9 @@ def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1,
 
     dx has x's shape, dw has w's shape, db (K,) is dy summed over batch and positions.
     """
-    x = check_array("x", x, 4)
-    w = check_array("w", w, 4, x.dtype)
-    dy = check_array("dy", dy, 4, x.dtype)
+    x = check_array("x", x, "N, C, H, W")
+    w = check_array("w", w, "K, C/groups, R, S", x.dtype)
+    dy = check_array("dy", dy, "N, K, P, Q", x.dtype)
     p = conv2d_problem(x.shape, w.shape, stride=stride, padding=padding, dilation=dilation,
                        groups=groups)
     check_shape("dy", dy, p.y_shape)
@@ -92,12 +93,12 @@ def conv1d(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups=1, backen
     padding: int, (left, right), "valid", "same", or "causal" (dilation*(S-1) on the left only,
     so output t sees inputs up to t: the temporal convolutional network's convolution).
     """
-    x = check_array("x", x, 3)
-    w = check_array("w", w, 3, x.dtype)
+    x = check_array("x", x, "N, C, L")
+    w = check_array("w", w, "K, C/groups, S", x.dtype)
     p = conv1d_problem(x.shape, w.shape, stride=stride, padding=padding, dilation=dilation,
                        groups=groups, bias=bias is not None)
     if bias is not None:
-        bias = check_array("bias", bias, 1, x.dtype)
+        bias = check_array("bias", bias, "K", x.dtype)
         check_shape("bias", bias, (p.K,))
     y = execute("conv2d:fwd", backend, p, (x[:, :, None, :], w[:, :, None, :], bias))
     return y[:, :, 0, :]
@@ -106,9 +107,9 @@ def conv1d(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups=1, backen
 def conv1d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1,
                     backend=DEFAULT_BACKEND):
     """Gradients of conv1d: dy (N, K, L'), x (N, C, L), w (K, C/groups, S) -> (dx, dw, db)."""
-    x = check_array("x", x, 3)
-    w = check_array("w", w, 3, x.dtype)
-    dy = check_array("dy", dy, 3, x.dtype)
+    x = check_array("x", x, "N, C, L")
+    w = check_array("w", w, "K, C/groups, S", x.dtype)
+    dy = check_array("dy", dy, "N, K, L'", x.dtype)
     p = conv1d_problem(x.shape, w.shape, stride=stride, padding=padding, dilation=dilation,
                        groups=groups)
     check_shape("dy", dy, (p.N, p.K, p.Q))

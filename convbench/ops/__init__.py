@@ -96,6 +96,11 @@ _register(OpSpec("conv2d", "bwd-weights", ref.conv2d_bwd_weights, _conv_inputs("
                  ("dy", "x"), ("dw",)))
 
 
+def ops_of(family: str) -> list[OpSpec]:
+    """The op specs of one family (conv2d, max_pool2d, lstm, ...), in registration order."""
+    return [spec for spec in OPS.values() if spec.family == family]
+
+
 def get_op(name: str) -> OpSpec:
     from convbench.errors import UnknownNameError
     try:

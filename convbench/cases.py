@@ -1,0 +1,78 @@
+"""Named lists of small problems for verification: edge cases and seeded random ones.
+
+A case is (label, family, problem); verification runs every direction of the family's ops.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from convbench.errors import UnknownNameError
+from convbench.ops.conv import Conv2dProblem, conv1d_problem, conv2d_problem
+
+
+def _c(label, x, w, **kw):
+    return (label, "conv2d", conv2d_problem(x, w, **kw))
+
+
+def conv_edge_cases():
+    return [
+        _c("1x1 kernel", (2, 3, 5, 5), (4, 3, 1, 1)),
+        _c("kernel = padded input", (2, 2, 3, 3), (3, 2, 5, 5), padding=1),
+        _c("stride > kernel", (2, 3, 9, 8), (2, 3, 2, 2), stride=3),
+        _c("asymmetric padding", (2, 3, 6, 5), (4, 3, 3, 3), padding=((1, 0), (2, 1))),
+        _c("non-square input and kernel", (2, 3, 5, 8), (4, 3, 3, 2), padding=(1, 0)),
+        _c("dilation 2", (2, 3, 9, 9), (4, 3, 3, 3), dilation=2, padding=2),
+        _c("stride 2, dilation (2,1)", (1, 2, 9, 10), (3, 2, 3, 2), stride=2, dilation=(2, 1),
+           padding=1),
+        _c("groups 2", (2, 4, 6, 6), (6, 2, 3, 3), groups=2, padding=1),
+        _c("depthwise", (2, 4, 7, 7), (4, 1, 3, 3), groups=4, padding=1),
+        _c("depthwise x2 multiplier, stride 2", (1, 3, 8, 8), (6, 1, 3, 3), groups=3, stride=2,
+           padding=1),
+        _c("batch 1, one channel", (1, 1, 6, 6), (1, 1, 3, 3)),
+        _c("padding 'same', even kernel", (2, 2, 5, 6), (3, 2, 4, 2), padding="same"),
+        _c("3x3 stride 2 odd input", (2, 4, 7, 7), (5, 4, 3, 3), stride=2, padding=1),
+        _c("7x7 stride 2 (conv1 shape)", (1, 3, 16, 16), (4, 3, 7, 7), stride=2, padding=3),
+        _c("bias", (2, 3, 5, 5), (4, 3, 3, 3), padding=1, bias=True),
+        ("conv1d causal dilated", "conv2d",
+         conv1d_problem((2, 3, 16), (4, 3, 3), padding="causal", dilation=2)),
+        ("conv1d stride 2", "conv2d", conv1d_problem((2, 3, 15), (2, 3, 4), stride=2, padding=1)),
+    ]
+
+
+def random_conv_problem(rng: np.random.Generator, max_spatial: int = 12,
+                        max_channels: int = 8) -> Conv2dProblem:
+    """One random valid conv2d problem (every parameter drawn; invalid draws are redrawn)."""
+    while True:
+        groups = int(rng.choice([1, 1, 1, 2, 3]))
+        C = groups * int(rng.integers(1, max(2, max_channels // groups) + 1))
+        K = groups * int(rng.integers(1, max(2, max_channels // groups) + 1))
+        R, S = (int(v) for v in rng.integers(1, 6, size=2))
+        H, W = (int(v) for v in rng.integers(1, max_spatial + 1, size=2))
+        stride = tuple(int(v) for v in rng.integers(1, 4, size=2))
+        dilation = tuple(int(v) for v in rng.integers(1, 3, size=2))
+        pad = tuple(tuple(int(v) for v in rng.integers(0, 3, size=2)) for _ in range(2))
+        try:
+            return Conv2dProblem(int(rng.integers(1, 4)), C, H, W, K, R, S, stride, pad, dilation,
+                                 groups, bool(rng.integers(0, 2)))
+        except ValueError:
+            continue
+
+
+def random_conv_cases(count: int = 20, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    return [(f"random #{i} (seed {seed})", "conv2d", random_conv_problem(rng)) for i in range(count)]
+
+
+#: name -> function returning the cases. Other op families add their lists here.
+CASE_LISTS = {
+    "conv-edge": conv_edge_cases,
+    "conv-random": random_conv_cases,
+}
+
+
+def case_list(name: str):
+    if name == "all":
+        return [c for fn in CASE_LISTS.values() for c in fn()]
+    if name not in CASE_LISTS:
+        raise UnknownNameError(f"unknown case list {name!r}; valid: all, {', '.join(CASE_LISTS)}")
+    return CASE_LISTS[name]()

@@ -1,0 +1,27 @@
+"""Test settings. With no GPU, numba-cuda kernels run on Numba's CPU simulator (tiny shapes only).
+Set CONVBENCH_REAL_GPU=1 to test them on a real GPU instead."""
+import os
+
+if os.environ.get("CONVBENCH_REAL_GPU", "0") in ("", "0"):
+    os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12345)
+
+
+def available_backends(op_name: str):
+    """Backends that can run here and implement the op (the rest are tested for their reasons)."""
+    from convbench.backends import backend_names, get_backend
+    from convbench.ops import get_op
+    op = get_op(op_name)
+    out = []
+    for name in backend_names():
+        b = get_backend(name)
+        if b.available and b.implements(op):
+            out.append(name)
+    return out

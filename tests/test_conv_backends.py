@@ -1,0 +1,52 @@
+"""Every backend against the float64 reference, in every direction, on edge and random cases."""
+import numpy as np
+import pytest
+
+from convbench.backends import backend_names, get_backend
+from convbench.cases import conv_edge_cases, random_conv_cases
+from convbench.ops import ops_of
+from convbench.verify import PASSED, UNAVAILABLE, check_backend
+
+CASES = conv_edge_cases() + random_conv_cases(12, seed=7)
+CONV_OPS = ops_of("conv2d")
+
+
+def _params():
+    for name in backend_names():
+        for label, _, p in CASES:
+            yield pytest.param(name, p, id=f"{name}-{label}")
+
+
+@pytest.mark.parametrize("backend,problem", list(_params()))
+def test_backend_matches_reference_all_directions(backend, problem):
+    for op in CONV_OPS:
+        c = check_backend(backend, op, problem, np.float32, seed=3)
+        if c.status == UNAVAILABLE:
+            pytest.skip(c.reason)
+        assert c.status == PASSED, f"{op.name} {problem}: {c.status} {c.reason}"
+
+
+@pytest.mark.parametrize("backend", ["naive", "im2col", "fft", "numba-cpu", "torch"])
+def test_float64_inputs_give_float64_accuracy(backend):
+    label, _, p = conv_edge_cases()[3]
+    for op in CONV_OPS:
+        c = check_backend(backend, op, p, np.float64, seed=5)
+        if c.status == UNAVAILABLE:
+            pytest.skip(c.reason)
+        assert c.status == PASSED, c.reason
+        assert c.error < 1e-13
+
+
+def test_every_backend_reports_availability_with_a_reason():
+    import convbench as cb
+    infos = cb.list_backends()
+    assert [i.name for i in infos] == backend_names()
+    for info in infos:
+        assert info.available or info.reason, info
+        assert "conv2d:fwd" in info.ops
+
+
+def test_backend_without_cuda_says_why(monkeypatch):
+    from convbench.backends import numba_cuda
+    monkeypatch.setattr(numba_cuda._cuda(), "is_available", lambda: False)
+    assert "no CUDA GPU found" in get_backend("numba-cuda").unavailable_reason()
