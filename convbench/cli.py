@@ -51,5 +51,17 @@ def verify(cases, backend_list, dtype, seed, cuda_sim):
     sys.exit(0 if ok else 1)
 
 
+@main.command()
+@click.argument("image", required=False, type=click.Path(exists=True, dir_okay=False))
+@click.option("--backend", default="im2col", show_default=True)
+@click.option("--out", "out_path", default="filters.png", show_default=True,
+              type=click.Path(dir_okay=False, writable=True))
+def filters(image, backend, out_path):
+    """Apply the classic 3x3 filters to IMAGE (default: matplotlib's sample photograph) and write
+    one figure comparing zero padding with reflect padding."""
+    from convbench.filters import gallery
+    click.echo(f"wrote {gallery(image, out_path, backend)}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
