@@ -13,7 +13,7 @@ from convbench.errors import UnknownNameError
 # name -> (module, class). The order is the order of tables and reports.
 REGISTRY: dict[str, tuple[str, str]] = {
     "naive": ("convbench.backends.naive", "NaiveBackend"),
-    #"numpy": ("convbench.backends.numpy_vec", "NumpyBackend"),
+    "numpy": ("convbench.backends.numpy_vec", "NumpyBackend"),
     "im2col": ("convbench.backends.im2col", "Im2colBackend"),
     "fft": ("convbench.backends.fft", "FFTBackend"),
     "numba-cpu": ("convbench.backends.numba_cpu", "NumbaCPUBackend"),

@@ -56,3 +56,71 @@ class NaiveBackend(Backend):
                     for j in range(p.Q):
                         dwt[k] += dy[n, k, i, j] * xp[n][_window(p, k, i, j)]
         return dwt
+
+    # --- pooling: each output scans its window ------------------------------------------------
+    def _pool_scan(self, p, x, n, c, i, j):
+        """(max, its (h, w), sum, divisor) of one window, by the definition: a row-major scan of
+        the positions inside the input; the divisor counts padding when count_include_pad."""
+        best, arg, total, inside = -np.inf, None, 0.0, 0
+        h0, w0 = i * p.stride[0] - p.padding[0], j * p.stride[1] - p.padding[1]
+        for a in range(p.kernel[0]):
+            h = h0 + a * p.dilation[0]
+            for b in range(p.kernel[1]):
+                w = w0 + b * p.dilation[1]
+                if 0 <= h < p.H and 0 <= w < p.W:
+                    v = x[n, c, h, w]
+                    inside += 1
+                    total += v
+                    if arg is None or v > best or np.isnan(v):
+                        best, arg = v, (h, w)
+        if p.count_include_pad:
+            rows = min(h0 + p.kernel[0], p.H + p.padding[0]) - h0
+            cols = min(w0 + p.kernel[1], p.W + p.padding[1]) - w0
+            divisor = rows * cols
+        else:
+            divisor = inside
+        return best, arg, total, divisor
+
+    def _pool_loops(self, p, x, visit):
+        for n in range(p.N):
+            for c in range(p.C):
+                for i in range(p.P):
+                    for j in range(p.Q):
+                        visit(n, c, i, j, *self._pool_scan(p, x, n, c, i, j))
+
+    def max_pool2d_fwd(self, p, x):
+        y = np.empty(p.y_shape, dtype=x.dtype)
+
+        def visit(n, c, i, j, best, arg, total, divisor):
+            y[n, c, i, j] = best
+        self._pool_loops(p, x, visit)
+        return y
+
+    def max_pool2d_bwd(self, p, dy, x):
+        dx = np.zeros(p.x_shape, dtype=dy.dtype)
+
+        def visit(n, c, i, j, best, arg, total, divisor):
+            dx[n, c, arg[0], arg[1]] += dy[n, c, i, j]
+        self._pool_loops(p, x, visit)
+        return dx
+
+    def avg_pool2d_fwd(self, p, x):
+        y = np.empty(p.y_shape, dtype=x.dtype)
+
+        def visit(n, c, i, j, best, arg, total, divisor):
+            y[n, c, i, j] = total / divisor
+        self._pool_loops(p, x, visit)
+        return y
+
+    def avg_pool2d_bwd(self, p, dy, x):
+        dx = np.zeros(p.x_shape, dtype=dy.dtype)
+        h_idx = np.arange(p.H)
+        w_idx = np.arange(p.W)
+
+        def visit(n, c, i, j, best, arg, total, divisor):
+            h0, w0 = i * p.stride[0] - p.padding[0], j * p.stride[1] - p.padding[1]
+            rows = h_idx[(h_idx >= h0) & (h_idx < h0 + p.kernel[0])]
+            cols = w_idx[(w_idx >= w0) & (w_idx < w0 + p.kernel[1])]
+            dx[n, c, rows[:, None], cols[None, :]] += dy[n, c, i, j] / divisor
+        self._pool_loops(p, x, visit)
+        return dx

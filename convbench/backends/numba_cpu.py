@@ -192,3 +192,103 @@ def asm_report(dtype=np.float32) -> dict:
             if np.dtype(dtype).name in str(sig):
                 out[name] = len(re.findall(r"vfmadd\w*p[sd]\s+%[yz]mm", asm))
     return out
+
+
+# --- pooling ----------------------------------------------------------------------------------------
+def _pool_kernels():
+    from convbench.backends import _numba_pool_kernels
+    return _numba_pool_kernels
+
+
+def _pool_geometry(p):
+    return (*p.kernel, *p.stride, *p.padding)
+
+
+def _pool_max_fwd(self, p, x):
+    y = np.empty(p.y_shape, dtype=x.dtype)
+    _pool_kernels().max_fwd(x, y, *_pool_geometry(p), *p.dilation)
+    return y
+
+
+def _pool_max_bwd(self, p, dy, x):
+    dx = np.zeros(p.x_shape, dtype=dy.dtype)
+    _pool_kernels().max_bwd(dy, x, dx, *_pool_geometry(p), *p.dilation)
+    return dx
+
+
+def _pool_avg_fwd(self, p, x):
+    from convbench.ops.pool import avg_divisors
+    y = np.empty(p.y_shape, dtype=x.dtype)
+    _pool_kernels().avg_fwd(x, y, avg_divisors(p).astype(x.dtype), *_pool_geometry(p))
+    return y
+
+
+def _pool_avg_bwd(self, p, dy, x):
+    from convbench.ops.pool import avg_divisors
+    dx = np.zeros(p.x_shape, dtype=dy.dtype)
+    _pool_kernels().avg_bwd(dy, dx, avg_divisors(p).astype(dy.dtype), *_pool_geometry(p))
+    return dx
+
+
+NumbaCPUBackend.max_pool2d_fwd = _pool_max_fwd
+NumbaCPUBackend.max_pool2d_bwd = _pool_max_bwd
+NumbaCPUBackend.avg_pool2d_fwd = _pool_avg_fwd
+NumbaCPUBackend.avg_pool2d_bwd = _pool_avg_bwd
+
+
+# --- recurrent cells: BLAS GEMMs around fused gate kernels -----------------------------------------
+class FusedSteps:
+    """step_forward/step_backward with the interface of ops.rnn, on the fused Numba kernels."""
+
+    @staticmethod
+    def _k():
+        from convbench.backends import _numba_rnn_kernels
+        return _numba_rnn_kernels
+
+    @classmethod
+    def step_forward(cls, cell, gi, gh, h, c):
+        k = cls._k()
+        hn = np.empty_like(h)
+        if cell == "lstm":
+            cn, act, tc = np.empty_like(c), np.empty_like(gi), np.empty_like(h)
+            k.lstm_fwd(gi, gh, c, hn, cn, act, tc)
+            return hn, cn, (act, c, tc)
+        if cell == "gru":
+            act = np.empty_like(gi)
+            k.gru_fwd(gi, gh, h, hn, act)
+            return hn, None, (act, gh, h)
+        k.tanh_fwd(gi, gh, hn)
+        return hn, None, (hn,)
+
+    @classmethod
+    def step_backward(cls, cell, dh, dc, cache):
+        k = cls._k()
+        dh = np.ascontiguousarray(dh)
+        if cell == "lstm":
+            act, c_prev, tc = cache
+            da, dc_prev = np.empty_like(act), np.empty_like(dh)
+            k.lstm_bwd(dh, dc, act, c_prev, tc, da, dc_prev)
+            return da, da, None, dc_prev
+        if cell == "gru":
+            act, gh, h_prev = cache
+            dgi, dgh, direct = np.empty_like(act), np.empty_like(act), np.empty_like(dh)
+            k.gru_bwd(dh, act, gh, h_prev, dgi, dgh, direct)
+            return dgi, dgh, direct, None
+        (hn,) = cache
+        da = np.empty_like(dh)
+        k.tanh_bwd(dh, hn, da)
+        return da, da, None, None
+
+
+def _rnn_fwd(self, p, *args):
+    from convbench.backends import rnn_numpy
+    return rnn_numpy.forward(p, *args, steps=FusedSteps)
+
+
+def _rnn_bwd(self, p, *args):
+    from convbench.backends import rnn_numpy
+    return rnn_numpy.backward(p, *args, steps=FusedSteps)
+
+
+NumbaCPUBackend.lstm_fwd = NumbaCPUBackend.gru_fwd = NumbaCPUBackend.rnn_tanh_fwd = _rnn_fwd
+NumbaCPUBackend.lstm_bwd = NumbaCPUBackend.gru_bwd = NumbaCPUBackend.rnn_tanh_bwd = _rnn_bwd

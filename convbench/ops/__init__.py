@@ -12,6 +12,8 @@ import numpy as np
 
 from convbench.ops import reference as ref
 from convbench.ops.conv import Conv2dProblem, conv1d_problem, conv2d_problem  # noqa: F401
+from convbench.ops.pool import Pool2dProblem, pool2d_problem  # noqa: F401
+from convbench.ops.rnn import RNNProblem  # noqa: F401
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,61 @@ _register(OpSpec("conv2d", "bwd-data", ref.conv2d_bwd_data, _conv_inputs("bwd-da
 _register(OpSpec("conv2d", "bwd-weights", ref.conv2d_bwd_weights, _conv_inputs("bwd-weights"),
                  _conv_scale(ref.conv2d_bwd_weights), lambda p: p.reduction_length("bwd-weights"),
                  ("dy", "x"), ("dw",)))
+
+
+def _pool_inputs(direction):
+    def make(p, rng, dtype):
+        x = _uniform(rng, p.x_shape, dtype)
+        if direction == "fwd":
+            return (x,)
+        return (_uniform(rng, p.y_shape, dtype), x)
+    return make
+
+
+def _max_abs_scale(index):
+    def scale(p, inputs, outputs):
+        return (float(np.nanmax(np.abs(np.asarray(inputs[index], dtype=np.float64)), initial=0.0))
+                * (1 if index == 0 else p.overlap()),)
+    return scale
+
+
+for _kind in ("max", "avg"):
+    _fam = f"{_kind}_pool2d"
+    _register(OpSpec(_fam, "fwd", getattr(ref, f"{_fam}_fwd"), _pool_inputs("fwd"), _max_abs_scale(0),
+                     (lambda p: 1) if _kind == "max" else (lambda p: p.window + 1), ("x",), ("y",)))
+    _register(OpSpec(_fam, "bwd", getattr(ref, f"{_fam}_bwd"), _pool_inputs("bwd"), _max_abs_scale(0),
+                     lambda p: p.overlap() + 1, ("dy", "x"), ("dx",)))
+
+
+def _rnn_inputs(direction):
+    def make(p, rng, dtype):
+        k = 1.0 / np.sqrt(p.H)        # PyTorch's initialisation range
+        state = lambda: _uniform(rng, p.h_shape, dtype)  # noqa: E731
+        fwd = (_uniform(rng, p.x_shape, dtype), state(),
+               state() if p.has_cell_state else None,
+               _uniform(rng, p.w_ih_shape, dtype, k), _uniform(rng, p.w_hh_shape, dtype, k),
+               _uniform(rng, (p.gates * p.H,), dtype, k) if p.bias else None,
+               _uniform(rng, (p.gates * p.H,), dtype, k) if p.bias else None)
+        if direction == "fwd":
+            return fwd
+        return (_uniform(rng, p.y_shape, dtype), state(),
+                state() if p.has_cell_state else None) + fwd
+    return make
+
+
+def _rnn_scale(p, inputs, outputs):
+    # the outputs are bounded by their own size: tanh and sigmoid contract
+    return tuple(1.0 if o is None else max(float(np.nanmax(np.abs(o), initial=0.0)), 1e-30)
+                 for o in outputs)
+
+
+_RNN_FWD_IN = ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh")
+for _cell in ("rnn_tanh", "lstm", "gru"):
+    _register(OpSpec(_cell, "fwd", ref.rnn_fwd, _rnn_inputs("fwd"), _rnn_scale,
+                     lambda p: p.reduction_length("fwd"), _RNN_FWD_IN, ("y", "hT", "cT")))
+    _register(OpSpec(_cell, "bwd", ref.rnn_bwd, _rnn_inputs("bwd"), _rnn_scale,
+                     lambda p: p.reduction_length("bwd"), ("dy", "dhT", "dcT") + _RNN_FWD_IN,
+                     ("dx", "dh0", "dc0", "dw_ih", "dw_hh", "db_ih", "db_hh")))
 
 
 def ops_of(family: str) -> list[OpSpec]:

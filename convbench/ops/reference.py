@@ -68,3 +68,134 @@ def conv2d_bwd_weights(p: Conv2dProblem, dy, x):
 def conv2d_bwd_bias(dy):
     """db[k] = sum_{n, i, j} dy[n, k, i, j]."""
     return np.asarray(dy, dtype=np.float64).sum(axis=(0, 2, 3))
+
+
+# --- pooling --------------------------------------------------------------------------------------
+def _window_positions(p, i: int, j: int):
+    """Input rows (P,) and columns (Q,) read at window offset (i, j), and whether each is inside."""
+    from convbench.ops.pool import window_starts
+    rows = window_starts(p, 0) + i * p.dilation[0]
+    cols = window_starts(p, 1) + j * p.dilation[1]
+    rin, cin = (rows >= 0) & (rows < p.H), (cols >= 0) & (cols < p.W)
+    return np.clip(rows, 0, p.H - 1), np.clip(cols, 0, p.W - 1), rin[:, None] & cin[None, :]
+
+
+def max_pool2d_argmax(p, x):
+    """(max, flat index h*W + w of the arg-max) of each window, as PyTorch picks it: the window is
+    scanned in row-major order and a value replaces the running maximum when it is greater or NaN
+    (so ties go to the first maximum, NaN to the last NaN). Padding is minus infinity."""
+    x = np.asarray(x, dtype=np.float64)
+    best = np.full(p.y_shape, -np.inf)
+    idx = np.full(p.y_shape, -1, dtype=np.int64)
+    for i in range(p.kernel[0]):
+        for j in range(p.kernel[1]):
+            rows, cols, inside = _window_positions(p, i, j)
+            val = np.where(inside, x[:, :, rows][:, :, :, cols], -np.inf)
+            flat = (rows[:, None] * p.W + cols[None, :]) + np.zeros(p.y_shape, np.int64)
+            take = inside & ((val > best) | np.isnan(val) | (idx < 0))
+            best = np.where(take, val, best)
+            idx = np.where(take, flat, idx)
+    return best, idx
+
+
+def max_pool2d_fwd(p, x):
+    """y[n, c, i, j] = max over the window of output (i, j) (padding never wins; NaN wins).
+
+    x (N, C, H, W) -> y (N, C, P, Q).
+    """
+    return max_pool2d_argmax(p, x)[0]
+
+
+def max_pool2d_bwd(p, dy, x):
+    """dx: each dy goes to its window's arg-max (max_pool2d_argmax); overlapping windows add.
+
+    dy (N, C, P, Q), x (N, C, H, W) -> dx (N, C, H, W).
+    """
+    _, idx = max_pool2d_argmax(p, x)
+    dx = np.zeros((p.N, p.C, p.H * p.W))
+    n, c = np.indices((p.N, p.C))
+    np.add.at(dx, (n[:, :, None], c[:, :, None], idx.reshape(p.N, p.C, -1)),
+              np.asarray(dy, dtype=np.float64).reshape(p.N, p.C, -1))
+    return dx.reshape(p.x_shape)
+
+
+def avg_pool2d_fwd(p, x):
+    """y[n, c, i, j] = (sum of the window's inputs, padding counting zero) / divisor[i, j]
+    (ops.pool.avg_divisors). x (N, C, H, W) -> y (N, C, P, Q)."""
+    from convbench.ops.pool import avg_divisors
+    x = np.asarray(x, dtype=np.float64)
+    total = np.zeros(p.y_shape)
+    for i in range(p.kernel[0]):
+        for j in range(p.kernel[1]):
+            rows, cols, inside = _window_positions(p, i, j)
+            total += np.where(inside, x[:, :, rows][:, :, :, cols], 0.0)
+    return total / avg_divisors(p)
+
+
+def avg_pool2d_bwd(p, dy, x=None):
+    """dx: each dy / divisor spread over its window's inputs. dy (N, C, P, Q) -> dx (N, C, H, W)."""
+    from convbench.ops.pool import avg_divisors
+    share = np.asarray(dy, dtype=np.float64) / avg_divisors(p)
+    dx = np.zeros(p.x_shape)
+    for i in range(p.kernel[0]):
+        for j in range(p.kernel[1]):
+            rows, cols, inside = _window_positions(p, i, j)
+            np.add.at(dx, (slice(None), slice(None), rows[:, None], cols[None, :]),
+                      np.where(inside, share, 0.0))
+    return dx
+
+
+# --- recurrent cells ------------------------------------------------------------------------------
+def _zeros_if_none(b, n):
+    return np.zeros(n) if b is None else b
+
+
+def rnn_fwd(p, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
+    """Run the cell p.cell over the sequence, one step at a time (ops.rnn has the equations).
+
+    x (T, N, I), h0 and c0 (N, H) (c0 None unless LSTM), w_ih (G*H, I), w_hh (G*H, H),
+    b_ih and b_hh (G*H,) or None -> (y (T, N, H), hT (N, H), cT (N, H) or None).
+    """
+    from convbench.ops.rnn import step_forward
+    x, h, c, w_ih, w_hh, b_ih, b_hh = _f64(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+    b_ih, b_hh = _zeros_if_none(b_ih, w_ih.shape[0]), _zeros_if_none(b_hh, w_ih.shape[0])
+    ys = []
+    for t in range(p.T):
+        h, c, _ = step_forward(p.cell, x[t] @ w_ih.T + b_ih, h @ w_hh.T + b_hh, h, c)
+        ys.append(h)
+    return np.stack(ys), h, c
+
+
+def rnn_bwd(p, dy, dhT, dcT, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
+    """Backpropagation through time for rnn_fwd.
+
+    dy (T, N, H) (gradient w.r.t. every output), dhT and dcT (N, H) or None (w.r.t. the final
+    state), then the forward's inputs -> (dx, dh0, dc0 or None, dw_ih, dw_hh, db_ih, db_hh); the
+    bias gradients are None when the layer has no bias.
+    """
+    from convbench.ops.rnn import step_backward, step_forward
+    dy, dhT, dcT, x, h, c, w_ih, w_hh, b_ih, b_hh = _f64(dy, dhT, dcT, x, h0, c0, w_ih, w_hh,
+                                                          b_ih, b_hh)
+    has_bias = b_ih is not None
+    b_ih, b_hh = _zeros_if_none(b_ih, w_ih.shape[0]), _zeros_if_none(b_hh, w_ih.shape[0])
+    caches, h_prev = [], []
+    for t in range(p.T):
+        h_prev.append(h)
+        h, c, cache = step_forward(p.cell, x[t] @ w_ih.T + b_ih, h @ w_hh.T + b_hh, h, c)
+        caches.append(cache)
+    dx = np.zeros(p.x_shape)
+    dw_ih, dw_hh = np.zeros(w_ih.shape), np.zeros(w_hh.shape)
+    db_ih, db_hh = np.zeros(w_ih.shape[0]), np.zeros(w_ih.shape[0])
+    dh = np.zeros(p.h_shape) if dhT is None else dhT
+    dc = (np.zeros(p.h_shape) if dcT is None else dcT) if p.has_cell_state else None
+    for t in reversed(range(p.T)):
+        dgi, dgh, dh_direct, dc = step_backward(p.cell, dy[t] + dh, dc, caches[t])
+        dx[t] = dgi @ w_ih
+        dh = dgh @ w_hh + (0 if dh_direct is None else dh_direct)
+        dw_ih += dgi.T @ x[t]
+        dw_hh += dgh.T @ h_prev[t]
+        db_ih += dgi.sum(axis=0)
+        db_hh += dgh.sum(axis=0)
+    if not has_bias:
+        db_ih = db_hh = None
+    return dx, dh, dc, dw_ih, dw_hh, db_ih, db_hh

@@ -1,0 +1,78 @@
+"""Numba kernels of numba-cpu pooling: one task per (image, channel) plane, so tasks never write
+the same memory. The max scan follows PyTorch: row-major window order, a value replaces the
+running maximum when greater or NaN."""
+import numpy as np
+from numba import njit, prange
+
+
+@njit(cache=True, inline="always")
+def _argmax(x, n, c, h0, w0, kh, kw, dh, dw):
+    H, W = x.shape[2], x.shape[3]
+    best = x[n, c, max(h0, 0), max(w0, 0)]
+    bh, bw = -1, -1
+    for a in range(kh):
+        h = h0 + a * dh
+        if h < 0 or h >= H:
+            continue
+        for b in range(kw):
+            w = w0 + b * dw
+            if w < 0 or w >= W:
+                continue
+            v = x[n, c, h, w]
+            if bh < 0 or v > best or v != v:
+                best, bh, bw = v, h, w
+    return best, bh, bw
+
+
+@njit(parallel=True, cache=True)
+def max_fwd(x, y, kh, kw, sh, sw, ph, pw, dh, dw):
+    N, C, P, Q = y.shape
+    for plane in prange(N * C):
+        n, c = plane // C, plane % C
+        for i in range(P):
+            for j in range(Q):
+                y[n, c, i, j] = _argmax(x, n, c, i * sh - ph, j * sw - pw, kh, kw, dh, dw)[0]
+
+
+@njit(parallel=True, cache=True)
+def max_bwd(dy, x, dx, kh, kw, sh, sw, ph, pw, dh, dw):
+    N, C, P, Q = dy.shape
+    for plane in prange(N * C):
+        n, c = plane // C, plane % C
+        for i in range(P):
+            for j in range(Q):
+                _, h, w = _argmax(x, n, c, i * sh - ph, j * sw - pw, kh, kw, dh, dw)
+                dx[n, c, h, w] += dy[n, c, i, j]
+
+
+@njit(parallel=True, cache=True)
+def avg_fwd(x, y, div, kh, kw, sh, sw, ph, pw):
+    N, C, P, Q = y.shape
+    H, W = x.shape[2], x.shape[3]
+    for plane in prange(N * C):
+        n, c = plane // C, plane % C
+        for i in range(P):
+            h0 = i * sh - ph
+            for j in range(Q):
+                w0 = j * sw - pw
+                total = y.dtype.type(0)
+                for h in range(max(h0, 0), min(h0 + kh, H)):
+                    for w in range(max(w0, 0), min(w0 + kw, W)):
+                        total += x[n, c, h, w]
+                y[n, c, i, j] = total / div[i, j]
+
+
+@njit(parallel=True, cache=True)
+def avg_bwd(dy, dx, div, kh, kw, sh, sw, ph, pw):
+    N, C, P, Q = dy.shape
+    H, W = dx.shape[2], dx.shape[3]
+    for plane in prange(N * C):
+        n, c = plane // C, plane % C
+        for i in range(P):
+            h0 = i * sh - ph
+            for j in range(Q):
+                w0 = j * sw - pw
+                share = dy[n, c, i, j] / div[i, j]
+                for h in range(max(h0, 0), min(h0 + kh, H)):
+                    for w in range(max(w0, 0), min(w0 + kw, W)):
+                        dx[n, c, h, w] += share
