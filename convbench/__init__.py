@@ -5,7 +5,11 @@
     dx, dw, db = cb.conv2d_backward(dy, x, w, stride=1, padding=1, backend="im2col")
     cb.list_backends()
 """
-from convbench.api import conv1d, conv1d_backward, conv2d, conv2d_backward  # noqa: F401
+from convbench.api import (avg_pool2d, avg_pool2d_backward, conv1d, conv1d_backward,  # noqa: F401
+                           conv2d, conv2d_backward, global_avg_pool2d,
+                           global_avg_pool2d_backward, gru, gru_backward, gru_cell, lstm,
+                           lstm_backward, lstm_cell, max_pool2d, max_pool2d_backward, rnn_tanh,
+                           rnn_tanh_backward, rnn_tanh_cell)
 from convbench.backends import get_backend, list_backends  # noqa: F401
 from convbench.errors import (BackendUnavailableError, ConvbenchError, UnknownNameError,  # noqa: F401
                               UnsupportedError, VerificationError)

@@ -9,10 +9,13 @@ from __future__ import annotations
 import numpy as np
 
 from convbench.backends import get_backend
-from convbench.ops import conv1d_problem, conv2d_problem, get_op
+from convbench.ops import RNNProblem, conv1d_problem, conv2d_problem, get_op, pool2d_problem
 
 #: The backend used when none is named: BLAS-backed, no compilation, every conv parameter.
 DEFAULT_BACKEND = "im2col"
+#: Pooling and recurrent cells default to vectorised NumPy (no compilation).
+DEFAULT_POOL_BACKEND = "numpy"
+DEFAULT_RNN_BACKEND = "numpy"
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -117,3 +120,178 @@ def conv1d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1,
     dx = execute("conv2d:bwd-data", backend, p, (dy4, w[:, :, None, :]))
     dw = execute("conv2d:bwd-weights", backend, p, (dy4, x[:, :, None, :]))
     return dx[:, :, 0, :], dw[:, :, 0, :], _bias_grad(dy4)
+
+
+# --- pooling ----------------------------------------------------------------------------------------
+def _pool(kind, x, kernel_size, stride, padding, dilation, ceil_mode, count_include_pad):
+    x = check_array("x", x, "N, C, H, W")
+    return x, pool2d_problem(kind, x.shape, kernel_size, stride, padding, dilation, ceil_mode,
+                             count_include_pad)
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               backend=DEFAULT_POOL_BACKEND):
+    """PyTorch's max_pool2d: x (N, C, H, W) -> (N, C, P, Q); padding is minus infinity; stride
+    defaults to kernel_size; padding at most half the kernel."""
+    x, p = _pool("max", x, kernel_size, stride, padding, dilation, ceil_mode, True)
+    return execute("max_pool2d:fwd", backend, p, (x,))
+
+
+def max_pool2d_backward(dy, x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+                        backend=DEFAULT_POOL_BACKEND):
+    """Gradient of max_pool2d w.r.t. x: each dy goes to its window's arg-max, the first maximum
+    in row-major window order (PyTorch's rule; a NaN takes it). dy (N, C, P, Q) -> (N, C, H, W)."""
+    x, p = _pool("max", x, kernel_size, stride, padding, dilation, ceil_mode, True)
+    dy = check_array("dy", dy, "N, C, P, Q", x.dtype)
+    check_shape("dy", dy, p.y_shape)
+    return execute("max_pool2d:bwd", backend, p, (dy, x))
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               backend=DEFAULT_POOL_BACKEND):
+    """PyTorch's avg_pool2d: x (N, C, H, W) -> (N, C, P, Q); zero padding, counted in the divisor
+    when count_include_pad."""
+    x, p = _pool("avg", x, kernel_size, stride, padding, 1, ceil_mode, count_include_pad)
+    return execute("avg_pool2d:fwd", backend, p, (x,))
+
+
+def avg_pool2d_backward(dy, x, kernel_size, stride=None, padding=0, ceil_mode=False,
+                        count_include_pad=True, backend=DEFAULT_POOL_BACKEND):
+    """Gradient of avg_pool2d w.r.t. x: dy (N, C, P, Q) -> (N, C, H, W)."""
+    x, p = _pool("avg", x, kernel_size, stride, padding, 1, ceil_mode, count_include_pad)
+    dy = check_array("dy", dy, "N, C, P, Q", x.dtype)
+    check_shape("dy", dy, p.y_shape)
+    return execute("avg_pool2d:bwd", backend, p, (dy, x))
+
+
+def global_avg_pool2d(x, backend=DEFAULT_POOL_BACKEND):
+    """Mean over each plane: x (N, C, H, W) -> (N, C, 1, 1), like adaptive_avg_pool2d(x, 1)."""
+    x = check_array("x", x, "N, C, H, W")
+    return avg_pool2d(x, x.shape[2:], backend=backend)
+
+
+def global_avg_pool2d_backward(dy, x, backend=DEFAULT_POOL_BACKEND):
+    """Gradient of global_avg_pool2d: dy (N, C, 1, 1) -> (N, C, H, W)."""
+    x = check_array("x", x, "N, C, H, W")
+    return avg_pool2d_backward(dy, x, x.shape[2:], backend=backend)
+
+
+# --- recurrent cells --------------------------------------------------------------------------------
+def _rnn_args(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
+    """Validate a recurrent layer's arrays against each other and build the problem."""
+    x = check_array("x", x, "T, N, I")
+    h0 = check_array("h0", h0, "N, H", x.dtype)
+    w_ih = check_array("w_ih", w_ih, "gates*H, I", x.dtype)
+    w_hh = check_array("w_hh", w_hh, "gates*H, H", x.dtype)
+    T, N, I = x.shape
+    H = h0.shape[1]
+    G = RNNProblem(cell, 1, 1, 1, 1).gates
+    if h0.shape[0] != N:
+        raise ValueError(f"h0.shape[0]={h0.shape[0]} must equal the batch size x.shape[1]={N}")
+    if w_hh.shape[1] != H:
+        raise ValueError(f"w_hh.shape[1]={w_hh.shape[1]} must equal the hidden size "
+                         f"h0.shape[1]={H}")
+    for name, w in (("w_ih", w_ih), ("w_hh", w_hh)):
+        if w.shape[0] != G * H:
+            raise ValueError(f"{name}.shape[0]={w.shape[0]} must be gates*hidden = {G}*{H} = "
+                             f"{G * H} for {cell}")
+    if w_ih.shape[1] != I:
+        raise ValueError(f"w_ih.shape[1]={w_ih.shape[1]} must equal the input size x.shape[2]={I}")
+    if (b_ih is None) != (b_hh is None):
+        raise ValueError("b_ih and b_hh must be given together (or both None)")
+    if b_ih is not None:
+        b_ih = check_array("b_ih", b_ih, "gates*H", x.dtype)
+        b_hh = check_array("b_hh", b_hh, "gates*H", x.dtype)
+        check_shape("b_ih", b_ih, (G * H,))
+        check_shape("b_hh", b_hh, (G * H,))
+    if cell == "lstm":
+        c0 = check_array("c0", c0, "N, H", x.dtype)
+        check_shape("c0", c0, h0.shape)
+    p = RNNProblem(cell, T, N, I, H, b_ih is not None)
+    return p, (x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+
+
+def _check_grads(p, x, dy, dhT, dcT):
+    dy = check_array("dy", dy, "T, N, H", x.dtype)
+    check_shape("dy", dy, p.y_shape)
+    if dhT is not None:
+        dhT = check_array("dhT", dhT, "N, H", x.dtype)
+        check_shape("dhT", dhT, p.h_shape)
+    if dcT is not None:
+        dcT = check_array("dcT", dcT, "N, H", x.dtype)
+        check_shape("dcT", dcT, p.h_shape)
+    return dy, dhT, dcT
+
+
+def _state_pair(state):
+    if not (isinstance(state, (tuple, list)) and len(state) == 2):
+        raise ValueError("state must be a pair (h0, c0) for an LSTM")
+    return state
+
+
+def lstm(x, state, w_ih, w_hh, b_ih=None, b_hh=None, backend=DEFAULT_RNN_BACKEND):
+    """An LSTM layer over a sequence (PyTorch's layout; gates i, f, g, o).
+
+    x (T, N, I), state (h0, c0) each (N, H), w_ih (4H, I), w_hh (4H, H), biases (4H,) or None
+    -> (y (T, N, H), (hT, cT)).
+    """
+    h0, c0 = _state_pair(state)
+    p, args = _rnn_args("lstm", x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+    y, hT, cT = execute("lstm:fwd", backend, p, args)
+    return y, (hT, cT)
+
+
+def lstm_backward(dy, dstate, x, state, w_ih, w_hh, b_ih=None, b_hh=None,
+                  backend=DEFAULT_RNN_BACKEND):
+    """Backpropagation through time for lstm. dy (T, N, H); dstate (dhT, dcT) (either may be None)
+    -> (dx, (dh0, dc0), dw_ih, dw_hh, db_ih, db_hh); bias gradients None without biases."""
+    h0, c0 = _state_pair(state)
+    dhT, dcT = (None, None) if dstate is None else _state_pair(dstate)
+    p, args = _rnn_args("lstm", x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+    grads = _check_grads(p, args[0], dy, dhT, dcT)
+    dx, dh0, dc0, dwi, dwh, dbi, dbh = execute("lstm:bwd", backend, p, grads + args)
+    return dx, (dh0, dc0), dwi, dwh, dbi, dbh
+
+
+def _rnn_family(cell):
+    def forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, backend=DEFAULT_RNN_BACKEND):
+        p, args = _rnn_args(cell, x, h0, None, w_ih, w_hh, b_ih, b_hh)
+        y, hT, _ = execute(f"{cell}:fwd", backend, p, args)
+        return y, hT
+
+    def backward(dy, dhT, x, h0, w_ih, w_hh, b_ih=None, b_hh=None, backend=DEFAULT_RNN_BACKEND):
+        p, args = _rnn_args(cell, x, h0, None, w_ih, w_hh, b_ih, b_hh)
+        grads = _check_grads(p, args[0], dy, dhT, None)
+        dx, dh0, _, dwi, dwh, dbi, dbh = execute(f"{cell}:bwd", backend, p, grads + args)
+        return dx, dh0, dwi, dwh, dbi, dbh
+
+    gates = {"gru": "3H (gates r, z, n)", "rnn_tanh": "H"}[cell]
+    forward.__name__, backward.__name__ = cell, f"{cell}_backward"
+    forward.__doc__ = (f"A {cell} layer over a sequence (PyTorch's layout). x (T, N, I), h0 (N, H), "
+                       f"w_ih ({gates}, I), w_hh ({gates}, H), biases or None -> (y (T, N, H), hT).")
+    backward.__doc__ = (f"Backpropagation through time for {cell}: dy (T, N, H), dhT (N, H) or None "
+                        "-> (dx, dh0, dw_ih, dw_hh, db_ih, db_hh).")
+    return forward, backward
+
+
+gru, gru_backward = _rnn_family("gru")
+rnn_tanh, rnn_tanh_backward = _rnn_family("rnn_tanh")
+
+
+def lstm_cell(x, state, w_ih, w_hh, b_ih=None, b_hh=None, backend=DEFAULT_RNN_BACKEND):
+    """One LSTM step: x (N, I), state (h, c) -> (h', c')."""
+    x = check_array("x", x, "N, I")
+    _, (h, c) = lstm(x[None], state, w_ih, w_hh, b_ih, b_hh, backend=backend)
+    return h, c
+
+
+def gru_cell(x, h, w_ih, w_hh, b_ih=None, b_hh=None, backend=DEFAULT_RNN_BACKEND):
+    """One GRU step: x (N, I), h (N, H) -> h'."""
+    x = check_array("x", x, "N, I")
+    return gru(x[None], h, w_ih, w_hh, b_ih, b_hh, backend=backend)[1]
+
+
+def rnn_tanh_cell(x, h, w_ih, w_hh, b_ih=None, b_hh=None, backend=DEFAULT_RNN_BACKEND):
+    """One tanh-RNN step: x (N, I), h (N, H) -> h'."""
+    x = check_array("x", x, "N, I")
+    return rnn_tanh(x[None], h, w_ih, w_hh, b_ih, b_hh, backend=backend)[1]

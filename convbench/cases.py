@@ -63,10 +63,55 @@ def random_conv_cases(count: int = 20, seed: int = 0):
     return [(f"random #{i} (seed {seed})", "conv2d", random_conv_problem(rng)) for i in range(count)]
 
 
+def _pool(label, kind, x, **kw):
+    from convbench.ops.pool import pool2d_problem
+    return (label, f"{kind}_pool2d", pool2d_problem(kind, x, **kw))
+
+
+def pool_edge_cases():
+    out = []
+    for kind in ("max", "avg"):
+        out += [
+            _pool(f"{kind} 3x3 s2 p1", kind, (2, 3, 9, 9), kernel_size=3, stride=2, padding=1),
+            _pool(f"{kind} kernel = input", kind, (1, 2, 5, 4), kernel_size=(5, 4)),
+            _pool(f"{kind} padding = half kernel", kind, (2, 2, 6, 6), kernel_size=(5, 3),
+                  stride=1, padding=(2, 1)),
+            _pool(f"{kind} ceil_mode window starts in padding", kind, (1, 2, 6, 6), kernel_size=2,
+                  stride=2, padding=1, ceil_mode=True),
+            _pool(f"{kind} ceil_mode partial last window", kind, (2, 2, 7, 8), kernel_size=3,
+                  stride=2, ceil_mode=True),
+            _pool(f"{kind} non-square, stride > kernel", kind, (1, 3, 9, 11), kernel_size=(2, 3),
+                  stride=(3, 4)),
+            _pool(f"{kind} batch 1, one channel", kind, (1, 1, 4, 4), kernel_size=2),
+        ]
+    out += [
+        _pool("max dilation 2", "max", (2, 2, 9, 9), kernel_size=3, stride=2, padding=1, dilation=2),
+        _pool("avg count_include_pad=False", "avg", (2, 2, 7, 7), kernel_size=3, stride=2,
+              padding=1, ceil_mode=True, count_include_pad=False),
+    ]
+    return out
+
+
+def rnn_edge_cases():
+    from convbench.ops.rnn import RNNProblem
+    out = []
+    for cell in ("rnn_tanh", "lstm", "gru"):
+        out += [
+            (f"{cell} T=5 N=3 I=4 H=6", cell, RNNProblem(cell, 5, 3, 4, 6)),
+            (f"{cell} T=1", cell, RNNProblem(cell, 1, 2, 3, 4)),
+            (f"{cell} batch 1", cell, RNNProblem(cell, 4, 1, 3, 5)),
+            (f"{cell} hidden 1", cell, RNNProblem(cell, 4, 2, 3, 1)),
+            (f"{cell} no bias", cell, RNNProblem(cell, 3, 2, 5, 3, bias=False)),
+        ]
+    return out
+
+
 #: name -> function returning the cases. Other op families add their lists here.
 CASE_LISTS = {
     "conv-edge": conv_edge_cases,
     "conv-random": random_conv_cases,
+    "pool-edge": pool_edge_cases,
+    "rnn-edge": rnn_edge_cases,
 }
 
 

@@ -5,7 +5,7 @@ import pytest
 from convbench.backends import backend_names, get_backend
 from convbench.cases import conv_edge_cases, random_conv_cases
 from convbench.ops import ops_of
-from convbench.verify import PASSED, UNAVAILABLE, check_backend
+from convbench.verify import PASSED, UNAVAILABLE, UNSUPPORTED, check_backend
 
 CASES = conv_edge_cases() + random_conv_cases(12, seed=7)
 CONV_OPS = ops_of("conv2d")
@@ -23,6 +23,9 @@ def test_backend_matches_reference_all_directions(backend, problem):
         c = check_backend(backend, op, problem, np.float32, seed=3)
         if c.status == UNAVAILABLE:
             pytest.skip(c.reason)
+        if backend == "numpy":      # pooling and recurrent cells only
+            assert c.status == UNSUPPORTED and "does not implement conv2d" in c.reason
+            continue
         assert c.status == PASSED, f"{op.name} {problem}: {c.status} {c.reason}"
 
 
@@ -43,7 +46,7 @@ def test_every_backend_reports_availability_with_a_reason():
     assert [i.name for i in infos] == backend_names()
     for info in infos:
         assert info.available or info.reason, info
-        assert "conv2d:fwd" in info.ops
+        assert info.ops
 
 
 def test_backend_without_cuda_says_why(monkeypatch):

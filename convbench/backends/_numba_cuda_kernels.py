@@ -3,6 +3,8 @@
 Kept in their own module so that `cuda` is a module global: the CUDA simulator swaps module
 globals for its fake `cuda`, not closure variables.
 """
+import math
+
 from numba import cuda
 
 @cuda.jit
@@ -95,3 +97,175 @@ def conv_bwd_weights(dy, x, dwt, sh, sw, pt, pl, dh, dw, groups, zero):
                     if ww >= 0 and ww < W:
                         acc += dy[n, k, p, q] * x[n, ci, h, ww]
         dwt[k, c, r, s] = acc
+
+
+# --- pooling --------------------------------------------------------------------------------------
+@cuda.jit(device=True)
+def _window_argmax(x, n, c, h0, w0, kh, kw, dh, dw):
+    H, W = x.shape[2], x.shape[3]
+    best = x[n, c, 0, 0]
+    bh, bw = -1, -1
+    for a in range(kh):
+        h = h0 + a * dh
+        if h >= 0 and h < H:
+            for b in range(kw):
+                w = w0 + b * dw
+                if w >= 0 and w < W:
+                    v = x[n, c, h, w]
+                    if bh < 0 or v > best or v != v:
+                        best = v
+                        bh = h
+                        bw = w
+    return best, bh, bw
+
+
+@cuda.jit
+def max_pool_fwd(x, y, kh, kw, sh, sw, ph, pw, dh, dw):
+    N, C, P, Q = y.shape
+    for idx in range(cuda.grid(1), N * C * P * Q, cuda.gridsize(1)):
+        j = idx % Q
+        i = (idx // Q) % P
+        c = (idx // (Q * P)) % C
+        n = idx // (Q * P * C)
+        best, bh, bw = _window_argmax(x, n, c, i * sh - ph, j * sw - pw, kh, kw, dh, dw)
+        y[n, c, i, j] = best
+
+
+@cuda.jit
+def max_pool_bwd(dy, x, dx, kh, kw, sh, sw, ph, pw, dh, dw, zero):
+    # one thread per input element, gathering from every window that holds it: no atomics
+    N, C, H, W = dx.shape
+    P, Q = dy.shape[2], dy.shape[3]
+    for idx in range(cuda.grid(1), N * C * H * W, cuda.gridsize(1)):
+        w = idx % W
+        h = (idx // W) % H
+        c = (idx // (W * H)) % C
+        n = idx // (W * H * C)
+        acc = zero
+        for a in range(kh):
+            hh = h + ph - a * dh
+            if hh >= 0 and hh % sh == 0 and hh // sh < P:
+                i = hh // sh
+                for b in range(kw):
+                    ww = w + pw - b * dw
+                    if ww >= 0 and ww % sw == 0 and ww // sw < Q:
+                        j = ww // sw
+                        best, bh, bw = _window_argmax(x, n, c, i * sh - ph, j * sw - pw,
+                                                      kh, kw, dh, dw)
+                        if bh == h and bw == w:
+                            acc += dy[n, c, i, j]
+        dx[n, c, h, w] = acc
+
+
+@cuda.jit
+def avg_pool_fwd(x, y, div, kh, kw, sh, sw, ph, pw, zero):
+    N, C, P, Q = y.shape
+    H, W = x.shape[2], x.shape[3]
+    for idx in range(cuda.grid(1), N * C * P * Q, cuda.gridsize(1)):
+        j = idx % Q
+        i = (idx // Q) % P
+        c = (idx // (Q * P)) % C
+        n = idx // (Q * P * C)
+        h0 = i * sh - ph
+        w0 = j * sw - pw
+        acc = zero
+        for h in range(max(h0, 0), min(h0 + kh, H)):
+            for w in range(max(w0, 0), min(w0 + kw, W)):
+                acc += x[n, c, h, w]
+        y[n, c, i, j] = acc / div[i, j]
+
+
+@cuda.jit
+def avg_pool_bwd(dy, dx, div, kh, kw, sh, sw, ph, pw, zero):
+    N, C, H, W = dx.shape
+    P, Q = dy.shape[2], dy.shape[3]
+    for idx in range(cuda.grid(1), N * C * H * W, cuda.gridsize(1)):
+        w = idx % W
+        h = (idx // W) % H
+        c = (idx // (W * H)) % C
+        n = idx // (W * H * C)
+        acc = zero
+        for a in range(kh):
+            hh = h + ph - a
+            if hh >= 0 and hh % sh == 0 and hh // sh < P:
+                i = hh // sh
+                for b in range(kw):
+                    ww = w + pw - b
+                    if ww >= 0 and ww % sw == 0 and ww // sw < Q:
+                        j = ww // sw
+                        acc += dy[n, c, i, j] / div[i, j]
+        dx[n, c, h, w] = acc
+
+
+# --- recurrent cells: a tiled GEMM and one fused gate kernel per step ----------------------------
+TILE = 16
+
+
+@cuda.jit
+def matmul_bt_bias(a, b, bias, out, zero):
+    """out = a @ b.T + bias; a (M, K), b (Nc, K), bias (Nc,). 16x16 tiles in shared memory."""
+    ta = cuda.shared.array((16, 16), dtype=a.dtype)
+    tb = cuda.shared.array((16, 16), dtype=a.dtype)
+    tx = cuda.threadIdx.x
+    ty = cuda.threadIdx.y
+    row = cuda.blockIdx.y * TILE + ty
+    col = cuda.blockIdx.x * TILE + tx
+    M, K = a.shape
+    Nc = b.shape[0]
+    acc = zero
+    for k0 in range(0, K, TILE):
+        if row < M and k0 + tx < K:
+            ta[ty, tx] = a[row, k0 + tx]
+        else:
+            ta[ty, tx] = 0
+        if col < Nc and k0 + ty < K:
+            tb[ty, tx] = b[col, k0 + ty]
+        else:
+            tb[ty, tx] = 0
+        cuda.syncthreads()
+        for kk in range(TILE):
+            acc += ta[ty, kk] * tb[kk, tx]
+        cuda.syncthreads()
+    if row < M and col < Nc:
+        out[row, col] = acc + bias[col]
+
+
+@cuda.jit(device=True)
+def _sigmoid(a, one):
+    return one / (one + math.exp(-a))
+
+
+@cuda.jit
+def lstm_gates(gi, gh, c, hn, cn, one):
+    N, H = c.shape
+    for idx in range(cuda.grid(1), N * H, cuda.gridsize(1)):
+        n = idx // H
+        j = idx % H
+        i = _sigmoid(gi[n, j] + gh[n, j], one)
+        f = _sigmoid(gi[n, H + j] + gh[n, H + j], one)
+        g = math.tanh(gi[n, 2 * H + j] + gh[n, 2 * H + j])
+        o = _sigmoid(gi[n, 3 * H + j] + gh[n, 3 * H + j], one)
+        cc = f * c[n, j] + i * g
+        cn[n, j] = cc
+        hn[n, j] = o * math.tanh(cc)
+
+
+@cuda.jit
+def gru_gates(gi, gh, h, hn, one):
+    N, H = h.shape
+    for idx in range(cuda.grid(1), N * H, cuda.gridsize(1)):
+        b = idx // H
+        j = idx % H
+        r = _sigmoid(gi[b, j] + gh[b, j], one)
+        z = _sigmoid(gi[b, H + j] + gh[b, H + j], one)
+        nn = math.tanh(gi[b, 2 * H + j] + r * gh[b, 2 * H + j])
+        hn[b, j] = (one - z) * nn + z * h[b, j]
+
+
+@cuda.jit
+def tanh_gates(gi, gh, h, hn, one):
+    N, H = h.shape
+    for idx in range(cuda.grid(1), N * H, cuda.gridsize(1)):
+        b = idx // H
+        j = idx % H
+        hn[b, j] = math.tanh(gi[b, j] + gh[b, j])

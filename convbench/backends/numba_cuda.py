@@ -101,3 +101,70 @@ class NumbaCUDABackend(Backend):
         dwt = _cuda().device_array(p.w_shape, dtype=dy.dtype)
         self._launch("conv_bwd_weights", int(np.prod(p.w_shape)), dy, x, dwt, *self._geom(p, dy.dtype))
         return dwt
+
+    # --- pooling ----------------------------------------------------------------------------------
+    def _pool_geom(self, p):
+        return (*p.kernel, *p.stride, *p.padding)
+
+    def _divisors(self, p, dtype):
+        from convbench.ops.pool import avg_divisors
+        return _cuda().to_device(avg_divisors(p).astype(dtype))
+
+    def max_pool2d_fwd(self, p, x):
+        y = _cuda().device_array(p.y_shape, dtype=x.dtype)
+        self._launch("max_pool_fwd", int(np.prod(p.y_shape)), x, y, *self._pool_geom(p), *p.dilation)
+        return y
+
+    def max_pool2d_bwd(self, p, dy, x):
+        dx = _cuda().device_array(p.x_shape, dtype=dy.dtype)
+        self._launch("max_pool_bwd", int(np.prod(p.x_shape)), dy, x, dx, *self._pool_geom(p),
+                     *p.dilation, np.dtype(dy.dtype).type(0))
+        return dx
+
+    def avg_pool2d_fwd(self, p, x):
+        y = _cuda().device_array(p.y_shape, dtype=x.dtype)
+        self._launch("avg_pool_fwd", int(np.prod(p.y_shape)), x, y, self._divisors(p, x.dtype),
+                     *self._pool_geom(p), np.dtype(x.dtype).type(0))
+        return y
+
+    def avg_pool2d_bwd(self, p, dy, x):
+        dx = _cuda().device_array(p.x_shape, dtype=dy.dtype)
+        self._launch("avg_pool_bwd", int(np.prod(p.x_shape)), dy, dx, self._divisors(p, dy.dtype),
+                     *self._pool_geom(p), np.dtype(dy.dtype).type(0))
+        return dx
+
+    # --- recurrent cells (forward): tiled GEMM + fused gates per step ------------------------------
+    def _gemm(self, a, b, bias, out):
+        k = kernels().matmul_bt_bias
+        T = kernels().TILE
+        grid = ((out.shape[1] + T - 1) // T, (out.shape[0] + T - 1) // T)
+        k[grid, (T, T)](a, b, bias, out, np.dtype(out.dtype).type(0))
+
+    def _rnn_fwd(self, p, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
+        cuda = _cuda()
+        dt = x.dtype
+        GH = p.gates * p.H
+        zeros = cuda.to_device(np.zeros(GH, dtype=dt))
+        b_ih = zeros if b_ih is None else b_ih
+        b_hh = zeros if b_hh is None else b_hh
+        gi = cuda.device_array((p.T * p.N, GH), dtype=dt)
+        self._gemm(x.reshape(p.T * p.N, p.I), w_ih, b_ih, gi)
+        gi = gi.reshape(p.T, p.N, GH)
+        gh = cuda.device_array((p.N, GH), dtype=dt)
+        y = cuda.device_array(p.y_shape, dtype=dt)
+        one = np.dtype(dt).type(1)
+        h, c = h0, c0
+        for t in range(p.T):
+            self._gemm(h, w_hh, b_hh, gh)
+            hn = y[t]
+            if p.cell == "lstm":
+                cn = cuda.device_array(p.h_shape, dtype=dt)
+                self._launch("lstm_gates", p.N * p.H, gi[t], gh, c, hn, cn, one)
+                c = cn
+            else:
+                self._launch("gru_gates" if p.cell == "gru" else "tanh_gates", p.N * p.H,
+                             gi[t], gh, h, hn, one)
+            h = hn
+        return y, h, c
+
+    lstm_fwd = gru_fwd = rnn_tanh_fwd = _rnn_fwd

@@ -1,0 +1,75 @@
+"""Pooling semantics: PyTorch's output sizes, padding, ceil_mode, divisors, arg-max ties."""
+import numpy as np
+import pytest
+
+import convbench as cb
+from conftest import available_backends
+from convbench.cases import pool_edge_cases
+from convbench.ops import reference as ref
+
+POOL_BACKENDS = available_backends("max_pool2d:fwd")
+
+
+@pytest.mark.parametrize("label,family,p", pool_edge_cases(), ids=[c[0] for c in pool_edge_cases()])
+def test_reference_matches_torch(label, family, p, rng):
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    x = rng.standard_normal(p.x_shape)
+    dy = rng.standard_normal(p.y_shape)
+    xt = torch.from_numpy(x).requires_grad_()
+    kw = dict(kernel_size=p.kernel, stride=p.stride, padding=p.padding, ceil_mode=p.ceil_mode)
+    if p.kind == "max":
+        yt = F.max_pool2d(xt, dilation=p.dilation, **kw)
+    else:
+        yt = F.avg_pool2d(xt, count_include_pad=p.count_include_pad, **kw)
+    yt.backward(torch.from_numpy(dy))
+    fwd = getattr(ref, f"{p.kind}_pool2d_fwd")(p, x)
+    bwd = getattr(ref, f"{p.kind}_pool2d_bwd")(p, dy, x)
+    np.testing.assert_allclose(fwd, yt.detach().numpy(), rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(bwd, xt.grad.numpy(), rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("backend", POOL_BACKENDS)
+def test_ties_go_to_the_first_maximum_in_row_major_order(backend):
+    x = np.zeros((1, 1, 4, 4), np.float32)          # every window is a tie
+    dx = cb.max_pool2d_backward(np.ones((1, 1, 2, 2), np.float32), x, 2, backend=backend)
+    expected = np.zeros((4, 4), np.float32)
+    expected[0::2, 0::2] = 1
+    np.testing.assert_array_equal(dx[0, 0], expected)
+
+
+@pytest.mark.parametrize("backend", POOL_BACKENDS)
+def test_max_pool_nan_wins(backend, rng):
+    x = rng.standard_normal((1, 2, 4, 4)).astype(np.float32)
+    x[0, 1, 1, 1] = np.nan
+    y = cb.max_pool2d(x, 2, backend=backend)
+    assert np.isnan(y[0, 1, 0, 0]) and np.isnan(y).sum() == 1
+
+
+@pytest.mark.parametrize("backend", POOL_BACKENDS)
+def test_global_avg_pool(backend, rng):
+    x = rng.standard_normal((2, 3, 5, 4)).astype(np.float32)
+    y = cb.global_avg_pool2d(x, backend=backend)
+    assert y.shape == (2, 3, 1, 1)
+    np.testing.assert_allclose(y[..., 0, 0], x.mean(axis=(2, 3)), rtol=1e-5, atol=1e-6)
+    dx = cb.global_avg_pool2d_backward(np.ones_like(y), x, backend=backend)
+    np.testing.assert_allclose(dx, np.full_like(x, 1 / 20), rtol=1e-6)
+
+
+def test_stride_defaults_to_kernel():
+    y = cb.max_pool2d(np.zeros((1, 1, 6, 6), np.float32), 3)
+    assert y.shape == (1, 1, 2, 2)
+
+
+def test_bad_pooling_arguments_name_the_value():
+    x = np.zeros((1, 1, 6, 6), np.float32)
+    with pytest.raises(ValueError, match=r"padding=\(2, 2\) must be at most half the kernel"):
+        cb.max_pool2d(x, 3, padding=2)
+    with pytest.raises(ValueError, match=r"kernel height 7 .* exceeds the padded input height 6"):
+        cb.avg_pool2d(x, 7)
+    with pytest.raises(ValueError, match=r"stride=0 must be >= 1"):
+        cb.max_pool2d(x, 2, stride=0)
+    with pytest.raises(ValueError, match=r"dy.shape=\(1, 1, 2, 2\) must be \(1, 1, 3, 3\)"):
+        cb.max_pool2d_backward(np.zeros((1, 1, 2, 2), np.float32), x, 2)
+    with pytest.raises(ValueError, match=r"x must be 4-D"):
+        cb.max_pool2d(x[0], 2)

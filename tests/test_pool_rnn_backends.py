@@ -1,0 +1,32 @@
+"""Every backend against the float64 reference on the pooling and recurrent edge cases."""
+import numpy as np
+import pytest
+
+from convbench.backends import backend_names
+from convbench.cases import pool_edge_cases, rnn_edge_cases
+from convbench.ops import ops_of
+from convbench.verify import PASSED, UNAVAILABLE, UNSUPPORTED, check_backend
+
+CASES = pool_edge_cases() + rnn_edge_cases()
+# What each backend is expected to implement (a missing op must say UNSUPPORTED, not crash).
+EXPECTED_UNSUPPORTED = {("numba-cuda", "bwd", "rnn"), ("naive", "*", "rnn"), ("im2col", "*", "*"),
+                        ("fft", "*", "*")}
+
+
+def _expected_unsupported(backend, op, family):
+    kind = "rnn" if family in ("lstm", "gru", "rnn_tanh") else "pool"
+    return any(b == backend and d in ("*", op.direction) and k in ("*", kind)
+               for b, d, k in EXPECTED_UNSUPPORTED)
+
+
+@pytest.mark.parametrize("backend", backend_names())
+@pytest.mark.parametrize("label,family,problem", CASES, ids=[c[0] for c in CASES])
+def test_backend_matches_reference(backend, label, family, problem):
+    for op in ops_of(family):
+        c = check_backend(backend, op, problem, np.float32, seed=11)
+        if c.status == UNAVAILABLE:
+            pytest.skip(c.reason)
+        if _expected_unsupported(backend, op, family):
+            assert c.status == UNSUPPORTED and "does not implement" in c.reason
+            continue
+        assert c.status == PASSED, f"{op.name} {label}: {c.status} {c.reason}"
