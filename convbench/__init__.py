@@ -5,6 +5,15 @@
     dx, dw, db = cb.conv2d_backward(dy, x, w, stride=1, padding=1, backend="im2col")
     cb.list_backends()
 """
+import os as _os
+
+# Numba's OpenMP workers and OpenBLAS's pthreads both spin after each parallel region; on a small
+# machine they then starve each other, and code that alternates BLAS and Numba kernels (an RNN
+# step, a training step) ran 30x slower (8 ms instead of 0.3 ms per LSTM step, measured here).
+# Idle OpenMP threads sleep instead when this is set before the runtime starts; set it yourself
+# to override.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from convbench.api import (avg_pool2d, avg_pool2d_backward, conv1d, conv1d_backward,  # noqa: F401
                            conv2d, conv2d_backward, global_avg_pool2d,
                            global_avg_pool2d_backward, gru, gru_backward, gru_cell, lstm,

@@ -206,7 +206,7 @@ def _pool_geometry(p):
 
 def _pool_max_fwd(self, p, x):
     y = np.empty(p.y_shape, dtype=x.dtype)
-    _pool_kernels().max_fwd(x, y, *_pool_geometry(p), *p.dilation)
+    _pool_kernels().max_fwd(x, y, *_pool_geometry(p), *p.dilation, x.dtype.type(-np.inf))
     return y
 
 
