@@ -63,5 +63,138 @@ def filters(image, backend, out_path):
     click.echo(f"wrote {gallery(image, out_path, backend)}")
 
 
+def _progress(echo_err):
+    """A one-line progress bar on stderr: cases done, the case being timed, time left."""
+    def show(i, n, case, op, elapsed):
+        width = 24
+        done = int(width * i / max(n, 1))
+        eta = f"{elapsed / i * (n - i):5.0f} s left" if i else "  ... s left"
+        what = f"{case.name} [{op.direction}]" if case is not None else "done"
+        line = f"\r[{'#' * done}{'.' * (width - done)}] {i}/{n} {eta}  {what[:60]:<60}"
+        echo_err(line, nl=case is None)
+    return show
+
+
+@main.command()
+@click.option("--suite", "suite", default="quick", show_default=True,
+              help="built-in suite (quick, resnet50, vgg16, mobilenet, deepbench-train, "
+                   "deepbench-inference, deepbench-rnn, pooling, rnn), fuzz[:SEED[:COUNT]], or a file")
+@click.option("--backends", "backend_list", default=None,
+              help="comma-separated backends (default: every registered one)")
+@click.option("--batch", type=int, default=None, help="batch size for every case")
+@click.option("--direction", "direction", default="fwd", show_default=True,
+              help="comma-separated: fwd, bwd-data, bwd-weights, bwd (all gradients), all")
+@click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32",
+              show_default=True)
+@click.option("--threads", type=int, default=None, help="threads for Numba, BLAS and torch")
+@click.option("--out", "out_dir", default=None, help="run directory (default runs/<suite>-<time>)")
+@click.option("--resume", is_flag=True, help="keep the rows already in --out and skip them")
+@click.option("--budget", type=float, default=0.5, show_default=True,
+              help="seconds of timed repetitions per case and backend")
+@click.option("--limit", "per_case_limit", type=float, default=30.0, show_default=True,
+              help="skip a backend whose estimated time per call exceeds this (seconds)")
+@click.option("--cold-cache", is_flag=True, help="rotate input copies larger than the last-level cache")
+@click.option("--baseline", default=None, help="backend the report compares against (default torch)")
+@click.option("--no-peaks", is_flag=True, help="skip measuring the machine's peaks (roofline)")
+def run(suite, backend_list, batch, direction, dtype, threads, out_dir, resume, budget,
+        per_case_limit, cold_cache, baseline, no_peaks):
+    """Verify, then time, every case of a suite on every backend; write CSV, JSON and HTML."""
+    import time as _time
+
+    from convbench.backends import backend_names, get_backend
+    from convbench.harness.runner import DIRECTIONS, RunConfig, run_suite
+    from convbench.harness.suites import load_suite
+    from convbench.harness.timing import TimingPolicy
+
+    backends = _split(backend_list) or backend_names()
+    for b in backends:
+        get_backend(b)                     # unknown names: an error listing the valid ones
+    dirs = _split(direction) or ["fwd"]
+    if dirs == ["all"]:
+        dirs = list(DIRECTIONS)
+    for d in dirs:
+        if d not in DIRECTIONS:
+            raise click.BadParameter(f"{d!r}; valid: {', '.join(DIRECTIONS)}, all",
+                                     param_hint="--direction")
+    if threads is not None and threads < 1:
+        raise click.BadParameter(f"{threads} must be >= 1", param_hint="--threads")
+    if budget <= 0:
+        raise click.BadParameter(f"{budget} must be > 0", param_hint="--budget")
+    try:
+        cases = load_suite(suite, batch)
+    except (ValueError, OSError) as e:
+        raise click.BadParameter(str(e), param_hint="--suite")
+    if resume and out_dir is None:
+        raise click.BadParameter("--resume needs --out (the run directory to continue)",
+                                 param_hint="--resume")
+    out_dir = out_dir or f"runs/{suite.replace('/', '_').replace(':', '_')}-{_time.strftime('%Y%m%d-%H%M%S')}"
+    policy = TimingPolicy(budget_s=budget, warmup_budget_s=min(budget, 0.5))
+    cfg = RunConfig(suite, cases, backends, tuple(dirs), dtype, threads, policy, per_case_limit,
+                    cold_cache, baseline)
+    click.echo(f"suite {suite}: {len(cases)} cases x {len(backends)} backends -> {out_dir}")
+    try:
+        rows, meta = run_suite(cfg, out_dir, resume, _progress(lambda m, nl: click.echo(m, err=True, nl=nl)),
+                               peaks=not no_peaks)
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted: every finished row is kept in {out_dir} "
+                   f"(continue with --resume --out {out_dir})", err=True)
+        sys.exit(130)
+    from convbench.harness.report import choose_baseline, summary
+    base = choose_baseline(rows, baseline)
+    for s in summary(rows, base):
+        best = s["best"] or "-"
+        sp = f"{s['speedup']:.2f}x vs {base}" if s["speedup"] else ""
+        click.echo(f"  {s['case']} [{s['direction']}]: best {best} {sp}")
+    counts = {}
+    for r in rows:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    click.echo(f"{len(rows)} results ({', '.join(f'{v} {k}' for k, v in sorted(counts.items()))}) "
+               f"in {meta['wall_s']:.1f} s")
+    click.echo(f"report: {out_dir}/report.html  (data: results.csv, results.json)")
+    sys.exit(1 if counts.get("FAILED") else 0)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--baseline", default=None, help="backend to compare against (default torch)")
+def report(run_dir, baseline):
+    """(Re)write RUN_DIR/report.html from its results (an interrupted run's too)."""
+    from convbench.harness.report import write_report
+    from convbench.harness.runner import load_run
+    rows, meta = load_run(run_dir)
+    click.echo(f"wrote {write_report(run_dir, rows, meta, baseline)}")
+
+
+@main.command()
+@click.argument("run_a", type=click.Path(exists=True, file_okay=False))
+@click.argument("run_b", type=click.Path(exists=True, file_okay=False))
+@click.option("--threshold", type=float, default=0.05, show_default=True,
+              help="relative change of the median that counts")
+@click.option("--alpha", type=float, default=0.01, show_default=True,
+              help="significance level of the Mann-Whitney U test")
+@click.option("--html", "html_path", default=None, help="also write the comparison as HTML")
+def compare(run_a, run_b, threshold, alpha, html_path):
+    """Per-case ratios of RUN_B against RUN_A; exits 1 on a significant regression."""
+    from convbench.harness.compare import compare_runs, format_text, regressions, write_html
+    lines, diffs = compare_runs(run_a, run_b, threshold, alpha)
+    click.echo(format_text(lines, diffs, "A", "B"))
+    if html_path:
+        click.echo(f"wrote {write_html(html_path, lines, diffs, run_a, run_b)}")
+    sys.exit(1 if regressions(lines) else 0)
+
+
+@main.command()
+@click.option("--no-peaks", is_flag=True, help="skip measuring the peaks")
+def info(no_peaks):
+    """The machine fingerprint and its measured peaks (SGEMM GFLOP/s, copy GB/s)."""
+    import json
+
+    from convbench.harness.machine import fingerprint, measure_peaks
+    data = {"machine": fingerprint()}
+    if not no_peaks:
+        data["peaks"] = measure_peaks()
+    click.echo(json.dumps(data, indent=1))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -73,5 +73,10 @@ class Backend:
     def synchronize(self) -> None:
         pass
 
+    def time_call(self, fn) -> float:
+        """Seconds one call of fn takes (perf_counter_ns here; device events on a GPU)."""
+        from convbench.harness.timing import cpu_time_call
+        return cpu_time_call(fn)
+
     def __repr__(self) -> str:
         return f"<backend {self.name}>"

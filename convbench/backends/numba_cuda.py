@@ -77,6 +77,16 @@ class NumbaCUDABackend(Backend):
     def synchronize(self):
         _cuda().synchronize()
 
+    def time_call(self, fn):
+        """Device events around the launches, one synchronisation: kernel time, no host copies."""
+        cuda = _cuda()
+        start, end = cuda.event(), cuda.event()
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return cuda.event_elapsed_time(start, end) * 1e-3
+
     def _launch(self, name, n, *args):
         getattr(kernels(), name)[_grid(n), THREADS](*args)
 

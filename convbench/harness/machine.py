@@ -1,0 +1,154 @@
+"""The machine fingerprint recorded with every run, and its measured peaks (the roofline's roof)."""
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+import time
+from importlib import metadata
+
+import numpy as np
+
+
+def _version(pkg: str) -> str | None:
+    try:
+        return metadata.version(pkg)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _cpu() -> dict:
+    info = {"model": platform.processor() or platform.machine(), "flags": []}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "model name":
+                    info["model"] = value.strip()
+                elif key == "flags":
+                    flags = value.split()
+                    info["flags"] = sorted(f for f in flags if f.startswith(("avx", "fma", "sse4", "amx")))
+                    break
+    except OSError:
+        pass
+    return info
+
+
+def _memory_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _git_commit() -> str | None:
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                             timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def _blas() -> list[dict]:
+    from threadpoolctl import threadpool_info
+    return [{k: v for k, v in i.items() if k in ("internal_api", "version", "num_threads",
+                                                 "architecture", "threading_layer")}
+            for i in threadpool_info()]
+
+
+def _gpu() -> dict | None:
+    try:
+        from convbench.backends import get_backend
+        b = get_backend("numba-cuda")
+        if not b.available:
+            return None
+        from convbench.backends.numba_cuda import _cuda, simulated
+        if simulated():
+            return {"name": "Numba CUDA simulator"}
+        dev = _cuda().get_current_device()
+        return {"name": dev.name.decode() if isinstance(dev.name, bytes) else str(dev.name),
+                "compute_capability": ".".join(map(str, dev.compute_capability)),
+                "driver": str(_cuda().cudadrv.driver.driver.get_version())}
+    except Exception as e:  # a broken driver must not stop a CPU run
+        return {"error": str(e)}
+
+
+def fingerprint() -> dict:
+    """CPU, memory, OS, Python and library versions, BLAS and its threads, GPU, git commit."""
+    from convbench.threads import get_threads
+    torch_info = None
+    if _version("torch"):
+        torch_info = {"version": _version("torch")}
+        if "torch" in sys.modules:
+            t = sys.modules["torch"]
+            torch_info["threads"] = t.get_num_threads()
+            torch_info["cudnn"] = t.backends.cudnn.version() if t.cuda.is_available() else None
+    return {
+        "cpu": _cpu(),
+        "cores": os.cpu_count(),
+        "threads": get_threads(),
+        "memory_bytes": _memory_bytes(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "scipy": _version("scipy"),
+        "numba": _version("numba"),
+        "llvmlite": _version("llvmlite"),
+        "numba_cuda": _version("numba-cuda"),
+        "blas": _blas(),
+        "env": {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
+                                            "OMP_WAIT_POLICY", "NUMBA_NUM_THREADS")
+                if k in os.environ},
+        "torch": torch_info,
+        "gpu": _gpu(),
+        "convbench_commit": _git_commit(),
+    }
+
+
+def measure_peaks(seconds: float = 1.0) -> dict:
+    """This machine's practical fp32 peaks: SGEMM GFLOP/s (NumPy's BLAS, n=2048) and memory
+    bandwidth GB/s (a copy of 256 MiB: bytes read plus written). Best of several runs."""
+    n = 2048
+    a = np.random.default_rng(0).random((n, n), dtype=np.float32)
+    b = a.copy()
+    a @ b
+    best = float("inf")
+    end = time.perf_counter() + seconds / 2
+    while time.perf_counter() < end or best == float("inf"):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    gflops = 2 * n ** 3 / best / 1e9
+    src = np.ones(64 << 20, dtype=np.float32)
+    dst = np.empty_like(src)
+    np.copyto(dst, src)
+    best = float("inf")
+    end = time.perf_counter() + seconds / 2
+    while time.perf_counter() < end or best == float("inf"):
+        t = time.perf_counter()
+        np.copyto(dst, src)
+        best = min(best, time.perf_counter() - t)
+    gbps = 2 * src.nbytes / best / 1e9
+    return {"sgemm_gflops": gflops, "memory_gbps": gbps}
+
+
+def same_machine(a: dict, b: dict) -> list[str]:
+    """What differs between two fingerprints in ways that change timings."""
+    diffs = []
+    for key in ("cores", "threads", "numpy", "numba", "llvmlite", "python"):
+        if a.get(key) != b.get(key):
+            diffs.append(f"{key}: {a.get(key)} vs {b.get(key)}")
+    if a.get("cpu", {}).get("model") != b.get("cpu", {}).get("model"):
+        diffs.append(f"cpu: {a.get('cpu', {}).get('model')} vs {b.get('cpu', {}).get('model')}")
+    ta, tb = (a.get("torch") or {}).get("version"), (b.get("torch") or {}).get("version")
+    if ta != tb:
+        diffs.append(f"torch: {ta} vs {tb}")
+    return diffs

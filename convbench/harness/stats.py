@@ -1,0 +1,85 @@
+"""Statistics derived from raw timing samples (seconds). The median is the headline."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from math import comb
+
+import numpy as np
+
+#: A spread (IQR / median) above this is flagged as noisy.
+NOISY_RELATIVE_IQR = 0.10
+
+
+@dataclass(frozen=True)
+class Summary:
+    n: int
+    median: float
+    iqr: float
+    min: float
+    mean: float
+    ci_low: float       # confidence interval of the median (distribution-free)
+    ci_high: float
+    outliers: int       # samples beyond 1.5 IQR from the quartiles (Tukey)
+    noisy: bool
+
+    @property
+    def relative_iqr(self) -> float:
+        return self.iqr / self.median if self.median > 0 else float("inf")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def median_ci(sorted_samples: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
+    """Distribution-free confidence interval of the median from order statistics: the widest
+    symmetric pair (x_(k), x_(n-k+1)) whose binomial coverage reaches `confidence`. With too few
+    samples for that coverage the full range is returned."""
+    x = sorted_samples
+    n = len(x)
+    if n == 0:
+        return float("nan"), float("nan")
+    best = (float(x[0]), float(x[-1]))
+    for k in range(1, n // 2 + 1):
+        # P(x_(k) <= median < x_(n-k+1)) = sum_{i=k}^{n-k} C(n, i) / 2^n
+        coverage = sum(comb(n, i) for i in range(k, n - k + 1)) / 2.0 ** n
+        if coverage < confidence:
+            break
+        best = (float(x[k - 1]), float(x[n - k]))
+    return best
+
+
+def summarize(samples) -> Summary:
+    x = np.sort(np.asarray(samples, dtype=np.float64))
+    if x.size == 0:
+        raise ValueError("samples must not be empty")
+    q1, med, q3 = np.percentile(x, [25, 50, 75])
+    iqr = float(q3 - q1)
+    outliers = int(np.sum((x < q1 - 1.5 * iqr) | (x > q3 + 1.5 * iqr)))
+    lo, hi = median_ci(x)
+    noisy = bool(med > 0 and iqr / med > NOISY_RELATIVE_IQR)
+    return Summary(int(x.size), float(med), iqr, float(x[0]), float(x.mean()), lo, hi, outliers,
+                   noisy)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    ratio: float        # median(b) / median(a): above 1 means b is slower
+    p_value: float      # two-sided Mann-Whitney U
+    significant: bool
+    verdict: str        # "faster", "slower", "same"
+
+
+def compare_samples(a, b, threshold: float = 0.05, alpha: float = 0.01) -> Comparison:
+    """Is b's timing different from a's? A change is reported when the medians differ by more than
+    `threshold` (relative) and the Mann-Whitney U test rejects equality at level `alpha`."""
+    from scipy.stats import mannwhitneyu
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    ratio = float(np.median(b) / np.median(a))
+    if len(a) < 2 or len(b) < 2 or np.all(a == a[0]) and np.all(b == b[0]) and a[0] == b[0]:
+        p = 1.0
+    else:
+        p = float(mannwhitneyu(a, b, alternative="two-sided").pvalue)
+    significant = p < alpha and abs(ratio - 1) > threshold
+    verdict = "same" if not significant else ("slower" if ratio > 1 else "faster")
+    return Comparison(ratio, p, significant, verdict)

@@ -1,0 +1,218 @@
+"""Benchmark suites: named lists of problems from real networks, user files, and a fuzzer.
+
+ResNet-50 (He et al. 2015, table 1; the v1.5 layout with the stride on the 3x3 convolution),
+VGG-16 (Simonyan and Zisserman 2014, configuration D) and MobileNet v1 (Howard et al. 2017,
+table 1) are written from the papers' architecture tables; DeepBench's lists come from
+baidu-research/DeepBench (package data).
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from convbench.errors import UnknownNameError
+from convbench.harness.descriptor import parse
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    problem: object
+
+    @property
+    def family(self) -> str:
+        p = self.problem
+        if hasattr(p, "kind"):
+            return f"{p.kind}_pool2d"
+        if hasattr(p, "cell"):
+            return p.cell
+        return "conv2d"
+
+    @property
+    def descriptor(self) -> str:
+        return self.problem.descriptor()
+
+
+def _cases(items) -> list[Case]:
+    return [Case(name, parse(desc)[0]) for name, desc in items]
+
+
+def resnet50(batch: int = 8) -> list[Case]:
+    b = f"mb{batch}"
+    items = [("conv1 7x7/2", f"{b}ic3ih224oc64kh7sh2ph3")]
+    # stage: (input size, channels in, bottleneck width, channels out)
+    stages = [("res2", 56, 64, 64, 256), ("res3", 56, 256, 128, 512), ("res4", 28, 512, 256, 1024),
+              ("res5", 14, 1024, 512, 2048)]
+    for name, size, cin, width, cout in stages:
+        s = 1 if name == "res2" else 2
+        out = size // s
+        items += [
+            (f"{name}a 1x1 {cin}->{width}", f"{b}ic{cin}ih{size}oc{width}kh1"),
+            (f"{name}a 3x3 {width}" + (" /2" if s == 2 else ""),
+             f"{b}ic{width}ih{size}oc{width}kh3" + (f"sh{s}" if s == 2 else "") + "ph1"),
+            (f"{name} 1x1 {width}->{cout}", f"{b}ic{width}ih{out}oc{cout}kh1"),
+            (f"{name}a proj 1x1 {cin}->{cout}" + (" /2" if s == 2 else ""),
+             f"{b}ic{cin}ih{size}oc{cout}kh1" + (f"sh{s}" if s == 2 else "")),
+            (f"{name} 1x1 {cout}->{width}", f"{b}ic{cout}ih{out}oc{width}kh1"),
+        ]
+        if s == 2:
+            items.append((f"{name} 3x3 {width}", f"{b}ic{width}ih{out}oc{width}kh3ph1"))
+    return _cases(items)
+
+
+def vgg16(batch: int = 8) -> list[Case]:
+    layers = [(3, 64, 224), (64, 64, 224), (64, 128, 112), (128, 128, 112), (128, 256, 56),
+              (256, 256, 56), (256, 512, 28), (512, 512, 28), (512, 512, 14)]
+    return _cases([(f"conv3 {c}->{k} @{h}", f"mb{batch}ic{c}ih{h}oc{k}kh3ph1") for c, k, h in layers])
+
+
+def mobilenet(batch: int = 8) -> list[Case]:
+    dw = [(32, 112, 1), (64, 112, 2), (128, 56, 1), (128, 56, 2), (256, 28, 1), (256, 28, 2),
+          (512, 14, 1), (512, 14, 2), (1024, 7, 1)]
+    pw = [(32, 64, 112), (64, 128, 56), (128, 128, 56), (128, 256, 28), (256, 256, 28),
+          (256, 512, 14), (512, 512, 14), (512, 1024, 7), (1024, 1024, 7)]
+    items = [(f"dw3x3 {c} @{h}" + (" /2" if s == 2 else ""),
+              f"g{c}mb{batch}ic{c}ih{h}oc{c}kh3" + (f"sh{s}" if s == 2 else "") + "ph1")
+             for c, h, s in dw]
+    items += [(f"pw1x1 {c}->{k} @{h}", f"mb{batch}ic{c}ih{h}oc{k}kh1") for c, k, h in pw]
+    return _cases(items)
+
+
+def _data_rows(filename: str):
+    with resources.files("convbench.data").joinpath(filename).open() as f:
+        return list(csv.DictReader(f))
+
+
+def _deepbench_conv(sets: tuple[str, ...]) -> list[Case]:
+    out = []
+    for r in _data_rows("deepbench_conv.csv"):
+        if r["set"] not in sets:
+            continue
+        v = {k: int(r[k]) for k in ("N", "C", "H", "W", "K", "R", "S", "pad_h", "pad_w",
+                                    "stride_h", "stride_w")}
+        desc = (f"mb{v['N']}ic{v['C']}ih{v['H']}iw{v['W']}oc{v['K']}kh{v['R']}kw{v['S']}"
+                f"sh{v['stride_h']}sw{v['stride_w']}ph{v['pad_h']}pw{v['pad_w']}")
+        out.append(Case(f"deepbench {r['set'].split('_')[0]} #{r['idx']}", parse(desc)[0]))
+    return out
+
+
+def deepbench_rnn(sets=("training_set",)) -> list[Case]:
+    cells = {"vanilla": "rnn_tanh", "lstm": "lstm", "gru": "gru"}
+    out = []
+    for r in _data_rows("deepbench_rnn.csv"):
+        if r["set"] in sets:
+            h, b, t = int(r["hidden"]), int(r["batch"]), int(r["timesteps"])
+            cell = cells[r["cell"]]
+            out.append(Case(f"deepbench {cell} h{h} b{b} t{t}",
+                            parse(f"{cell}:t{t}mb{b}slc{h}sic{h}")[0]))
+    return out
+
+
+def pooling(batch: int = 8) -> list[Case]:
+    return _cases([
+        ("resnet50 maxpool 3x3/2", f"max:mb{batch}ic64ih112kh3sh2ph1"),
+        ("vgg16 maxpool 2x2 @224", f"max:mb{batch}ic64ih224kh2"),
+        ("vgg16 maxpool 2x2 @56", f"max:mb{batch}ic256ih56kh2"),
+        ("vgg16 maxpool 2x2 @14", f"max:mb{batch}ic512ih14kh2"),
+        ("resnet50 global avgpool", f"avg:mb{batch}ic2048ih7kh7"),
+        ("inception avgpool 3x3/1", f"avg:mb{batch}ic192ih35kh3sh1ph1"),
+    ])
+
+
+def rnn(batch: int = 16) -> list[Case]:
+    return _cases([
+        ("lstm h256 t64", f"lstm:t64mb{batch}slc256sic256"),
+        ("gru h256 t64", f"gru:t64mb{batch}slc256sic256"),
+        ("rnn_tanh h256 t64", f"rnn_tanh:t64mb{batch}slc256sic256"),
+        ("lstm h512 t25", f"lstm:t25mb{batch}slc512sic512"),
+    ])
+
+
+def quick(batch: int = 2) -> list[Case]:
+    """A handful of small real layers: the whole suite runs in well under a minute."""
+    return _cases([
+        ("res2 3x3 64 @28", f"mb{batch}ic64ih28oc64kh3ph1"),
+        ("res3 1x1 128->512 @14", f"mb{batch}ic128ih14oc512kh1"),
+        ("res4 3x3 256 @7", f"mb{batch}ic256ih7oc256kh3ph1"),
+        ("mobilenet dw3x3 128 @28", f"g128mb{batch}ic128ih28oc128kh3ph1"),
+        ("maxpool 3x3/2 64 @56", f"max:mb{batch}ic64ih56kh3sh2ph1"),
+        ("lstm h128 t16", f"lstm:t16mb{batch}slc128sic128"),
+    ])
+
+
+SUITES = {
+    "quick": quick,
+    "resnet50": resnet50,
+    "vgg16": vgg16,
+    "mobilenet": mobilenet,
+    "deepbench-train": lambda: _deepbench_conv(("training_set",)),
+    "deepbench-inference": lambda: _deepbench_conv(("inference_server_set", "inference_device_set")),
+    "deepbench-rnn": deepbench_rnn,
+    "pooling": pooling,
+    "rnn": rnn,
+}
+
+
+def fuzz(seed: int = 0, count: int = 20) -> list[Case]:
+    """Seeded random conv problems of moderate size (every parameter drawn)."""
+    from convbench.cases import random_conv_problem
+    rng = np.random.default_rng(seed)
+    return [Case(f"fuzz {seed}#{i}", random_conv_problem(rng, max_spatial=40, max_channels=48))
+            for i in range(count)]
+
+
+def from_file(path: str) -> list[Case]:
+    """A user's suite: a CSV with a `descriptor` column (and optionally `name`), a CSV in
+    DeepBench's columns (N,C,H,W,K,R,S,pad_h,pad_w,stride_h,stride_w), or a text file with one
+    descriptor per line (# starts a comment)."""
+    p = Path(path)
+    text = p.read_text()
+    if p.suffix.lower() == ".csv":
+        rows = list(csv.DictReader(text.splitlines()))
+        if rows and "descriptor" in rows[0]:
+            return [Case(r.get("name") or r["descriptor"], parse(r["descriptor"])[0]) for r in rows]
+        if rows and {"N", "C", "H", "W", "K", "R", "S"} <= set(rows[0]):
+            out = []
+            for i, r in enumerate(rows):
+                g = lambda k, d=0: int(r.get(k) or d)  # noqa: E731
+                desc = (f"mb{g('N')}ic{g('C')}ih{g('H')}iw{g('W')}oc{g('K')}kh{g('R')}kw{g('S')}"
+                        f"sh{g('stride_h', 1)}sw{g('stride_w', 1)}ph{g('pad_h')}pw{g('pad_w')}")
+                out.append(Case(r.get("name") or f"{p.stem} #{i}", parse(desc)[0]))
+            return out
+        raise ValueError(f"suite file {path}: a CSV needs a 'descriptor' column or DeepBench's "
+                         f"columns N,C,H,W,K,R,S (found {', '.join(rows[0]) if rows else 'no rows'})")
+    out = []
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            prob, name = parse(line)
+            out.append(Case(name or line, prob))
+    return out
+
+
+def with_batch(case: Case, batch: int) -> Case:
+    return Case(case.name, dataclasses.replace(case.problem, N=batch))
+
+
+def load_suite(spec: str, batch: int | None = None) -> list[Case]:
+    """A built-in suite name, 'fuzz[:SEED[:COUNT]]', or a path to a suite file."""
+    if spec in SUITES:
+        cases = SUITES[spec]()
+    elif spec == "fuzz" or spec.startswith("fuzz:"):
+        parts = spec.split(":")[1:]
+        cases = fuzz(*(int(v) for v in parts))
+    elif Path(spec).is_file():
+        cases = from_file(spec)
+    else:
+        raise UnknownNameError(f"unknown suite {spec!r}: not a file; built-in suites: "
+                               f"{', '.join(SUITES)}, fuzz[:SEED[:COUNT]]")
+    if batch is not None:
+        if batch < 1:
+            raise ValueError(f"batch={batch} must be >= 1")
+        cases = [with_batch(c, batch) for c in cases]
+    return cases
