@@ -53,3 +53,9 @@ def test_backend_without_cuda_says_why(monkeypatch):
     from convbench.backends import numba_cuda
     monkeypatch.setattr(numba_cuda._cuda(), "is_available", lambda: False)
     assert "no CUDA GPU found" in get_backend("numba-cuda").unavailable_reason()
+
+
+def test_numba_cpu_conv_kernels_emit_packed_fma():
+    from convbench.backends.numba_cpu import asm_report
+    counts = asm_report()
+    assert counts["implicit_gemm"] > 0 and counts["weight_grad"] > 0, counts

@@ -184,13 +184,32 @@ class NumbaCPUBackend(Backend):
 
 
 def asm_report(dtype=np.float32) -> dict:
-    """Counts of packed FMA instructions in each compiled kernel (a check that LLVM vectorised)."""
+    """Packed FMA instructions (vfmadd...ps/pd on ymm/zmm registers) in each conv kernel, from a
+    fresh compilation (Numba does not keep assembly for kernels loaded from its cache): a check
+    that LLVM vectorised the inner loops rather than a guess."""
     import re
+
+    import numba
+    from convbench.backends import _numba_conv_kernels as kmod
+    suffix = "ps" if np.dtype(dtype) == np.float32 else "pd"
+    p = Conv2dProblem(1, 4, 6, 6, 4, 3, 3, padding=((1, 1), (1, 1)))
+    x = np.ones(p.x_shape, dtype)
+    w = np.ones(p.w_shape, dtype)
+    plan = phase_plan(p)
+    chan, phase, off = _taps_by_channel(p.Cg, plan)
+    xph = to_phases(x, p, plan)
+    args = {"implicit_gemm": (xph, _padded_rows(w.reshape(p.K, -1), 1), chan, phase, off,
+                              np.empty((1, p.K, p.P * plan.Wq), dtype), p.Kg),
+            "weight_grad": (xph, _wide(np.ones(p.y_shape, dtype), p, plan), chan, phase, off,
+                            np.zeros((1, 4, chan.size), dtype), p.P * plan.Wq)}
     out = {}
-    for name, fn in kernels().items():
-        for sig, asm in fn.inspect_asm().items():
-            if np.dtype(dtype).name in str(sig):
-                out[name] = len(re.findall(r"vfmadd\w*p[sd]\s+%[yz]mm", asm))
+    for name, a in args.items():
+        fn = getattr(kmod, name)
+        opts = {k: v for k, v in fn.targetoptions.items() if k not in ("cache", "nopython")}
+        fresh = numba.njit(**opts)(fn.py_func)
+        fresh(*a)
+        asm = "".join(fresh.inspect_asm().values())
+        out[name] = len(re.findall(rf"vfmadd\w*{suffix}\s+[^\n]*%[yz]mm", asm))
     return out
 
 
@@ -280,14 +299,21 @@ class FusedSteps:
         return da, da, None, None
 
 
-def _rnn_fwd(self, p, *args):
-    from convbench.backends import rnn_numpy
-    return rnn_numpy.forward(p, *args, steps=FusedSteps)
+def _steps(dtype):
+    """The fused kernels are float32 (their tanh fit is float32-accurate); float64 runs the exact
+    gate arithmetic of ops.rnn around the same GEMMs."""
+    from convbench.ops import rnn
+    return FusedSteps if dtype == np.float32 else rnn
 
 
-def _rnn_bwd(self, p, *args):
+def _rnn_fwd(self, p, x, *args):
     from convbench.backends import rnn_numpy
-    return rnn_numpy.backward(p, *args, steps=FusedSteps)
+    return rnn_numpy.forward(p, x, *args, steps=_steps(x.dtype))
+
+
+def _rnn_bwd(self, p, dy, *args):
+    from convbench.backends import rnn_numpy
+    return rnn_numpy.backward(p, dy, *args, steps=_steps(dy.dtype))
 
 
 NumbaCPUBackend.lstm_fwd = NumbaCPUBackend.gru_fwd = NumbaCPUBackend.rnn_tanh_fwd = _rnn_fwd

@@ -6,7 +6,9 @@ Convolution (benchdnn's keys and defaults; an optional "conv:" tag):
     g32mb1ic32ih112oc32kh3ph1      depthwise: groups = channels
 
   dh/dw count the gaps between taps as benchdnn does: dh0 is no dilation (PyTorch's dilation 1).
-  oh/ow, when given, set the bottom/right padding (asymmetric padding) from the output size.
+  oh/ow, when given, set the bottom/right padding (asymmetric padding) from the output size, as
+  benchdnn does; pb/pr (convbench's own keys) give the bottom/right padding outright, for the
+  cases oh/ow cannot express (a stride that leaves the last rows unused).
 Pooling: "max:" or "avg:" then mb ic ih iw kh kw sh sw ph pw dh dw as above, plus cm1 for
   ceil_mode and cip0 for count_include_pad=False (average only). Stride defaults to the kernel.
 Recurrent: "lstm:", "gru:" or "rnn_tanh:" then t (steps) mb slc (input size) sic (hidden size),
@@ -24,7 +26,7 @@ _KEY = re.compile(r"([a-z]+)(\d+)")
 _NAME = re.compile(r'(?:n"([^"]*)"|_([A-Za-z][\w.-]*))$')
 
 CONV_KEYS = ("g", "mb", "ic", "ih", "iw", "oc", "oh", "ow", "kh", "kw", "sh", "sw", "ph", "pw",
-             "dh", "dw")
+             "pb", "pr", "dh", "dw")
 POOL_KEYS = ("mb", "ic", "ih", "iw", "kh", "kw", "sh", "sw", "ph", "pw", "dh", "dw", "cm", "cip")
 RNN_KEYS = ("t", "mb", "slc", "sic", "b")
 POOL_TAGS = ("max", "avg")
@@ -57,7 +59,7 @@ def parse(text: str):
     m = _NAME.search(s)
     if m:
         name = m.group(1) if m.group(1) is not None else m.group(2)
-        s = s[:m.start()]
+        s = s[:m.start()].rstrip()
     tag, _, body = s.rpartition(":")
     if tag in ("", "conv"):
         return _parse_conv(body, text), name
@@ -89,13 +91,17 @@ def _parse_conv(body, text):
     dh = f.get("dh", 0)
     dw = f.get("dw", dh)
 
-    def far_pad(i, k, s, p, d, o):
+    def far_pad(i, k, s, p, d, o, explicit, names):
+        if explicit is not None:
+            if o is not None:
+                raise ValueError(f"descriptor {text!r}: give {names[0]} or {names[1]}, not both")
+            return explicit
         if o is None:
             return p
         return (o - 1) * s + (k - 1) * (d + 1) + 1 - i - p
 
-    pb = far_pad(ih, kh, sh, ph, dh, f.get("oh"))
-    pr = far_pad(iw, kw, sw, pw, dw, f.get("ow"))
+    pb = far_pad(ih, kh, sh, ph, dh, f.get("oh"), f.get("pb"), ("oh", "pb"))
+    pr = far_pad(iw, kw, sw, pw, dw, f.get("ow"), f.get("pr"), ("ow", "pr"))
     if pb < 0 or pr < 0:
         raise ValueError(f"descriptor {text!r}: output size oh/ow larger than the input allows")
     return Conv2dProblem(mb, f["ic"], ih, iw, f["oc"], kh, kw, (sh, sw), ((ph, pb), (pw, pr)),
@@ -112,10 +118,13 @@ def format_conv(p) -> str:
     if p.W != p.H:
         parts.append(f"iw{p.W}")
     parts.append(f"oc{p.K}")
-    if pb != ph:
-        parts.append(f"oh{p.P}")
-    if pr != pw:
-        parts.append(f"ow{p.Q}")
+    far = []
+    for size, k, s, near, d, out, pad, okey, pkey in ((p.H, p.R, sh, ph, dh, p.P, pb, "oh", "pb"),
+                                                     (p.W, p.S, sw, pw, dw, p.Q, pr, "ow", "pr")):
+        if pad != near:
+            implied = (out - 1) * s + (k - 1) * (d + 1) + 1 - size - near
+            (parts if implied == pad else far).append(f"{okey}{out}" if implied == pad
+                                                      else f"{pkey}{pad}")
     parts.append(f"kh{p.R}")
     if p.S != p.R:
         parts.append(f"kw{p.S}")
@@ -131,7 +140,7 @@ def format_conv(p) -> str:
         parts.append(f"dh{dh}")
     if dw != dh:
         parts.append(f"dw{dw}")
-    return "".join(parts)
+    return "".join(parts + far)
 
 
 def _parse_pool(kind, body, text):

@@ -62,7 +62,11 @@ def resnet50(batch: int = 8) -> list[Case]:
         ]
         if s == 2:
             items.append((f"{name} 3x3 {width}", f"{b}ic{width}ih{out}oc{width}kh3ph1"))
-    return _cases(items)
+    # res2's projection has the shape of its expansion 1x1: keep each shape once
+    unique = {}
+    for name, desc in items:
+        unique.setdefault(desc, name)
+    return _cases([(name, desc) for desc, name in unique.items()])
 
 
 def vgg16(batch: int = 8) -> list[Case]:

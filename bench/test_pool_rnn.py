@@ -1,0 +1,40 @@
+"""Max pooling 3x3/2 on (8, 64, 112, 112) and recurrent layers (LSTM T=64 N=16 H=256, DeepBench)
+per backend; the summary prints throughput and the ratio to torch from the same run."""
+import numpy as np
+import pytest
+
+from convbench.backends import get_backend
+from convbench.harness.descriptor import parse
+from convbench.ops import get_op
+
+CASES = [
+    ("maxpool 3x3/2 (8,64,112,112)", "max:mb8ic64ih112kh3sh2ph1", "fwd", ["numpy", "numba-cpu", "torch"]),
+    ("maxpool 3x3/2 (8,64,112,112)", "max:mb8ic64ih112kh3sh2ph1", "bwd", ["numpy", "numba-cpu", "torch"]),
+    ("lstm T64 N16 H256", "lstm:t64mb16slc256sic256", "fwd", ["numpy", "numba-cpu", "torch"]),
+    ("lstm T64 N16 H256", "lstm:t64mb16slc256sic256", "bwd", ["numpy", "numba-cpu", "torch"]),
+    # DeepBench training_set: GRU hidden 512, batch 32, 50 steps (rnn_problems.h)
+    ("deepbench gru h512 b32 t50", "gru:t50mb32slc512sic512", "fwd", ["numpy", "numba-cpu", "torch"]),
+]
+
+
+def _params():
+    for label, desc, direction, backends in CASES:
+        for b in backends:
+            yield pytest.param(label, desc, direction, b, id=f"{label}-{direction}-{b}")
+
+
+@pytest.mark.parametrize("label,desc,direction,backend", list(_params()))
+def test_pool_rnn(benchmark, label, desc, direction, backend):
+    b = get_backend(backend)
+    if not b.available:
+        pytest.skip(b.unavailable_reason())
+    p = parse(desc)[0]
+    family = desc.split(":")[0]
+    op = get_op(f"{family}_pool2d:{direction}" if family in ("max", "avg") else f"{family}:{direction}")
+    inputs = op.make_inputs(p, np.random.default_rng(0), np.float32)
+    b.run(op, p, *inputs)
+    pool = family in ("max", "avg")
+    work = op.min_bytes(p) if pool else op.flops(p)
+    benchmark.extra_info.update(case=f"{label} [{direction}]", backend=backend, work=work,
+                                unit="GB/s" if pool else "GFLOP/s")
+    benchmark.pedantic(b.run, args=(op, p, *inputs), rounds=9, warmup_rounds=1)
