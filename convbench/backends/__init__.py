@@ -19,7 +19,11 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "numba-cpu": ("convbench.backends.numba_cpu", "NumbaCPUBackend"),
     "numba-cuda": ("convbench.backends.numba_cuda", "NumbaCUDABackend"),
     "torch": ("convbench.backends.torch_peer", "TorchBackend"),
+    "auto": ("convbench.autotune", "AutoBackend"),
 }
+
+#: Backends that delegate to others; left out of the default lists (verification, runs).
+META = ("auto",)
 
 _instances: dict = {}
 
@@ -36,8 +40,8 @@ def get_backend(name: str):
     return inst
 
 
-def backend_names() -> list[str]:
-    return list(REGISTRY)
+def backend_names(include_meta: bool = False) -> list[str]:
+    return [n for n in REGISTRY if include_meta or n not in META]
 
 
 @dataclass(frozen=True)
@@ -58,7 +62,7 @@ def list_backends() -> list[BackendInfo]:
     """Every registered backend with its availability, the reason when unavailable, and its ops."""
     from convbench.ops import OPS
     out = []
-    for name in REGISTRY:
+    for name in backend_names(include_meta=True):
         b = get_backend(name)
         reason = b.unavailable_reason()
         ops = tuple(op for op, spec in OPS.items() if b.implements(spec))

@@ -227,6 +227,9 @@ class Runner:
                     ref = _reference(op, case.problem, inputs, dtype)
                 row.update(self._measure(backend, op, case.problem, inputs, ref))
                 samples, warmup = row.pop("_samples"), row.pop("_warmup")
+                if hasattr(backend, "chosen") and row["status"] == OK:
+                    row["reason"] = (f"chose {backend.chosen(op, case.problem, dtype)}; "
+                                     + row.get("reason", "")).rstrip("; ")
             except BackendUnavailableError as e:
                 row.update(status=UNAVAILABLE, reason=str(e))
             except UnsupportedError as e:

@@ -1,0 +1,141 @@
+"""backend="auto": the fastest verified backend for each exact problem, direction and dtype.
+
+On the first request for a problem the candidates are verified against the reference (as the
+harness does) and timed; the winner is kept in a JSON cache keyed by the machine, so later
+processes start at once. The cache is a plain file the user can read and delete:
+$CONVBENCH_CACHE_DIR/autotune.json (default ~/.cache/convbench/autotune.json).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from convbench.backends.base import Backend
+from convbench.errors import UnsupportedError
+
+#: Backends never chosen automatically: the loops are for teaching and the simulator times nothing.
+EXCLUDED = ("naive",)
+
+_lock = threading.Lock()
+
+
+def cache_path() -> Path:
+    root = os.environ.get("CONVBENCH_CACHE_DIR") or os.path.join(
+        os.path.expanduser("~"), ".cache", "convbench")
+    return Path(root) / "autotune.json"
+
+
+def machine_key() -> str:
+    """What makes timings comparable: CPU, cores, threads and the library versions."""
+    from convbench.harness.machine import _cpu, _version
+    from convbench.threads import get_threads
+    parts = [_cpu().get("model", platform.machine()), str(os.cpu_count()), str(get_threads()),
+             np.__version__, str(_version("numba")), str(_version("torch")),
+             os.environ.get("NUMBA_ENABLE_CUDASIM", "0")]
+    return hashlib.sha1("|".join(parts).encode()).hexdigest()[:16]
+
+
+def _load() -> dict:
+    try:
+        return json.loads(cache_path().read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _save(data: dict) -> None:
+    path = cache_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+        tmp.replace(path)
+    except OSError:
+        pass  # a read-only home must not stop the computation; the choice is just not kept
+
+
+def candidates(op, problem, dtype) -> list[str]:
+    from convbench.backends import backend_names, get_backend
+    out = []
+    for name in backend_names():
+        if name in EXCLUDED or name == "auto":
+            continue
+        b = get_backend(name)
+        if b.device != "cpu":          # inputs arrive as host arrays here
+            continue
+        try:
+            b.check(op, problem, dtype)
+        except (UnsupportedError, Exception):
+            continue
+        out.append(name)
+    return out
+
+
+def choose(op, problem, dtype, budget_s: float = 0.05) -> dict:
+    """{'backend': name, 'median_s': {name: seconds}} for this problem, from the cache or timed now."""
+    key = f"{op.name}|{problem.descriptor()}|{np.dtype(dtype).name}"
+    mkey = machine_key()
+    with _lock:
+        data = _load()
+        hit = data.get(mkey, {}).get(key)
+        if hit and hit.get("backend") in candidates(op, problem, dtype):
+            return hit
+    from convbench.backends import get_backend
+    from convbench.harness.timing import TimingPolicy, measure
+    from convbench.verify import compare, reference_outputs, tolerance
+    inputs = op.make_inputs(problem, np.random.default_rng(0), np.dtype(dtype))
+    ref = reference_outputs(op, problem, inputs)
+    times, rejected = {}, {}
+    policy = TimingPolicy(budget_s=budget_s, warmup_budget_s=budget_s, min_reps=3, max_reps=20)
+    for name in candidates(op, problem, dtype):
+        b = get_backend(name)
+        try:
+            out = b.run(op, problem, *inputs)
+            out = out if isinstance(out, tuple) else (out,)
+            err, ok = compare(op, problem, inputs, out, ref, tolerance(op, problem, dtype, b))
+            if not ok:
+                rejected[name] = f"relative error {err:.3g}"
+                continue
+            m = measure(lambda: b.run(op, problem, *inputs), b.time_call, policy)
+            times[name] = float(np.median(m.samples_s))
+        except Exception as e:  # noqa: BLE001 - a crashing candidate is just not chosen
+            rejected[name] = f"{type(e).__name__}: {e}"
+    if not times:
+        raise UnsupportedError(f"auto: no backend can run {op.name} on {problem.descriptor()} "
+                               f"({'; '.join(f'{k}: {v}' for k, v in rejected.items()) or 'none'})")
+    entry = {"backend": min(times, key=times.get), "median_s": times, "rejected": rejected}
+    with _lock:
+        data = _load()
+        data.setdefault(mkey, {})[key] = entry
+        _save(data)
+    return entry
+
+
+class AutoBackend(Backend):
+    """Delegates each call to the fastest verified backend for that exact problem."""
+
+    name = "auto"
+    description = "the fastest verified backend per problem, timed once and cached per machine"
+
+    def implements(self, op) -> bool:
+        from convbench.backends import backend_names, get_backend
+        return any(get_backend(n).implements(op) for n in backend_names()
+                   if n not in EXCLUDED and n != "auto")
+
+    def unsupported(self, op, problem, dtype):
+        if not candidates(op, problem, dtype):
+            return "no available backend"
+        return None
+
+    def chosen(self, op, problem, dtype) -> str:
+        return choose(op, problem, dtype)["backend"]
+
+    def run(self, op, problem, *inputs):
+        from convbench.backends import get_backend
+        dtype = next(a.dtype for a in inputs if a is not None)
+        return get_backend(self.chosen(op, problem, dtype)).run(op, problem, *inputs)
