@@ -31,13 +31,25 @@ def cache_path() -> Path:
     return Path(root) / "autotune.json"
 
 
+_code_version: list = []
+
+
+def code_version() -> str:
+    """convbench's version and, in a checkout, its commit: new kernels make old choices stale."""
+    if not _code_version:
+        import convbench
+        from convbench.harness.machine import _git_commit
+        _code_version.append(f"{convbench.__version__}+{(_git_commit() or '').split('+')[0]}")
+    return _code_version[0]
+
+
 def machine_key() -> str:
-    """What makes timings comparable: CPU, cores, threads and the library versions."""
+    """What makes timings comparable: CPU, cores, threads, the library versions and convbench's."""
     from convbench.harness.machine import _cpu, _version
     from convbench.threads import get_threads
     parts = [_cpu().get("model", platform.machine()), str(os.cpu_count()), str(get_threads()),
              np.__version__, str(_version("numba")), str(_version("torch")),
-             os.environ.get("NUMBA_ENABLE_CUDASIM", "0")]
+             os.environ.get("NUMBA_ENABLE_CUDASIM", "0"), code_version()]
     return hashlib.sha1("|".join(parts).encode()).hexdigest()[:16]
 
 

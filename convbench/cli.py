@@ -196,5 +196,101 @@ def info(no_peaks):
     click.echo(json.dumps(data, indent=1))
 
 
+def _train_options(f):
+    opts = [
+        click.option("--data", default="digits", show_default=True,
+                     help="digits (shipped with scikit-learn), mnist:PATH or cifar10:PATH"),
+        click.option("--model", type=click.Choice(["small-cnn", "resnet-mini"]), default="small-cnn",
+                     show_default=True),
+        click.option("--optimizer", default="adam", show_default=True,
+                     help="sgd, momentum, nesterov, adagrad, rmsprop, adam"),
+        click.option("--lr", type=float, default=2e-3, show_default=True),
+        click.option("--momentum", type=float, default=None),
+        click.option("--weight-decay", type=float, default=0.0, show_default=True),
+        click.option("--epochs", type=int, default=30, show_default=True),
+        click.option("--batch-size", type=int, default=64, show_default=True),
+        click.option("--patience", type=int, default=6, show_default=True,
+                     help="early stopping: epochs without a better validation loss"),
+        click.option("--schedule", type=click.Choice(["constant", "step", "cosine"]), default="cosine",
+                     show_default=True),
+        click.option("--init", default="he_uniform", show_default=True,
+                     help="xavier_uniform, xavier_normal, he_uniform, he_normal"),
+        click.option("--dropout", type=float, default=0.25, show_default=True),
+        click.option("--no-augment", is_flag=True, help="no random shifts (or flips, for photos)"),
+        click.option("--backend", default="auto", show_default=True,
+                     help="auto (fastest verified per layer) or a backend name"),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--threads", type=int, default=None),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _config(kw):
+    from convbench.train import TrainConfig
+    from convbench.threads import set_threads
+    set_threads(kw.pop("threads"))
+    kw["augment"] = not kw.pop("no_augment")
+    return TrainConfig(**kw)
+
+
+@main.command()
+@_train_options
+@click.option("--out", "out_dir", default="runs/train", show_default=True)
+@click.option("--resume", "resume", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="a checkpoint to continue from")
+def train(out_dir, resume, **kw):
+    """Train a small CNN on convbench's kernels; writes best.npz, log.csv, curves.png, summary.json."""
+    from convbench.train import train as run_train
+    try:
+        cfg = _config(kw)
+        cfg.validate()
+    except ValueError as e:
+        raise click.UsageError(str(e))
+    s = run_train(cfg, out_dir, verbose=True, resume=resume, log=click.echo)
+    click.echo(f"test accuracy {s['test_accuracy']:.4f} (best epoch {s['best_epoch']} of "
+               f"{s['epochs_run']}) in {s['seconds']:.1f} s; mean epoch {s['mean_epoch_s']:.3f} s")
+    click.echo(f"wrote {out_dir}/summary.json, best.npz, log.csv, curves.png")
+
+
+@main.command()
+@_train_options
+@click.option("--mode", type=click.Choice(["random", "grid"]), default="random", show_default=True)
+@click.option("--trials", type=int, default=6, show_default=True, help="random search trials")
+@click.option("--lrs", default="3e-4,3e-3", show_default=True,
+              help="random: low,high of a log-uniform range; grid: the values")
+@click.option("--optimizers", default="adam,rmsprop,nesterov", show_default=True)
+@click.option("--out", "out_dir", default="runs/tune", show_default=True)
+def tune(mode, trials, lrs, optimizers, out_dir, **kw):
+    """Random or grid search over learning rate and optimiser; writes tune.csv, best first."""
+    from convbench.train import tune as run_tune
+    try:
+        base = _config(kw)
+        lr_values = [float(v) for v in _split(lrs)]
+        space = {"optimizer": _split(optimizers)}
+        space["lr"] = tuple(lr_values) if mode == "random" else lr_values
+        if mode == "random" and len(lr_values) != 2:
+            raise ValueError(f"--lrs={lrs!r}: random search takes low,high")
+        for name in space["optimizer"]:
+            base.__class__(**{**vars(base), "optimizer": name}).validate()
+    except ValueError as e:
+        raise click.UsageError(str(e))
+    results = run_tune(base, space, mode, trials, base.seed, out_dir, log=click.echo)
+    best = results[0]
+    click.echo(f"best: {best}")
+    click.echo(f"wrote {out_dir}/tune.csv")
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
+def evaluate(checkpoint):
+    """Test accuracy of a checkpoint on its run's held-out test split."""
+    import json
+
+    from convbench.train import evaluate_checkpoint
+    click.echo(json.dumps(evaluate_checkpoint(checkpoint), indent=1))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

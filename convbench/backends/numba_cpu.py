@@ -144,10 +144,16 @@ class NumbaCPUBackend(Backend):
     def conv2d_fwd(self, p, x, w, b):
         plan = phase_plan(p)
         chan, phase, off = _taps_by_channel(p.Cg, plan)
-        yw = np.empty((p.N, p.K, p.P * plan.Wq), dtype=x.dtype)
-        kernels()["gemm"](to_phases(x, p, plan), _padded_rows(w.reshape(p.K, -1), p.groups),
-                          chan, phase, off, yw, p.Kg)
-        y = yw.reshape(p.N, p.K, p.P, plan.Wq)[:, :, :, :p.Q]
+        wm = _padded_rows(w.reshape(p.K, -1), p.groups)
+        xph = to_phases(x, p, plan)
+        if _stack_batch(p, plan):
+            yw = np.empty((1, p.K, p.N * plan.length), dtype=x.dtype)
+            kernels()["gemm"](_stacked(xph, int(plan.tap_off.max())), wm, chan, phase, off, yw, p.Kg)
+            y = _unstacked(yw, p.N).reshape(p.N, p.K, plan.rows, plan.Wq)[:, :, :p.P, :p.Q]
+        else:
+            yw = np.empty((p.N, p.K, p.P * plan.Wq), dtype=x.dtype)
+            kernels()["gemm"](xph, wm, chan, phase, off, yw, p.Kg)
+            y = yw.reshape(p.N, p.K, p.P, plan.Wq)[:, :, :, :p.Q]
         if b is not None:
             y = y + b[:, None, None]
         return np.ascontiguousarray(y)
@@ -156,10 +162,16 @@ class NumbaCPUBackend(Backend):
         # dxph[c, ph, u] = sum over k and the taps of phase ph of w[k, c, tap] * dyw[k, u - off_tap]
         plan = phase_plan(p)
         margin = int(plan.tap_off.max())
-        dyw = _wide(dy, p, plan, margin)[:, :, None, :]           # (N, K, 1, margin + length)
+        stack = _stack_batch(p, plan)
+        if stack:
+            dyw = np.zeros((1, p.K, 1, margin + p.N * plan.length), dtype=dy.dtype)
+            dyw[0, :, 0, margin:] = _stacked(_wide(dy, p, plan))[0]
+            out = np.empty((1, p.C, p.N * plan.length), dtype=dy.dtype)
+        else:
+            dyw = _wide(dy, p, plan, margin)[:, :, None, :]       # (N, K, 1, margin + length)
+            out = np.empty((p.N, p.C, plan.length), dtype=dy.dtype)
         wt = w.reshape(p.groups, p.Kg, p.Cg, p.R * p.S).transpose(0, 2, 1, 3)  # (G, Cg, Kg, T)
         dxph = np.zeros((p.N, p.C, plan.nph, plan.length), dtype=dy.dtype)
-        out = np.empty((p.N, p.C, plan.length), dtype=dy.dtype)
         for ph in range(plan.nph):
             taps = np.nonzero(plan.tap_phase == ph)[0]
             if taps.size == 0:
@@ -170,17 +182,47 @@ class NumbaCPUBackend(Backend):
             wj = np.ascontiguousarray(wt[..., taps]).reshape(p.C, p.Kg * T)
             kernels()["gemm"](dyw, _padded_rows(wj, p.groups), chan, np.zeros_like(chan), off,
                               out, p.Cg)
-            dxph[:, :, ph] = out
+            dxph[:, :, ph] = _unstacked(out, p.N) if stack else out
         return from_phases(dxph, p, plan)
 
     def conv2d_bwd_weights(self, p, dy, x):
         plan = phase_plan(p)
         chan, phase, off = _taps_by_channel(p.Cg, plan)
         dyw = _wide(dy, p, plan)
+        xph = to_phases(x, p, plan)
         Kgp = -(-p.Kg // 4) * 4
         dw = np.zeros((p.groups, Kgp, chan.size), dtype=dy.dtype)
-        kernels()["wgrad"](to_phases(x, p, plan), dyw, chan, phase, off, dw, p.P * plan.Wq)
+        if _stack_batch(p, plan):
+            kernels()["wgrad"](_stacked(xph, int(plan.tap_off.max())), _stacked(dyw), chan, phase,
+                               off, dw, p.N * plan.length)
+        else:
+            kernels()["wgrad"](xph, dyw, chan, phase, off, dw, p.P * plan.Wq)
         return np.ascontiguousarray(dw[:, :p.Kg]).reshape(p.w_shape)
+
+
+#: Output planes shorter than this are processed with the batch laid end to end (see _stacked).
+STACK_BELOW = 1024
+
+
+def _stack_batch(p, plan) -> bool:
+    return p.P * plan.Wq < STACK_BELOW and p.N > 1
+
+
+def _stacked(a: np.ndarray, tail: int = 0) -> np.ndarray:
+    """(N, C, ..., L) -> (1, C, ..., N*L + tail): the images end to end along the positions, so
+    that small planes give the kernels long loops instead of many short ones. Each phase plane
+    ends in zero rows at least as long as the largest tap offset, so a tap never reads into the
+    next image; `tail` zeros let the last image's taps read past its end."""
+    N, L = a.shape[0], a.shape[-1]
+    mid = a.shape[1:-1]
+    out = np.zeros((1,) + mid + (N * L + tail,), dtype=a.dtype)
+    out[0, ..., :N * L] = np.moveaxis(a, 0, -2).reshape(mid + (N * L,))
+    return out
+
+
+def _unstacked(a: np.ndarray, N: int) -> np.ndarray:
+    """(1, C, N*L) -> (N, C, L), the inverse of _stacked on an output."""
+    return a[0].reshape(a.shape[1], N, -1).transpose(1, 0, 2)
 
 
 def asm_report(dtype=np.float32) -> dict:
@@ -223,29 +265,41 @@ def _pool_geometry(p):
     return (*p.kernel, *p.stride, *p.padding)
 
 
+#: Below this many window visits a pooling kernel runs on the calling thread alone.
+SERIAL_POOL_WORK = 1 << 21
+
+
+def _pool_call(name, p, *args):
+    k = _pool_kernels()
+    if p.N * p.C * p.P * p.Q * p.window < SERIAL_POOL_WORK:
+        getattr(k, name + "_planes")(0, p.N * p.C, *args)
+    else:
+        getattr(k, name)(*args)
+
+
 def _pool_max_fwd(self, p, x):
     y = np.empty(p.y_shape, dtype=x.dtype)
-    _pool_kernels().max_fwd(x, y, *_pool_geometry(p), *p.dilation, x.dtype.type(-np.inf))
+    _pool_call("max_fwd", p, x, y, *_pool_geometry(p), *p.dilation, x.dtype.type(-np.inf))
     return y
 
 
 def _pool_max_bwd(self, p, dy, x):
     dx = np.zeros(p.x_shape, dtype=dy.dtype)
-    _pool_kernels().max_bwd(dy, x, dx, *_pool_geometry(p), *p.dilation)
+    _pool_call("max_bwd", p, dy, x, dx, *_pool_geometry(p), *p.dilation)
     return dx
 
 
 def _pool_avg_fwd(self, p, x):
     from convbench.ops.pool import avg_divisors
     y = np.empty(p.y_shape, dtype=x.dtype)
-    _pool_kernels().avg_fwd(x, y, avg_divisors(p).astype(x.dtype), *_pool_geometry(p))
+    _pool_call("avg_fwd", p, x, y, avg_divisors(p).astype(x.dtype), *_pool_geometry(p))
     return y
 
 
 def _pool_avg_bwd(self, p, dy, x):
     from convbench.ops.pool import avg_divisors
     dx = np.zeros(p.x_shape, dtype=dy.dtype)
-    _pool_kernels().avg_bwd(dy, dx, avg_divisors(p).astype(dy.dtype), *_pool_geometry(p))
+    _pool_call("avg_bwd", p, dy, dx, avg_divisors(p).astype(dy.dtype), *_pool_geometry(p))
     return dx
 
 
