@@ -19,8 +19,9 @@ import numpy as np
 from convbench.backends.base import Backend
 from convbench.errors import UnsupportedError
 
-#: Backends never chosen automatically: the loops are for teaching and the simulator times nothing.
-EXCLUDED = ("naive",)
+#: Backends never chosen automatically: the loops are for teaching, and torch is the peer that
+#: convbench's own algorithms are measured against (choosing it would compare torch with itself).
+EXCLUDED = ("naive", "torch")
 
 _lock = threading.Lock()
 

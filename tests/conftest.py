@@ -14,14 +14,19 @@ def rng():
     return np.random.default_rng(12345)
 
 
+#: Algorithms for one kind of problem only (3x3 stride 1); their coverage is in test_conv_backends.
+SPECIALISED = ("winograd-f2", "winograd-f4")
+
+
 def available_backends(op_name: str):
-    """Backends that can run here and implement the op (the rest are tested for their reasons)."""
+    """General backends that can run here and implement the op (the rest are tested for their
+    reasons, and the specialised ones on the problems they take)."""
     from convbench.backends import backend_names, get_backend
     from convbench.ops import get_op
     op = get_op(op_name)
     out = []
     for name in backend_names():
         b = get_backend(name)
-        if b.available and b.implements(op):
+        if b.available and b.implements(op) and name not in SPECIALISED:
             out.append(name)
     return out

@@ -11,6 +11,12 @@ CASES = conv_edge_cases() + random_conv_cases(12, seed=7)
 CONV_OPS = ops_of("conv2d")
 
 
+def _winograd_can(op, p):
+    return (op.direction != "bwd-weights" and (p.R, p.S) == (3, 3) and p.stride == (1, 1)
+            and p.dilation == (1, 1) and p.groups == 1
+            and (op.direction == "fwd" or max(max(x) for x in p.padding) <= 2))
+
+
 def _params():
     for name in backend_names():
         for label, _, p in CASES:
@@ -26,16 +32,34 @@ def test_backend_matches_reference_all_directions(backend, problem):
         if backend == "numpy":      # pooling and recurrent cells only
             assert c.status == UNSUPPORTED and "does not implement conv2d" in c.reason
             continue
+        if backend.startswith("winograd") and not _winograd_can(op, problem):
+            assert c.status == UNSUPPORTED, c.reason
+            continue
         assert c.status == PASSED, f"{op.name} {problem}: {c.status} {c.reason}"
 
 
-@pytest.mark.parametrize("backend", ["naive", "im2col", "fft", "numba-cpu", "torch"])
+def test_winograd_runs_the_3x3_stride_1_cases_and_explains_the_rest():
+    from convbench.ops import conv2d_problem, get_op
+    p = conv2d_problem((2, 3, 9, 7), (4, 3, 3, 3), padding=((1, 2), (0, 1)))
+    for name in ("winograd-f2", "winograd-f4"):
+        for d in ("fwd", "bwd-data"):
+            assert check_backend(name, get_op(f"conv2d:{d}"), p, np.float32).status == PASSED
+        c = check_backend(name, get_op("conv2d:fwd"), conv2d_problem((1, 2, 8, 8), (2, 2, 3, 3), stride=2),
+                          np.float32)
+        assert c.status == UNSUPPORTED and "stride (2, 2) (1 only)" in c.reason
+
+
+@pytest.mark.parametrize("backend", ["naive", "im2col", "fft", "numba-cpu", "torch", "winograd-f2",
+                                     "winograd-f4"])
 def test_float64_inputs_give_float64_accuracy(backend):
     label, _, p = conv_edge_cases()[3]
     for op in CONV_OPS:
         c = check_backend(backend, op, p, np.float64, seed=5)
         if c.status == UNAVAILABLE:
             pytest.skip(c.reason)
+        if backend.startswith("winograd") and op.direction == "bwd-weights":
+            assert c.status == UNSUPPORTED
+            continue
         assert c.status == PASSED, c.reason
         assert c.error < 1e-13
 

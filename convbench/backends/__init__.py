@@ -16,6 +16,8 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "numpy": ("convbench.backends.numpy_vec", "NumpyBackend"),
     "im2col": ("convbench.backends.im2col", "Im2colBackend"),
     "fft": ("convbench.backends.fft", "FFTBackend"),
+    "winograd-f2": ("convbench.backends.winograd", "WinogradF2Backend"),
+    "winograd-f4": ("convbench.backends.winograd", "WinogradF4Backend"),
     "numba-cpu": ("convbench.backends.numba_cpu", "NumbaCPUBackend"),
     "numba-cuda": ("convbench.backends.numba_cuda", "NumbaCUDABackend"),
     "torch": ("convbench.backends.torch_peer", "TorchBackend"),

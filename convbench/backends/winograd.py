@@ -1,0 +1,118 @@
+"""winograd-f2 / winograd-f4: Winograd's minimal filtering F(m x m, 3 x 3) (Lavin and Gray 2016)
+for 3x3, stride-1, undilated convolutions.
+
+Each output tile of m x m comes from an (m+2) x (m+2) input tile: V = B^T d B per input tile and
+channel, U = G g G^T per filter, then for each of the (m+2)^2 transform elements one GEMM over
+channels, M = U V (BLAS, batched), and Y = A^T M A per output tile. F(2x2) does 16 multiplies
+where the direct method does 36 (2.25x fewer), F(4x4) 36 for 144 (4x fewer); the cost is rounding
+in the transforms, whose constants reach 5 and 1/24 in F(4x4): verification gives each its own
+tolerance (see tolerance_terms), measured on the edge and random cases.
+
+The input gradient of a stride-1 3x3 convolution is itself such a convolution, of the output
+gradient padded by 2 - padding with the kernel flipped and its channel axes swapped, so it runs
+through the same code. The weight gradient is left to the other backends (UNSUPPORTED).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from convbench.backends.base import Backend
+from convbench.ops.conv import Conv2dProblem
+
+# Lavin and Gray (2016), section 4: B^T, G, A^T for F(2x2, 3x3) and F(4x4, 3x3).
+MATRICES = {
+    2: (np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=np.float64),
+        np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], dtype=np.float64),
+        np.array([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=np.float64)),
+    4: (np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+                  [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], dtype=np.float64),
+        np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+                  [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]], dtype=np.float64),
+        np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0],
+                  [0, 1, -1, 8, -8, 1]], dtype=np.float64)),
+}
+
+
+def _kernels():
+    from convbench.backends import _numba_winograd_kernels
+    return _numba_winograd_kernels
+
+
+def winograd_fwd(p: Conv2dProblem, x, w, m: int):
+    """y (N, K, P, Q) of a 3x3 stride-1 undilated ungrouped convolution, by F(m x m, 3 x 3)."""
+    BT, G, AT = (mat.astype(x.dtype) for mat in MATRICES[m])
+    a = m + 2
+    th, tw = -(-p.P // m), -(-p.Q // m)
+    (pt, _), (pl, _) = p.padding
+    rows, cols = th * m + 2, (tw + 1) * m
+    L = p.N * (tw + 1)
+    # the padded input, batch folded into the columns (see _numba_winograd_kernels)
+    xpad = np.zeros((p.N, p.C, rows, cols), dtype=x.dtype)
+    h_end, w_end = min(p.H, rows - pt), min(p.W, cols - pl)
+    xpad[:, :, pt:pt + h_end, pl:pl + w_end] = x[:, :, :h_end, :w_end]
+    xq = np.zeros((p.C, rows, m, L + 1), dtype=x.dtype)
+    xq[..., :L] = xpad.reshape(p.N, p.C, rows, tw + 1, m).transpose(1, 2, 4, 0, 3).reshape(
+        p.C, rows, m, L)
+    V = np.empty((a * a, p.C, th * L), dtype=x.dtype)
+    k = _kernels()
+    k.input_transform(xq, BT, V, th)
+    U = np.empty((a * a, p.K, p.C), dtype=x.dtype)
+    k.filter_transform(w, G, U)
+    M = np.matmul(U, V)                                       # (a*a, K, th*L): BLAS
+    y = np.empty(p.y_shape, dtype=x.dtype)
+    k.output_transform(M, AT, y, th, tw)
+    return y
+
+
+class _Winograd(Backend):
+    m = 2
+    #: Rounding steps the transforms add, as a multiple of the direct sum's (measured: the largest
+    #: error over the verification cases, relative to the direct-sum bound, with a margin of 4).
+    transform_factor = 1.0
+
+    def unsupported(self, op, p, dtype):
+        why = []
+        if (p.R, p.S) != (3, 3):
+            why.append(f"a {p.R}x{p.S} kernel (3x3 only)")
+        if p.stride != (1, 1):
+            why.append(f"stride {p.stride} (1 only)")
+        if p.dilation != (1, 1):
+            why.append(f"dilation {p.dilation} (1 only)")
+        if p.groups != 1:
+            why.append(f"groups={p.groups} (1 only)")
+        if op.direction == "bwd-data" and max(max(pd) for pd in p.padding) > 2:
+            why.append(f"padding {p.padding} above 2 (the input gradient's padding 2 - p < 0)")
+        return ", ".join(why) or None
+
+    def tolerance_terms(self, op, p):
+        n = op.reduction(p)
+        return self.transform_factor * n
+
+    def conv2d_fwd(self, p, x, w, b):
+        y = winograd_fwd(p, x, w, self.m)
+        if b is not None:
+            y += b[:, None, None]
+        return y
+
+    def conv2d_bwd_data(self, p, dy, w):
+        (pt, pb), (pl, pr) = p.padding
+        q = dataclasses.replace(p, C=p.K, H=p.P, W=p.Q, K=p.C,
+                                padding=((2 - pt, 2 - pb), (2 - pl, 2 - pr)), bias=False)
+        wt = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+        return winograd_fwd(q, dy, wt, self.m)
+
+
+class WinogradF2Backend(_Winograd):
+    name = "winograd-f2"
+    description = "Winograd F(2x2,3x3): transforms in Numba, 16 batched GEMMs (BLAS)"
+    m = 2
+    transform_factor = 1.0   # measured worst 0.29 n*u over 57 cases x 2 directions
+
+
+class WinogradF4Backend(_Winograd):
+    name = "winograd-f4"
+    description = "Winograd F(4x4,3x3): transforms in Numba, 36 batched GEMMs (BLAS)"
+    m = 4
+    transform_factor = 4.0   # measured worst 0.88 n*u over 57 cases x 2 directions
