@@ -100,9 +100,9 @@ def choose(op, problem, dtype, budget_s: float = 0.05) -> dict:
             return hit
     from convbench.backends import get_backend
     from convbench.harness.timing import TimingPolicy, measure
-    from convbench.verify import compare, reference_outputs, tolerance
+    from convbench.verify import compare, reference_for, tolerance
     inputs = op.make_inputs(problem, np.random.default_rng(0), np.dtype(dtype))
-    ref = reference_outputs(op, problem, inputs)
+    ref, _ = reference_for(op, problem, inputs)
     times, rejected = {}, {}
     policy = TimingPolicy(budget_s=budget_s, warmup_budget_s=budget_s, min_reps=3, max_reps=20)
     for name in candidates(op, problem, dtype):

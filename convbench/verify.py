@@ -78,6 +78,20 @@ def reference_outputs(op: OpSpec, problem, inputs):
     return out if isinstance(out, tuple) else (out,)
 
 
+#: Above this many FLOPs a conv problem is checked against im2col run in float64 (itself checked
+#: against the plain reference in the tests) instead of the einsum reference, to save time.
+REFERENCE_FLOP_LIMIT = 5e8
+
+
+def reference_for(op: OpSpec, problem, inputs):
+    """(reference outputs, label): the float64 reference, or im2col in float64 for large convs."""
+    if op.family == "conv2d" and op.flops(problem) > REFERENCE_FLOP_LIMIT:
+        b = get_backend("im2col")
+        out = b.run(op, problem, *[None if a is None else a.astype(np.float64) for a in inputs])
+        return (out,), "im2col float64"
+    return reference_outputs(op, problem, inputs), "float64 reference"
+
+
 def compare(op: OpSpec, problem, inputs, outputs, ref_outputs, tol: float):
     """(worst relative error, passed) of outputs against ref_outputs."""
     scales = op.scale(problem, inputs, ref_outputs)

@@ -40,6 +40,19 @@ def fold(cols, p, dtype):
     return np.ascontiguousarray(crop_padding(dxp, p))
 
 
+def _pointwise(p) -> bool:
+    """A 1x1 convolution without padding or groups: a GEMM per image, nothing to unfold."""
+    return (p.R, p.S) == (1, 1) and p.groups == 1 and p.padding == ((0, 0), (0, 0))
+
+
+def _strided(x, p):
+    """The input pixels a strided 1x1 convolution reads, contiguous."""
+    if p.stride == (1, 1):
+        return x
+    return np.ascontiguousarray(x[:, :, :(p.P - 1) * p.stride[0] + 1:p.stride[0],
+                                  :(p.Q - 1) * p.stride[1] + 1:p.stride[1]])
+
+
 def _grouped_dy(dy, p):
     """dy (N, K, P, Q) -> (G, Kg, N*P*Q)."""
     return np.ascontiguousarray(dy.transpose(1, 0, 2, 3)).reshape(p.groups, p.Kg, -1)
@@ -55,6 +68,8 @@ class Im2colBackend(Backend):
                                     else env if env else DEFAULT_MAX_COLUMN_BYTES)
 
     def unsupported(self, op, p, dtype):
+        if _pointwise(p):
+            return None
         need = column_bytes(p, dtype.itemsize)
         if need > self.max_column_bytes:
             return (f"a column buffer of {need:,} bytes ({need / 2**30:.2f} GiB) over the limit of "
@@ -62,6 +77,13 @@ class Im2colBackend(Backend):
         return None
 
     def conv2d_fwd(self, p, x, w, b):
+        if _pointwise(p):
+            # 1x1, no padding: each image is already a (C, H*W) matrix; no unfolding at all
+            y = np.matmul(w.reshape(p.K, p.C), _strided(x, p).reshape(p.N, p.C, -1))
+            y = y.reshape(p.y_shape)
+            if b is not None:
+                y += b[:, None, None]
+            return y
         y = np.matmul(w.reshape(p.groups, p.Kg, -1), unfold(x, p))   # (G, Kg, N*P*Q)
         y = y.reshape(p.K, p.N, p.P, p.Q).transpose(1, 0, 2, 3)
         if b is not None:
@@ -69,9 +91,20 @@ class Im2colBackend(Backend):
         return np.ascontiguousarray(y)
 
     def conv2d_bwd_data(self, p, dy, w):
+        if _pointwise(p):
+            g = np.matmul(w.reshape(p.K, p.C).T, dy.reshape(p.N, p.K, -1)).reshape(p.N, p.C, p.P, p.Q)
+            if p.stride == (1, 1):
+                return g
+            dx = np.zeros(p.x_shape, dtype=dy.dtype)
+            dx[:, :, ::p.stride[0], ::p.stride[1]] = g
+            return dx
         wt = w.reshape(p.groups, p.Kg, -1).transpose(0, 2, 1)        # (G, Cg*R*S, Kg)
         return fold(np.matmul(wt, _grouped_dy(dy, p)), p, dy.dtype)
 
     def conv2d_bwd_weights(self, p, dy, x):
+        if _pointwise(p):
+            xs = _strided(x, p).reshape(p.N, p.C, -1)
+            dw = np.matmul(dy.reshape(p.N, p.K, -1), xs.transpose(0, 2, 1)).sum(axis=0)
+            return dw.reshape(p.w_shape)
         dw = np.matmul(_grouped_dy(dy, p), unfold(x, p).transpose(0, 2, 1))  # (G, Kg, Cg*R*S)
         return dw.reshape(p.w_shape)

@@ -25,7 +25,7 @@ from convbench.harness.stats import summarize
 from convbench.harness.suites import Case
 from convbench.harness.timing import TimingPolicy, measure
 from convbench.ops import ops_of
-from convbench.verify import compare, reference_outputs, tolerance
+from convbench.verify import compare, reference_for, tolerance
 
 OK, FAILED, UNSUPPORTED, UNAVAILABLE, SKIPPED = "OK", "FAILED", "UNSUPPORTED", "UNAVAILABLE", "SKIPPED"
 
@@ -36,9 +36,6 @@ COLUMNS = ["suite", "case", "descriptor", "family", "direction", "backend", "dty
 
 DIRECTIONS = ("fwd", "bwd-data", "bwd-weights", "bwd")
 
-#: Above this many FLOPs a conv case is checked against im2col run in float64 (itself checked
-#: against the plain reference in the tests) instead of the einsum reference, to save time.
-REFERENCE_FLOP_LIMIT = 5e8
 
 
 def directions_for(family: str, wanted) -> list:
@@ -156,15 +153,6 @@ def load_rows(run_dir) -> list[dict]:
     return rows
 
 
-def _reference(op, problem, inputs, dtype):
-    """(reference outputs, label): the float64 reference, or im2col in float64 for large convs."""
-    if op.family == "conv2d" and op.flops(problem) > REFERENCE_FLOP_LIMIT:
-        b = get_backend("im2col")
-        out = b.run(op, problem, *[None if a is None else a.astype(np.float64) for a in inputs])
-        return (out,), "im2col float64"
-    return reference_outputs(op, problem, inputs), "float64 reference"
-
-
 def _estimate_s(backend, op, problem) -> float | None:
     rate = backend.est_macs_per_s
     return None if rate is None else op.flops(problem) / 2 / rate
@@ -224,7 +212,7 @@ class Runner:
                     raise _Skip(f"estimated {est:,.0f} s per call exceeds the per-case limit of "
                                 f"{self.cfg.per_case_limit_s:g} s")
                 if ref is None:
-                    ref = _reference(op, case.problem, inputs, dtype)
+                    ref = reference_for(op, case.problem, inputs)
                 row.update(self._measure(backend, op, case.problem, inputs, ref))
                 samples, warmup = row.pop("_samples"), row.pop("_warmup")
                 if hasattr(backend, "chosen") and row["status"] == OK:
