@@ -1,5 +1,8 @@
 """im2col: unfold every receptive field into a column, then one GEMM per group through BLAS.
 
+A 1x1 convolution without padding needs no unfolding: each image is already a (C, H*W) matrix,
+so it runs as one GEMM per image (strided inputs are subsampled first).
+
 The unfolded buffer holds (C*R*S) x (N*P*Q) values: R*S times the input for a stride-1 layer. A
 guard refuses problems whose buffer would exceed `max_column_bytes` (environment variable
 CONVBENCH_IM2COL_MAX_BYTES, default 4 GiB) instead of letting the machine swap.
