@@ -83,3 +83,20 @@ def test_numba_cpu_conv_kernels_emit_packed_fma():
     from convbench.backends.numba_cpu import asm_report
     counts = asm_report()
     assert counts["implicit_gemm"] > 0 and counts["weight_grad"] > 0, counts
+
+
+@pytest.mark.parametrize("backend", ["numba-cpu", "winograd-f2", "winograd-f4", "im2col"])
+def test_results_do_not_alias_scratch_buffers(backend):
+    """Compiled backends reuse scratch buffers between calls; a result must survive the next call."""
+    import convbench as cb
+    rng = np.random.default_rng(0)
+    shapes = [((2, 3, 6, 6), (4, 3, 3, 3), 1)] + ([((2, 3, 40, 40), (4, 3, 1, 1), 0)]
+                                                  if not backend.startswith("winograd") else [])
+    for xs, ws, pad in shapes:
+        x, w = rng.standard_normal(xs).astype(np.float32), rng.standard_normal(ws).astype(np.float32)
+        y1 = cb.conv2d(x, w, padding=pad, backend=backend)
+        keep = y1.copy()
+        dx1, _, _ = cb.conv2d_backward(np.ones_like(y1), x, w, padding=pad,
+                                       backend=backend if not backend.startswith("winograd") else "im2col")
+        cb.conv2d(x * 2, w, padding=pad, backend=backend)
+        np.testing.assert_array_equal(y1, keep)

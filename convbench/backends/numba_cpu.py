@@ -22,12 +22,12 @@ Kernels compile on first use (per dtype) and are cached on disk (cache=True).
 """
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
 
 from convbench.backends.base import Backend
+from convbench.backends.scratch import workspace
 from convbench.ops.conv import Conv2dProblem
 
 #: Output positions per block: 4 accumulator rows of this many values stay in L1.
@@ -43,27 +43,6 @@ def kernels() -> dict:
         from convbench.backends import _numba_conv_kernels as kmod
         _kernels_cache = {"gemm": kmod.implicit_gemm, "wgrad": kmod.weight_grad}
     return _kernels_cache
-
-
-_workspaces: "OrderedDict[tuple, np.ndarray]" = OrderedDict()
-#: Scratch buffers kept between calls: fresh large arrays cost page faults on first touch, which
-#: on small layers took longer than the convolution itself (1.3 ms against 0.4 ms measured here).
-WORKSPACES_KEPT = 32
-
-
-def workspace(tag: str, shape, dtype, zero: bool = True) -> np.ndarray:
-    """A scratch array reused across calls with the same tag, shape and dtype (zeroed unless
-    zero=False). Never returned to callers: outputs are always fresh arrays."""
-    key = (tag, tuple(shape), np.dtype(dtype).str)
-    a = _workspaces.pop(key, None)
-    if a is None:
-        a = np.empty(shape, dtype=dtype)
-        if len(_workspaces) >= WORKSPACES_KEPT:
-            _workspaces.popitem(last=False)
-    _workspaces[key] = a
-    if zero:
-        a.fill(0)
-    return a
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ import dataclasses
 import numpy as np
 
 from convbench.backends.base import Backend
+from convbench.backends.scratch import workspace
 from convbench.ops.conv import Conv2dProblem
 
 # Lavin and Gray (2016), section 4: B^T, G, A^T for F(2x2, 3x3) and F(4x4, 3x3).
@@ -49,18 +50,19 @@ def winograd_fwd(p: Conv2dProblem, x, w, m: int):
     rows, cols = th * m + 2, (tw + 1) * m
     L = p.N * (tw + 1)
     # the padded input, batch folded into the columns (see _numba_winograd_kernels)
-    xpad = np.zeros((p.N, p.C, rows, cols), dtype=x.dtype)
+    xpad = workspace("wino xpad", (p.N, p.C, rows, cols), x.dtype)
     h_end, w_end = min(p.H, rows - pt), min(p.W, cols - pl)
     xpad[:, :, pt:pt + h_end, pl:pl + w_end] = x[:, :, :h_end, :w_end]
-    xq = np.zeros((p.C, rows, m, L + 1), dtype=x.dtype)
+    xq = workspace("wino xq", (p.C, rows, m, L + 1), x.dtype)
     xq[..., :L] = xpad.reshape(p.N, p.C, rows, tw + 1, m).transpose(1, 2, 4, 0, 3).reshape(
         p.C, rows, m, L)
-    V = np.empty((a * a, p.C, th * L), dtype=x.dtype)
+    V = workspace("wino V", (a * a, p.C, th * L), x.dtype, zero=False)
     k = _kernels()
     k.input_transform(xq, BT, V, th)
-    U = np.empty((a * a, p.K, p.C), dtype=x.dtype)
+    U = workspace("wino U", (a * a, p.K, p.C), x.dtype, zero=False)
     k.filter_transform(w, G, U)
-    M = np.matmul(U, V)                                       # (a*a, K, th*L): BLAS
+    M = workspace("wino M", (a * a, p.K, th * L), x.dtype, zero=False)
+    np.matmul(U, V, out=M)                                    # (a*a, K, th*L): BLAS
     y = np.empty(p.y_shape, dtype=x.dtype)
     k.output_transform(M, AT, y, th, tw)
     return y
