@@ -1,5 +1,8 @@
 """im2col: unfold every receptive field into a column, then one GEMM per group through BLAS.
 
+The unfold and its adjoint (col2im, for the input gradient) are parallel compiled kernels
+(Numba); the GEMMs are NumPy's BLAS.
+
 A 1x1 convolution without padding needs no unfolding: each image is already a (C, H*W) matrix,
 so it runs as one GEMM per image (strided inputs are subsampled first).
 
@@ -14,7 +17,8 @@ import os
 import numpy as np
 
 from convbench.backends.base import Backend
-from convbench.ops.conv import crop_padding, pad_input, window_view
+from convbench.backends.scratch import workspace
+from convbench.ops.conv import pad_input, window_view
 
 DEFAULT_MAX_COLUMN_BYTES = 4 << 30
 
@@ -24,23 +28,35 @@ def column_bytes(p, itemsize: int) -> int:
     return p.C * p.R * p.S * p.N * p.P * p.Q * itemsize
 
 
+def _geometry(p):
+    (sh, sw), ((pt, _), (pl, _)), (dh, dw) = p.stride, p.padding, p.dilation
+    return p.R, p.S, sh, sw, pt, pl, dh, dw, p.P, p.Q
+
+
+def _kernels():
+    from convbench.backends import _numba_im2col_kernels
+    return _numba_im2col_kernels
+
+
 def unfold(x, p):
-    """x (N, C, H, W) -> columns (G, Cg*R*S, N*P*Q), a contiguous copy."""
-    win = window_view(pad_input(x, p), p)                       # (N, C, R, S, P, Q)
-    cols = np.ascontiguousarray(win.transpose(1, 2, 3, 0, 4, 5))  # (C, R, S, N, P, Q)
+    """x (N, C, H, W) -> columns (G, Cg*R*S, N*P*Q), in a reused scratch buffer. A strided
+    convolution unfolds with the compiled kernel; at stride 1 NumPy's copy of the window view
+    is as fast (measured: 0.9 against 1.1 ms on mb64ic32ih8oc32kh3ph1, 1.7 against 2.9 ms on
+    mb8ic256ih14oc256kh3ph1; the kernel wins 3.8 against 5.7 ms at stride 2)."""
+    cols = workspace("im2col cols", (p.C * p.R * p.S, p.N * p.P * p.Q), x.dtype, zero=False)
+    if p.stride == (1, 1):
+        win = window_view(pad_input(x, p), p)                       # (N, C, R, S, P, Q)
+        np.copyto(cols.reshape(p.C, p.R, p.S, p.N, p.P, p.Q), win.transpose(1, 2, 3, 0, 4, 5))
+    else:
+        _kernels().unfold(x, cols, *_geometry(p))
     return cols.reshape(p.groups, p.Cg * p.R * p.S, p.N * p.P * p.Q)
 
 
 def fold(cols, p, dtype):
     """The adjoint of unfold: columns (G, Cg*R*S, N*P*Q) summed back into x's (N, C, H, W)."""
-    cols = cols.reshape(p.C, p.R, p.S, p.N, p.P, p.Q)
-    dxp = np.zeros((p.N, p.C, p.Hp, p.Wp), dtype=dtype)
-    (dh, dw), (sh, sw) = p.dilation, p.stride
-    for r in range(p.R):
-        for s in range(p.S):
-            dxp[:, :, r * dh:r * dh + (p.P - 1) * sh + 1:sh,
-                s * dw:s * dw + (p.Q - 1) * sw + 1:sw] += cols[:, r, s].transpose(1, 0, 2, 3)
-    return np.ascontiguousarray(crop_padding(dxp, p))
+    dx = np.zeros(p.x_shape, dtype=dtype)
+    _kernels().fold(np.ascontiguousarray(cols.reshape(p.C * p.R * p.S, -1)), dx, *_geometry(p))
+    return dx
 
 
 def _pointwise(p) -> bool:

@@ -1,0 +1,69 @@
+"""Numba kernels of the im2col backend: the unfold (im2col) and its adjoint (col2im), parallel.
+
+cols[(c*R + r)*S + s, (n*P + i)*Q + j] = xpad[n, c, i*sh + r*dh, j*sw + s*dw], with the padding
+never materialised: positions outside the input are written as zeros (unfold) or skipped (fold).
+"""
+from numba import njit, prange
+
+
+@njit(parallel=True, cache=True)
+def unfold(x, cols, R, S, sh, sw, pt, pl, dh, dw, P, Q):
+    N, C, H, W = x.shape
+    for row in prange(C * R * S):
+        c = row // (R * S)
+        r = (row // S) % R
+        s = row % S
+        out = cols[row]
+        # output columns j whose input column j*sw + s*dw - pl lies inside [0, W)
+        off = s * dw - pl
+        j0 = 0
+        while j0 < Q and j0 * sw + off < 0:
+            j0 += 1
+        j1 = Q
+        while j1 > j0 and (j1 - 1) * sw + off >= W:
+            j1 -= 1
+        for n in range(N):
+            for i in range(P):
+                base = (n * P + i) * Q
+                h = i * sh + r * dh - pt
+                if h < 0 or h >= H:
+                    for j in range(Q):
+                        out[base + j] = 0
+                    continue
+                src = x[n, c, h]
+                for j in range(j0):
+                    out[base + j] = 0
+                if sw == 1:
+                    for j in range(j0, j1):
+                        out[base + j] = src[j + off]
+                else:
+                    for j in range(j0, j1):
+                        out[base + j] = src[j * sw + off]
+                for j in range(j1, Q):
+                    out[base + j] = 0
+
+
+@njit(parallel=True, cache=True)
+def fold(cols, dx, R, S, sh, sw, pt, pl, dh, dw, P, Q):
+    """dx[n, c, h, w] = sum of the cols entries unfold took from (n, c, h, w); dx zeroed."""
+    N, C, H, W = dx.shape
+    for c in prange(C):
+        for r in range(R):
+            for s in range(S):
+                row = cols[(c * R + r) * S + s]
+                off = s * dw - pl
+                j0 = 0
+                while j0 < Q and j0 * sw + off < 0:
+                    j0 += 1
+                j1 = Q
+                while j1 > j0 and (j1 - 1) * sw + off >= W:
+                    j1 -= 1
+                for n in range(N):
+                    for i in range(P):
+                        h = i * sh + r * dh - pt
+                        if h < 0 or h >= H:
+                            continue
+                        dst = dx[n, c, h]
+                        base = (n * P + i) * Q
+                        for j in range(j0, j1):
+                            dst[j * sw + off] += row[base + j]
