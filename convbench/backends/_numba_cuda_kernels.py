@@ -7,6 +7,12 @@ import math
 
 from numba import cuda
 
+
+@cuda.jit(device=True)
+def _unravel(idx, d1, d2, d3):
+    """(i0, i1, i2, i3) of a flat row-major index into an array of shape (., d1, d2, d3)."""
+    return idx // (d1 * d2 * d3), (idx // (d2 * d3)) % d1, (idx // d3) % d2, idx % d3
+
 @cuda.jit
 def conv_fwd(x, w, b, has_bias, y, sh, sw, pt, pl, dh, dw, groups, zero):
     N, C, H, W = x.shape
@@ -17,10 +23,7 @@ def conv_fwd(x, w, b, has_bias, y, sh, sw, pt, pl, dh, dw, groups, zero):
     start = cuda.grid(1)
     step = cuda.gridsize(1)
     for idx in range(start, total, step):
-        q = idx % Q
-        p = (idx // Q) % P
-        k = (idx // (Q * P)) % K
-        n = idx // (Q * P * K)
+        n, k, p, q = _unravel(idx, K, P, Q)
         c0 = (k // Kg) * Cg
         acc = zero
         for c in range(Cg):
@@ -46,10 +49,7 @@ def conv_bwd_data(dy, w, dx, sh, sw, pt, pl, dh, dw, groups, zero):
     start = cuda.grid(1)
     step = cuda.gridsize(1)
     for idx in range(start, total, step):
-        xw = idx % W
-        xh = (idx // W) % H
-        c = (idx // (W * H)) % C
-        n = idx // (W * H * C)
+        n, c, xh, xw = _unravel(idx, C, H, W)
         g = c // Cg
         cc = c - g * Cg
         acc = zero
@@ -81,10 +81,7 @@ def conv_bwd_weights(dy, x, dwt, sh, sw, pt, pl, dh, dw, groups, zero):
     start = cuda.grid(1)
     step = cuda.gridsize(1)
     for idx in range(start, total, step):
-        s = idx % S
-        r = (idx // S) % R
-        c = (idx // (S * R)) % Cg
-        k = idx // (S * R * Cg)
+        k, c, r, s = _unravel(idx, Cg, R, S)
         ci = (k // Kg) * Cg + c
         acc = zero
         for n in range(N):
@@ -123,10 +120,7 @@ def _window_argmax(x, n, c, h0, w0, kh, kw, dh, dw):
 def max_pool_fwd(x, y, kh, kw, sh, sw, ph, pw, dh, dw):
     N, C, P, Q = y.shape
     for idx in range(cuda.grid(1), N * C * P * Q, cuda.gridsize(1)):
-        j = idx % Q
-        i = (idx // Q) % P
-        c = (idx // (Q * P)) % C
-        n = idx // (Q * P * C)
+        n, c, i, j = _unravel(idx, C, P, Q)
         best, bh, bw = _window_argmax(x, n, c, i * sh - ph, j * sw - pw, kh, kw, dh, dw)
         y[n, c, i, j] = best
 
@@ -137,10 +131,7 @@ def max_pool_bwd(dy, x, dx, kh, kw, sh, sw, ph, pw, dh, dw, zero):
     N, C, H, W = dx.shape
     P, Q = dy.shape[2], dy.shape[3]
     for idx in range(cuda.grid(1), N * C * H * W, cuda.gridsize(1)):
-        w = idx % W
-        h = (idx // W) % H
-        c = (idx // (W * H)) % C
-        n = idx // (W * H * C)
+        n, c, h, w = _unravel(idx, C, H, W)
         acc = zero
         for a in range(kh):
             hh = h + ph - a * dh
@@ -162,10 +153,7 @@ def avg_pool_fwd(x, y, div, kh, kw, sh, sw, ph, pw, zero):
     N, C, P, Q = y.shape
     H, W = x.shape[2], x.shape[3]
     for idx in range(cuda.grid(1), N * C * P * Q, cuda.gridsize(1)):
-        j = idx % Q
-        i = (idx // Q) % P
-        c = (idx // (Q * P)) % C
-        n = idx // (Q * P * C)
+        n, c, i, j = _unravel(idx, C, P, Q)
         h0 = i * sh - ph
         w0 = j * sw - pw
         acc = zero
@@ -180,10 +168,7 @@ def avg_pool_bwd(dy, dx, div, kh, kw, sh, sw, ph, pw, zero):
     N, C, H, W = dx.shape
     P, Q = dy.shape[2], dy.shape[3]
     for idx in range(cuda.grid(1), N * C * H * W, cuda.gridsize(1)):
-        w = idx % W
-        h = (idx // W) % H
-        c = (idx // (W * H)) % C
-        n = idx // (W * H * C)
+        n, c, h, w = _unravel(idx, C, H, W)
         acc = zero
         for a in range(kh):
             hh = h + ph - a
