@@ -14,18 +14,21 @@ LAYERS = [
     ("res4 3x3 256", 256, 14, 256, 3, 1, 1),
     ("res5 3x3 512", 512, 7, 512, 3, 1, 1),
 ]
-BACKENDS = ["im2col", "numba-cpu", "fft", "torch"]
+BACKENDS = ["im2col", "numba-cpu", "winograd-f2", "winograd-f4", "fft", "torch"]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("layer", LAYERS, ids=[lay[0] for lay in LAYERS])
 def test_conv2d_fwd(benchmark, layer, backend):
     name, C, H, K, R, stride, pad = layer
+    from convbench.errors import ConvbenchError
     b = get_backend(backend)
-    if not b.available:
-        pytest.skip(b.unavailable_reason())
     op = get_op("conv2d:fwd")
     p = conv2d_problem((BATCH, C, H, H), (K, C, R, R), stride=stride, padding=pad)
+    try:
+        b.check(op, p, np.float32)
+    except ConvbenchError as e:
+        pytest.skip(str(e))
     inputs = op.make_inputs(p, np.random.default_rng(0), np.float32)
     b.run(op, p, *inputs)  # compile and warm up outside the timing
     benchmark.extra_info.update(case=name, backend=backend, work=op.flops(p), unit="GFLOP/s")
