@@ -97,8 +97,10 @@ def _speedup_plot(summ, rows, backends, colors, baseline):
     cases = [(s["case"], s["direction"]) for s in summ]
     if not cases or baseline is None:
         return None
-    fig, ax = plt.subplots(figsize=(9, 0.35 * len(cases) + 1.5))
     others = [b for b in backends if b != baseline]
+    if not others:
+        return None
+    fig, ax = plt.subplots(figsize=(9, 0.35 * len(cases) + 1.5))
     height = 0.8 / max(len(others), 1)
     for j, b in enumerate(others):
         vals = []
