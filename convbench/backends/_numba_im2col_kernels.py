@@ -6,6 +6,18 @@ never materialised: positions outside the input are written as zeros (unfold) or
 from numba import njit, prange
 
 
+@njit(cache=True, inline="always")
+def _inside(Q, sw, off, W):
+    """[j0, j1): the output columns j whose input column j*sw + off lies inside [0, W)."""
+    j0 = 0
+    while j0 < Q and j0 * sw + off < 0:
+        j0 += 1
+    j1 = Q
+    while j1 > j0 and (j1 - 1) * sw + off >= W:
+        j1 -= 1
+    return j0, j1
+
+
 @njit(parallel=True, cache=True)
 def unfold(x, cols, R, S, sh, sw, pt, pl, dh, dw, P, Q):
     N, C, H, W = x.shape
@@ -14,14 +26,8 @@ def unfold(x, cols, R, S, sh, sw, pt, pl, dh, dw, P, Q):
         r = (row // S) % R
         s = row % S
         out = cols[row]
-        # output columns j whose input column j*sw + s*dw - pl lies inside [0, W)
         off = s * dw - pl
-        j0 = 0
-        while j0 < Q and j0 * sw + off < 0:
-            j0 += 1
-        j1 = Q
-        while j1 > j0 and (j1 - 1) * sw + off >= W:
-            j1 -= 1
+        j0, j1 = _inside(Q, sw, off, W)
         for n in range(N):
             for i in range(P):
                 base = (n * P + i) * Q
@@ -52,12 +58,7 @@ def fold(cols, dx, R, S, sh, sw, pt, pl, dh, dw, P, Q):
             for s in range(S):
                 row = cols[(c * R + r) * S + s]
                 off = s * dw - pl
-                j0 = 0
-                while j0 < Q and j0 * sw + off < 0:
-                    j0 += 1
-                j1 = Q
-                while j1 > j0 and (j1 - 1) * sw + off >= W:
-                    j1 -= 1
+                j0, j1 = _inside(Q, sw, off, W)
                 for n in range(N):
                     for i in range(P):
                         h = i * sh + r * dh - pt
