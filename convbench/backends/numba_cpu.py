@@ -131,6 +131,81 @@ def _taps_by_channel(nchan: int, plan: PhasePlan, off_sign: int = 1, margin: int
     return chan, phase, off
 
 
+@dataclass(frozen=True)
+class TallPlan:
+    """Stride-1 layout with the batch stacked vertically and padding shared between neighbours.
+
+    Each row of an image is followed by g_w = max(pad_left, pad_right) zero columns, which serve
+    as the right padding of that row and, through the flat row-major wrap, as the left padding of
+    the next; each image is preceded by g_h = max(pad_top, pad_bottom) zero rows, shared the same
+    way between consecutive images. The convolution is then one implicit GEMM over the whole
+    stack, with tap (r, s) at offset r*dh*Wq + s*dw, and computes (H + g_h) x Wq positions per
+    image where the separate layout computes (P + extent) x (W + pl + pr): 81 instead of 110 for
+    an 8x8 image with a padded 3x3 kernel.
+    """
+
+    Wq: int
+    gh: int
+    rows: int        # output rows computed: gh - pt + N * (H + gh)
+    lout: int        # positions computed: rows * Wq
+    lx: int          # input positions: lout + the largest tap offset, plus the left margin
+
+    @property
+    def length(self) -> int:
+        return self.lout
+
+
+def tall_plan(p: Conv2dProblem) -> TallPlan | None:
+    """The tall layout for p, or None where it does not apply (strided convolutions, padding
+    larger than the kernel's reach)."""
+    if p.stride != (1, 1):
+        return None
+    (pt, pb), (pl, pr) = p.padding
+    gw, gh = max(pl, pr), max(pt, pb)
+    Wq = p.W + gw
+    if p.Q > Wq or p.P > p.H + gh or min(pt, pb) > (p.R - 1) * p.dilation[0]:
+        return None
+    rows = gh - pt + p.N * (p.H + gh)
+    lout = rows * Wq
+    reach = (p.R - 1) * p.dilation[0] * Wq + (p.S - 1) * p.dilation[1]
+    return TallPlan(Wq, gh, rows, lout, pl + lout + reach + 1)
+
+
+def _tall_input(x: np.ndarray, p: Conv2dProblem, t: TallPlan, tag: str) -> np.ndarray:
+    """x (N, C, H, W) -> (1, C, 1, lx): image n's pixel (h, w) at pl + (gh + n*(H+gh) + h)*Wq + w."""
+    (_, _), (pl, _) = p.padding
+    out = workspace(tag, (1, p.C, 1, t.lx), x.dtype)
+    body = out[0, :, 0, pl + t.gh * t.Wq:pl + (t.gh + p.N * (p.H + t.gh)) * t.Wq]
+    body.reshape(p.C, p.N, p.H + t.gh, t.Wq)[:, :, :p.H, :p.W] = x.transpose(1, 0, 2, 3)
+    return out
+
+
+def _tall_output_view(flat: np.ndarray, p: Conv2dProblem, t: TallPlan) -> np.ndarray:
+    """(K, lout) computed positions -> the (K, N, P, Q) view of the real outputs: output (n, i, j)
+    sits at row gh - pt + n*(H+gh) + i, column j (the left margin pl cancels the -pl shift)."""
+    (pt, _), _ = p.padding
+    K = flat.shape[0]
+    rows = flat[:, :t.lout].reshape(K, t.rows, t.Wq)[:, t.gh - pt:]
+    return rows.reshape(K, p.N, p.H + t.gh, t.Wq)[:, :, :p.P, :p.Q]
+
+
+def _tall_taps(nchan: int, p: Conv2dProblem, t: TallPlan):
+    r = np.repeat(np.arange(p.R) * p.dilation[0], p.S)
+    s = np.tile(np.arange(p.S) * p.dilation[1], p.R)
+    off = (r * t.Wq + s).astype(np.int64)
+    T = off.size
+    return (np.repeat(np.arange(nchan, dtype=np.int64), T), np.zeros(nchan * T, np.int64),
+            np.tile(off, nchan))
+
+
+def _flipped_transposed(w: np.ndarray, groups: int) -> np.ndarray:
+    """w (K, C/g, R, S) -> (C, K/g, R, S), taps reversed: the weights of the input gradient
+    written as a forward convolution."""
+    K, Cg, R, S = w.shape
+    wg = w.reshape(groups, K // groups, Cg, R, S)[:, :, :, ::-1, ::-1]
+    return np.ascontiguousarray(wg.transpose(0, 2, 1, 3, 4)).reshape(groups * Cg, K // groups, R, S)
+
+
 class NumbaCPUBackend(Backend):
     name = "numba-cpu"
     description = "parallel compiled direct convolution: implicit GEMM on phase planes (Numba)"
@@ -142,7 +217,23 @@ class NumbaCPUBackend(Backend):
             return f"numba is not installed ({e})"
         return None
 
+    def _tall_fwd(self, p, x, w, t: TallPlan):
+        chan, phase, off = _tall_taps(p.Cg, p, t)
+        yw = workspace("yw tall", (1, p.K, t.lout), x.dtype, zero=False)
+        kernels()["gemm"](_tall_input(x, p, t, "x tall"), _padded_rows(w.reshape(p.K, -1), p.groups),
+                          chan, phase, off, yw, p.Kg)
+        return _tall_output_view(yw[0], p, t).transpose(1, 0, 2, 3)
+
     def conv2d_fwd(self, p, x, w, b):
+        t = tall_plan(p)
+        if t is not None:
+            out = np.empty(p.y_shape, dtype=x.dtype)       # always fresh: yw is a workspace
+            y = self._tall_fwd(p, x, w, t)
+            if b is not None:
+                np.add(y, b[:, None, None], out=out)
+            else:
+                np.copyto(out, y)
+            return out
         plan = phase_plan(p)
         chan, phase, off = _taps_by_channel(p.Cg, plan)
         wm = _padded_rows(w.reshape(p.K, -1), p.groups)
@@ -163,6 +254,19 @@ class NumbaCPUBackend(Backend):
         return out
 
     def conv2d_bwd_data(self, p, dy, w):
+        if p.stride == (1, 1):
+            # the input gradient of a stride-1 convolution is a forward convolution of dy
+            (pt, pb), (pl, pr) = p.padding
+            eh, ew = (p.R - 1) * p.dilation[0], (p.S - 1) * p.dilation[1]
+            pads = ((eh - pt, eh - pb), (ew - pl, ew - pr))
+            if min(min(q) for q in pads) >= 0:
+                import dataclasses
+                q = dataclasses.replace(p, C=p.K, H=p.P, W=p.Q, K=p.C, padding=pads, bias=False)
+                t = tall_plan(q)
+                if t is not None:
+                    dx = np.empty(p.x_shape, dtype=dy.dtype)
+                    np.copyto(dx, self._tall_fwd(q, dy, _flipped_transposed(w, p.groups), t))
+                    return dx
         # dxph[c, ph, u] = sum over k and the taps of phase ph of w[k, c, tap] * dyw[k, u - off_tap]
         plan = phase_plan(p)
         margin = int(plan.tap_off.max())
@@ -190,11 +294,19 @@ class NumbaCPUBackend(Backend):
         return from_phases(dxph, p, plan)
 
     def conv2d_bwd_weights(self, p, dy, x):
+        Kgp = -(-p.Kg // 4) * 4
+        t = tall_plan(p)
+        if t is not None:
+            chan, phase, off = _tall_taps(p.Cg, p, t)
+            dyw = workspace("dy tall", (p.K, t.lout), dy.dtype)
+            _tall_output_view(dyw, p, t)[...] = dy.transpose(1, 0, 2, 3)
+            dw = np.zeros((p.groups, Kgp, chan.size), dtype=dy.dtype)
+            kernels()["wgrad"](_tall_input(x, p, t, "x tall"), dyw[None], chan, phase, off, dw, t.lout)
+            return np.ascontiguousarray(dw[:, :p.Kg]).reshape(p.w_shape)
         plan = phase_plan(p)
         chan, phase, off = _taps_by_channel(p.Cg, plan)
         dyw = _wide(dy, p, plan)
         xph = to_phases(x, p, plan)
-        Kgp = -(-p.Kg // 4) * 4
         dw = np.zeros((p.groups, Kgp, chan.size), dtype=dy.dtype)
         if _stack_batch(p, plan):
             kernels()["wgrad"](_stacked(xph, int(plan.tap_off.max())), _stacked(dyw, tag="stacked dy"),
