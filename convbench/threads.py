@@ -22,11 +22,31 @@ def get_threads() -> int:
 
 
 def set_threads(n: int | None) -> int:
-    """Use n threads (None: all cores) in Numba, BLAS (threadpoolctl), scipy.fft and torch."""
+    """Use n threads (None: all cores) in Numba, BLAS (threadpoolctl), scipy.fft and torch.
+    Libraries imported later pick the count up through `sync` when a backend loads them."""
     global _threads
     if n is not None and (not isinstance(n, int) or n < 1):
         raise ValueError(f"threads={n!r} must be a positive int")
     _threads = n
+    return sync()
+
+
+_synced_for: tuple = ()
+
+
+def ensure_synced() -> None:
+    """sync() once more whenever Numba or torch was imported since the last one (cheap check:
+    backends call it each time they load kernels)."""
+    loaded = ("numba" in sys.modules, "torch" in sys.modules)
+    if loaded != _synced_for:
+        sync()
+
+
+def sync() -> int:
+    """Apply the current thread count to every loaded library (backends call this after they
+    import Numba kernels or torch, so a count set before the import still holds)."""
+    global _synced_for
+    _synced_for = ("numba" in sys.modules, "torch" in sys.modules)
     count = get_threads()
     from threadpoolctl import threadpool_limits
     threadpool_limits(limits=count)

@@ -202,3 +202,15 @@ def test_compare_flags_a_regression(tmp_path):
     lines, diffs = compare_runs(tmp_path / "a", tmp_path / "b")
     assert [ln.verdict for ln in lines] == ["slower"] and regressions(lines)
     assert diffs == ["cores: 2 vs 4"]
+
+
+def test_thread_count_reaches_libraries_imported_later():
+    import subprocess
+    import sys
+    code = ("import convbench.threads as t; t.set_threads(1); import numpy as np; "
+            "import convbench as cb; x = np.ones((1, 1, 4, 4), np.float32); "
+            "cb.conv2d(x, np.ones((1, 1, 3, 3), np.float32), backend='numba-cpu'); "
+            "cb.conv2d(x, np.ones((1, 1, 3, 3), np.float32), backend='torch'); "
+            "import numba, torch; print(numba.get_num_threads(), torch.get_num_threads())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["1", "1"]

@@ -35,6 +35,8 @@ def _geometry(p):
 
 def _kernels():
     from convbench.backends import _numba_im2col_kernels
+    from convbench.threads import ensure_synced
+    ensure_synced()
     return _numba_im2col_kernels
 
 

@@ -41,6 +41,8 @@ def kernels() -> dict:
     global _kernels_cache
     if _kernels_cache is None:
         from convbench.backends import _numba_conv_kernels as kmod
+        from convbench.threads import ensure_synced
+        ensure_synced()
         _kernels_cache = {"gemm": kmod.implicit_gemm, "wgrad": kmod.weight_grad}
     return _kernels_cache
 
@@ -374,6 +376,8 @@ def asm_report(dtype=np.float32) -> dict:
 # --- pooling ----------------------------------------------------------------------------------------
 def _pool_kernels():
     from convbench.backends import _numba_pool_kernels
+    from convbench.threads import ensure_synced
+    ensure_synced()
     return _numba_pool_kernels
 
 
@@ -432,6 +436,8 @@ class FusedSteps:
     @staticmethod
     def _k():
         from convbench.backends import _numba_rnn_kernels
+        from convbench.threads import ensure_synced
+        ensure_synced()
         return _numba_rnn_kernels
 
     @classmethod

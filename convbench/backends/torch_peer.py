@@ -12,6 +12,9 @@ from convbench.backends.base import Backend
 
 def _torch():
     import torch
+
+    from convbench.threads import ensure_synced
+    ensure_synced()                # a thread count set before torch was imported
     return torch
 
 

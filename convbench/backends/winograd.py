@@ -38,6 +38,8 @@ MATRICES = {
 
 def _kernels():
     from convbench.backends import _numba_winograd_kernels
+    from convbench.threads import ensure_synced
+    ensure_synced()
     return _numba_winograd_kernels
 
 
