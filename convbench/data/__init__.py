@@ -1,0 +1,1 @@
+"""Package data: DeepBench shape lists (see the README for their source)."""
