@@ -115,9 +115,12 @@ CASE_LISTS = {
 }
 
 
-def case_list(name: str):
+def case_list(name: str, seed: int = 0):
+    """The named list; `seed` draws the random lists (conv-random)."""
+    def make(key):
+        return random_conv_cases(seed=seed) if key == "conv-random" else CASE_LISTS[key]()
     if name == "all":
-        return [c for fn in CASE_LISTS.values() for c in fn()]
+        return [c for key in CASE_LISTS for c in make(key)]
     if name not in CASE_LISTS:
         raise UnknownNameError(f"unknown case list {name!r}; valid: all, {', '.join(CASE_LISTS)}")
-    return CASE_LISTS[name]()
+    return make(name)

@@ -36,7 +36,8 @@ def backends():
               help="comma-separated backends (default: all registered)")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32",
               show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="seed of the random case list and of the input values")
 @click.option("--cuda-sim", is_flag=True,
               help="run numba-cuda kernels on Numba's CPU simulator (tiny cases only)")
 def verify(cases, backend_list, dtype, seed, cuda_sim):

@@ -19,7 +19,7 @@ def run_matrix(cases: str, backends: list[str] | None, dtype: str, seed: int, ec
     for n in names:
         get_backend(n)  # unknown names fail before any work, with the valid list
     rows, notes, bad = [], {}, 0
-    for label, family, problem in case_list(cases):
+    for label, family, problem in case_list(cases, seed):
         for op in ops_of(family):
             inputs = op.make_inputs(problem, np.random.default_rng(seed), np.dtype(dtype))
             ref = reference_outputs(op, problem, inputs)

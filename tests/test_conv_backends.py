@@ -7,7 +7,7 @@ from convbench.cases import conv_edge_cases, random_conv_cases
 from convbench.ops import ops_of
 from convbench.verify import PASSED, UNAVAILABLE, UNSUPPORTED, check_backend
 
-CASES = conv_edge_cases() + random_conv_cases(12, seed=7)
+CASES = conv_edge_cases() + random_conv_cases(12, seed=7) + random_conv_cases(20, seed=0)
 CONV_OPS = ops_of("conv2d")
 
 

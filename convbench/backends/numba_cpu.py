@@ -170,7 +170,9 @@ def tall_plan(p: Conv2dProblem) -> TallPlan | None:
     rows = gh - pt + p.N * (p.H + gh)
     lout = rows * Wq
     reach = (p.R - 1) * p.dilation[0] * Wq + (p.S - 1) * p.dilation[1]
-    return TallPlan(Wq, gh, rows, lout, pl + lout + reach + 1)
+    # room for every tap read of every computed position, and for every input row
+    lx = max(pl + lout + reach + 1, pl + (gh + p.N * (p.H + gh)) * Wq)
+    return TallPlan(Wq, gh, rows, lout, lx)
 
 
 def _tall_input(x: np.ndarray, p: Conv2dProblem, t: TallPlan, tag: str) -> np.ndarray:
