@@ -52,7 +52,8 @@ def execute(op_name: str, backend: str, problem, inputs):
     return np.asarray(b.to_host(out))
 
 
-def _bias_grad(dy: np.ndarray) -> np.ndarray:
+def bias_grad(dy: np.ndarray) -> np.ndarray:
+    """db = dy summed over batch and positions, accumulated in float64, in dy's dtype."""
     return dy.sum(axis=(0, 2, 3), dtype=np.float64).astype(dy.dtype)
 
 
@@ -87,7 +88,7 @@ def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1,
     check_shape("dy", dy, p.y_shape)
     dx = execute("conv2d:bwd-data", backend, p, (dy, w))
     dw = execute("conv2d:bwd-weights", backend, p, (dy, x))
-    return dx, dw, _bias_grad(dy)
+    return dx, dw, bias_grad(dy)
 
 
 def conv1d(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups=1, backend=DEFAULT_BACKEND):
@@ -119,7 +120,7 @@ def conv1d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1,
     dy4 = dy[:, :, None, :]
     dx = execute("conv2d:bwd-data", backend, p, (dy4, w[:, :, None, :]))
     dw = execute("conv2d:bwd-weights", backend, p, (dy4, x[:, :, None, :]))
-    return dx[:, :, 0, :], dw[:, :, 0, :], _bias_grad(dy4)
+    return dx[:, :, 0, :], dw[:, :, 0, :], bias_grad(dy4)
 
 
 # --- pooling ----------------------------------------------------------------------------------------

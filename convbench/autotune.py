@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from convbench.backends.base import Backend
-from convbench.errors import UnsupportedError
+from convbench.errors import ConvbenchError, UnsupportedError
 
 #: Backends never chosen automatically: the loops are for teaching, and torch is the peer that
 #: convbench's own algorithms are measured against (choosing it would compare torch with itself).
@@ -83,7 +83,7 @@ def candidates(op, problem, dtype) -> list[str]:
             continue
         try:
             b.check(op, problem, dtype)
-        except (UnsupportedError, Exception):
+        except ConvbenchError:       # unavailable or unsupported: not a candidate
             continue
         out.append(name)
     return out

@@ -28,7 +28,7 @@ import numpy as np
 
 from convbench.backends.base import Backend
 from convbench.backends.scratch import workspace
-from convbench.ops.conv import Conv2dProblem
+from convbench.ops.conv import Conv2dProblem, flip_transpose, input_gradient_problem
 
 #: Output positions per block: 4 accumulator rows of this many values stay in L1.
 CHUNK = 512
@@ -78,31 +78,36 @@ def phase_plan(p: Conv2dProblem) -> PhasePlan:
     return PhasePlan(sh, sw, Wq, rows, phase.astype(np.int64), off.astype(np.int64))
 
 
+def _phase_map(p: Conv2dProblem, plan: PhasePlan, a: int, b: int):
+    """Where phase plane (a, b) meets the input: its first row and column holding input, and the
+    input's (rows, columns) slices that land there. Padded row a + i*sh is input row
+    a + i*sh - pad_top (likewise columns)."""
+    (pt, _), (pl, _) = p.padding
+    i0 = -(-(pt - a) // plan.sh) if pt > a else 0
+    j0 = -(-(pl - b) // plan.sw) if pl > b else 0
+    return i0, j0, (slice(None), slice(None), slice(a + i0 * plan.sh - pt, None, plan.sh),
+                    slice(b + j0 * plan.sw - pl, None, plan.sw))
+
+
 def to_phases(x: np.ndarray, p: Conv2dProblem, plan: PhasePlan, tag: str = "xph") -> np.ndarray:
     """x (N, C, H, W) -> zero-padded phase planes (N, C, sh*sw, rows*Wq), in a reused buffer."""
-    (pt, _), (pl, _) = p.padding
     out = workspace(tag, (p.N, p.C, plan.nph, plan.rows, plan.Wq), x.dtype)
     for a in range(plan.sh):
         for b in range(plan.sw):
-            # padded row a + i*sh is input row a + i*sh - pt (likewise columns)
-            i0 = -(-(pt - a) // plan.sh) if pt > a else 0
-            j0 = -(-(pl - b) // plan.sw) if pl > b else 0
-            rows = x[:, :, a + i0 * plan.sh - pt::plan.sh]
-            cols = rows[:, :, :, b + j0 * plan.sw - pl::plan.sw]
-            out[:, :, a * plan.sw + b, i0:i0 + cols.shape[2], j0:j0 + cols.shape[3]] = cols
+            i0, j0, src = _phase_map(p, plan, a, b)
+            part = x[src]
+            out[:, :, a * plan.sw + b, i0:i0 + part.shape[2], j0:j0 + part.shape[3]] = part
     return out.reshape(p.N, p.C, plan.nph, plan.length)
 
 
 def from_phases(xph: np.ndarray, p: Conv2dProblem, plan: PhasePlan) -> np.ndarray:
     """The adjoint of to_phases: phase planes (N, C, sh*sw, rows*Wq) -> x (N, C, H, W)."""
-    (pt, _), (pl, _) = p.padding
     planes = xph.reshape(p.N, p.C, plan.nph, plan.rows, plan.Wq)
     x = np.empty(p.x_shape, dtype=xph.dtype)
     for a in range(plan.sh):
         for b in range(plan.sw):
-            i0 = -(-(pt - a) // plan.sh) if pt > a else 0
-            j0 = -(-(pl - b) // plan.sw) if pl > b else 0
-            dst = x[:, :, a + i0 * plan.sh - pt::plan.sh, b + j0 * plan.sw - pl::plan.sw]
+            i0, j0, dst_index = _phase_map(p, plan, a, b)
+            dst = x[dst_index]
             dst[...] = planes[:, :, a * plan.sw + b, i0:i0 + dst.shape[2], j0:j0 + dst.shape[3]]
     return x
 
@@ -202,14 +207,6 @@ def _tall_taps(nchan: int, p: Conv2dProblem, t: TallPlan):
             np.tile(off, nchan))
 
 
-def _flipped_transposed(w: np.ndarray, groups: int) -> np.ndarray:
-    """w (K, C/g, R, S) -> (C, K/g, R, S), taps reversed: the weights of the input gradient
-    written as a forward convolution."""
-    K, Cg, R, S = w.shape
-    wg = w.reshape(groups, K // groups, Cg, R, S)[:, :, :, ::-1, ::-1]
-    return np.ascontiguousarray(wg.transpose(0, 2, 1, 3, 4)).reshape(groups * Cg, K // groups, R, S)
-
-
 class NumbaCPUBackend(Backend):
     name = "numba-cpu"
     description = "parallel compiled direct convolution: implicit GEMM on phase planes (Numba)"
@@ -258,19 +255,12 @@ class NumbaCPUBackend(Backend):
         return out
 
     def conv2d_bwd_data(self, p, dy, w):
-        if p.stride == (1, 1):
-            # the input gradient of a stride-1 convolution is a forward convolution of dy
-            (pt, pb), (pl, pr) = p.padding
-            eh, ew = (p.R - 1) * p.dilation[0], (p.S - 1) * p.dilation[1]
-            pads = ((eh - pt, eh - pb), (ew - pl, ew - pr))
-            if min(min(q) for q in pads) >= 0:
-                import dataclasses
-                q = dataclasses.replace(p, C=p.K, H=p.P, W=p.Q, K=p.C, padding=pads, bias=False)
-                t = tall_plan(q)
-                if t is not None:
-                    dx = np.empty(p.x_shape, dtype=dy.dtype)
-                    np.copyto(dx, self._tall_fwd(q, dy, _flipped_transposed(w, p.groups), t))
-                    return dx
+        q = input_gradient_problem(p)
+        t = tall_plan(q) if q is not None else None
+        if t is not None:
+            dx = np.empty(p.x_shape, dtype=dy.dtype)
+            np.copyto(dx, self._tall_fwd(q, dy, flip_transpose(w, p.groups), t))
+            return dx
         # dxph[c, ph, u] = sum over k and the taps of phase ph of w[k, c, tap] * dyw[k, u - off_tap]
         plan = phase_plan(p)
         margin = int(plan.tap_off.max())

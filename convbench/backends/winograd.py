@@ -14,13 +14,11 @@ through the same code. The weight gradient is left to the other backends (UNSUPP
 """
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 
 from convbench.backends.base import Backend
 from convbench.backends.scratch import workspace
-from convbench.ops.conv import Conv2dProblem
+from convbench.ops.conv import Conv2dProblem, flip_transpose, input_gradient_problem
 
 # Lavin and Gray (2016), section 4: B^T, G, A^T for F(2x2, 3x3) and F(4x4, 3x3).
 MATRICES = {
@@ -101,11 +99,8 @@ class _Winograd(Backend):
         return y
 
     def conv2d_bwd_data(self, p, dy, w):
-        (pt, pb), (pl, pr) = p.padding
-        q = dataclasses.replace(p, C=p.K, H=p.P, W=p.Q, K=p.C,
-                                padding=((2 - pt, 2 - pb), (2 - pl, 2 - pr)), bias=False)
-        wt = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
-        return winograd_fwd(q, dy, wt, self.m)
+        # unsupported() has ensured stride 1 and padding <= 2, so the problem exists
+        return winograd_fwd(input_gradient_problem(p), dy, flip_transpose(w, 1), self.m)
 
 
 class WinogradF2Backend(_Winograd):

@@ -334,7 +334,6 @@ def run_suite(config: RunConfig, out_dir, resume: bool = False, progress=None,
         rows = runner.run()
     except KeyboardInterrupt:
         interrupted = True
-        rows = runner.store.rows
         raise
     finally:
         meta["wall_s"] = time.perf_counter() - t0

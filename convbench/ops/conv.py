@@ -10,6 +10,7 @@ Dilation 1 means no dilation. conv1d is the same problem with H = R = 1.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from numbers import Integral
 
@@ -67,8 +68,6 @@ def normalize_padding1d(padding, kernel: int, dilation: int, stride: int) -> tup
         return (dilation * (kernel - 1), 0)
     if isinstance(padding, str):
         return normalize_padding2d(padding, (1, kernel), (1, dilation), (1, stride))[1]
-    if _is_int(padding):
-        return pair("padding", padding, 0)
     return pair("padding", padding, 0)
 
 
@@ -222,6 +221,28 @@ def conv1d_problem(x_shape, w_shape, *, stride=1, padding=0, dilation=1, groups=
     return conv2d_problem((x_shape[0], x_shape[1], 1, x_shape[2]), (w_shape[0], w_shape[1], 1, w_shape[2]),
                           stride=(1, stride), padding=((0, 0), pad), dilation=(1, dilation),
                           groups=groups, bias=bias)
+
+
+def input_gradient_problem(p: Conv2dProblem) -> Conv2dProblem | None:
+    """The input gradient of a stride-1 convolution as a forward convolution: dy (N, K, P, Q),
+    padded by (dilated extent - 1 - padding) on each side and convolved with flip_transpose(w),
+    gives dx (N, C, H, W). None where that does not hold (strides, padding beyond the extent)."""
+    if p.stride != (1, 1):
+        return None
+    (pt, pb), (pl, pr) = p.padding
+    eh, ew = (p.R - 1) * p.dilation[0], (p.S - 1) * p.dilation[1]
+    pads = ((eh - pt, eh - pb), (ew - pl, ew - pr))
+    if min(min(q) for q in pads) < 0:
+        return None
+    return dataclasses.replace(p, C=p.K, H=p.P, W=p.Q, K=p.C, padding=pads, bias=False)
+
+
+def flip_transpose(w: np.ndarray, groups: int) -> np.ndarray:
+    """w (K, C/g, R, S) -> (C, K/g, R, S) with the taps reversed: the weights of
+    input_gradient_problem."""
+    K, Cg, R, S = w.shape
+    wg = w.reshape(groups, K // groups, Cg, R, S)[:, :, :, ::-1, ::-1]
+    return np.ascontiguousarray(wg.transpose(0, 2, 1, 3, 4)).reshape(groups * Cg, K // groups, R, S)
 
 
 def pad_input(x: np.ndarray, p: Conv2dProblem) -> np.ndarray:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from convbench.api import DEFAULT_POOL_BACKEND, execute
+from convbench.api import DEFAULT_POOL_BACKEND, bias_grad, execute
 from convbench.backends import get_backend
 from convbench.ops import conv2d_problem, get_op, pool2d_problem
 from convbench.train.init import init_bias, init_weight
@@ -92,8 +92,7 @@ class Conv2d(_KernelUser):
 
     def backward(self, dy):
         dy = np.ascontiguousarray(dy)
-        self.grads = [self._run("conv2d:bwd-weights", self.p, (dy, self.x)),
-                      dy.sum(axis=(0, 2, 3), dtype=np.float64).astype(dy.dtype)]
+        self.grads = [self._run("conv2d:bwd-weights", self.p, (dy, self.x)), bias_grad(dy)]
         if self.need_input_grad:
             return self._run("conv2d:bwd-data", self.p, (dy, self.w))
         return None

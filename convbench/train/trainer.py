@@ -60,9 +60,13 @@ class TrainConfig:
 
 
 def _batches(n, batch, rng=None):
-    idx = rng.permutation(n) if rng is not None else np.arange(n)
-    return [idx[i:i + batch] for i in range(0, n - batch + 1, batch)] if rng is not None else \
-        [idx[i:i + batch] for i in range(0, n, batch)]
+    """Index batches: shuffled and full-sized only for training (rng given), so every step has the
+    one tuned shape; in order with a final partial batch for evaluation (rng None)."""
+    if rng is None:
+        idx, stop = np.arange(n), n
+    else:
+        idx, stop = rng.permutation(n), n - batch + 1
+    return [idx[i:i + batch] for i in range(0, stop, batch)]
 
 
 def evaluate_arrays(model, x, y, batch: int):
