@@ -49,6 +49,36 @@ def test_winograd_runs_the_3x3_stride_1_cases_and_explains_the_rest():
         assert c.status == UNSUPPORTED and "stride (2, 2) (1 only)" in c.reason
 
 
+@pytest.mark.parametrize("m", [2, 4])
+def test_winograd_kernel_sums_are_the_matrices(m):
+    """The kernels write B^T d and A^T m out as sums; they must be the published matrices."""
+    from convbench.backends import _numba_winograd_kernels as k
+    from convbench.backends.winograd import MATRICES
+    BT, _, AT = MATRICES[m]
+    bt, at = (k._bt2, k._at2) if m == 2 else (k._bt4, k._at4)
+    eye = np.eye(m + 2, dtype=np.float32)
+    np.testing.assert_array_equal(np.array([bt.py_func(*col) for col in eye]).T, BT)
+    np.testing.assert_array_equal(np.array([at.py_func(*col) for col in eye]).T, AT)
+
+
+@pytest.mark.parametrize("m", [2, 4])
+def test_winograd_many_lane_blocks_bias_and_uneven_padding(m):
+    """Several lane blocks with a partial one, rows and columns cropped, bias added on output."""
+    import convbench as cb
+    from convbench.ops.reference import conv2d_fwd as conv2d_fwd_ref
+    from convbench.ops import conv2d_problem
+    rng = np.random.default_rng(m)
+    x = rng.standard_normal((5, 3, 20, 23)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(4).astype(np.float32)
+    pad = ((2, 0), (1, 2))
+    y = cb.conv2d(x, w, b, padding=pad, backend=f"winograd-f{m}")
+    p = conv2d_problem(x.shape, w.shape, padding=pad, bias=True)
+    ref = conv2d_fwd_ref(p, x.astype(np.float64), w.astype(np.float64), b.astype(np.float64))
+    assert y.shape == ref.shape
+    np.testing.assert_allclose(y, ref, rtol=0, atol=1e-4 * np.abs(ref).max())
+
+
 @pytest.mark.parametrize("backend", ["naive", "im2col", "fft", "numba-cpu", "torch", "winograd-f2",
                                      "winograd-f4"])
 def test_float64_inputs_give_float64_accuracy(backend):

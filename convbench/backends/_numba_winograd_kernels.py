@@ -1,99 +1,258 @@
-"""Numba kernels of the Winograd backends: the input and output transforms, vectorised across the
-tiles of one tile row of every image at once.
+"""Numba kernels of the Winograd backends: the input and output transforms.
 
-Layout: xq (C, rows, m, L + 1) holds the padded input with the batch folded into the columns,
-xq[c, h, v, n*(tw+1) + t] = xpad[n, c, h, t*m + v], so element (u, v) of tile (n, i, j) is
-xq[c, i*m + u, v % m, n*(tw+1) + j + v // m]: for fixed (c, i, u, v) the tiles of all images are
-one contiguous run of L = N*(tw+1) values (one spare tile per image row, computed and dropped).
+Tiles are numbered per tile row i as lanes l = n*(tw+1) + t (image n, tile column t), with one
+spare tile per image row (t = tw: computed, then dropped) so that the lanes of one tile row of all
+images form one run of L = N*(tw+1) values. V and M are (a*a, channels, th*L), column i*L + l.
+
+Each task owns one tile row of one channel. It first gathers the rows it needs into a local
+buffer, de-interleaved by tile phase, xl[u, q, l] = xpad[n, c, i*m + u, t*m + q], so element
+(u, v) of lane l is xl[u, v % m, l + v // m] and every load below is a unit-stride run over lanes.
+The transforms are then written out as the fixed sums of Lavin and Gray's matrices and applied to
+blocks of LB lanes: LLVM vectorises a loop over lanes only when its stores go to one array of
+constant shape (tb, ob), so results pass through those and are copied out row by row.
 """
 import numpy as np
 from numba import njit, prange
 
 _FMA = {"contract"}
+#: lanes per block: two 16-float vectors on AVX-512, four on AVX2
+LB = 32
+
+
+@njit(inline="always")
+def _bt2(d0, d1, d2, d3):
+    """B^T d for F(2x2, 3x3)."""
+    return d0 - d2, d1 + d2, d2 - d1, d1 - d3
+
+
+@njit(inline="always")
+def _at2(m0, m1, m2, m3):
+    """A^T m for F(2x2, 3x3)."""
+    return m0 + m1 + m2, m1 - m2 - m3
+
+
+@njit(inline="always")
+def _bt4(d0, d1, d2, d3, d4, d5):
+    """B^T d for F(4x4, 3x3)."""
+    f2 = np.float32(2.0)
+    f4 = np.float32(4.0)
+    f5 = np.float32(5.0)
+    return (f4 * d0 - f5 * d2 + d4, d3 + d4 - f4 * (d1 + d2), f4 * (d1 - d2) - d3 + d4,
+            f2 * (d3 - d1) - d2 + d4, f2 * (d1 - d3) - d2 + d4, f4 * d1 - f5 * d3 + d5)
+
+
+@njit(inline="always")
+def _at4(m0, m1, m2, m3, m4, m5):
+    """A^T m for F(4x4, 3x3)."""
+    f2 = np.float32(2.0)
+    f4 = np.float32(4.0)
+    f8 = np.float32(8.0)
+    p, q = m1 + m2, m1 - m2
+    r, s = m3 + m4, m3 - m4
+    return m0 + p + r, q + f2 * s, p + f4 * r, q + f8 * s + m5
+
+
+@njit(inline="always")
+def _gather(x, c, r0, pl, m, tw, rowpad, xl):
+    """xl[u, q, n*(tw+1) + t] = x[n, c, r0 + u, t*m + q - pl], zero outside x; xl[:, :, L] = 0.
+
+    Each row first goes to rowpad[u, n*(tw+1)*m + col + pl], zero padded, with the images side by
+    side; lane l's phase q is then rowpad[u, l*m + q], a loop LLVM vectorises."""
+    N, _, H, W = x.shape
+    a = xl.shape[0]
+    L = N * (tw + 1)
+    wp = (tw + 1) * m
+    zero = x.dtype.type(0)
+    for u in range(a):
+        row = r0 + u
+        rp = rowpad[u]
+        rp[:] = zero
+        if 0 <= row < H:
+            for n in range(N):
+                src = x[n, c, row]
+                dst = rp[n * wp + pl:]
+                for col in range(min(W, wp - pl)):
+                    dst[col] = src[col]
+        for l in range(L):
+            for q in range(m):
+                xl[u, q, l] = rp[l * m + q]
+        xl[u, :, L] = zero
+
+
+@njit(inline="always")
+def _input_block_f2(xl, b, nl, tb, ob):
+    for u in range(4):
+        x0, x1 = xl[u, 0, b:b + nl], xl[u, 1, b:b + nl]
+        x2, x3 = xl[u, 0, b + 1:b + 1 + nl], xl[u, 1, b + 1:b + 1 + nl]
+        t0, t1, t2, t3 = tb[u * 4], tb[u * 4 + 1], tb[u * 4 + 2], tb[u * 4 + 3]
+        for j in range(nl):
+            r = _bt2(x0[j], x1[j], x2[j], x3[j])
+            t0[j], t1[j], t2[j], t3[j] = r[0], r[1], r[2], r[3]
+    for s in range(4):
+        x0, x1, x2, x3 = tb[s], tb[4 + s], tb[8 + s], tb[12 + s]
+        o0, o1, o2, o3 = ob[s], ob[4 + s], ob[8 + s], ob[12 + s]
+        for j in range(nl):
+            r = _bt2(x0[j], x1[j], x2[j], x3[j])
+            o0[j], o1[j], o2[j], o3[j] = r[0], r[1], r[2], r[3]
+
+
+@njit(inline="always")
+def _input_block_f4(xl, b, nl, tb, ob):
+    for u in range(6):
+        x0, x1 = xl[u, 0, b:b + nl], xl[u, 1, b:b + nl]
+        x2, x3 = xl[u, 2, b:b + nl], xl[u, 3, b:b + nl]
+        x4, x5 = xl[u, 0, b + 1:b + 1 + nl], xl[u, 1, b + 1:b + 1 + nl]
+        t0, t1, t2 = tb[u * 6], tb[u * 6 + 1], tb[u * 6 + 2]
+        t3, t4, t5 = tb[u * 6 + 3], tb[u * 6 + 4], tb[u * 6 + 5]
+        for j in range(nl):
+            r = _bt4(x0[j], x1[j], x2[j], x3[j], x4[j], x5[j])
+            t0[j], t1[j], t2[j], t3[j], t4[j], t5[j] = r[0], r[1], r[2], r[3], r[4], r[5]
+    for s in range(6):
+        x0, x1, x2, x3, x4, x5 = tb[s], tb[6 + s], tb[12 + s], tb[18 + s], tb[24 + s], tb[30 + s]
+        o0, o1, o2, o3, o4, o5 = ob[s], ob[6 + s], ob[12 + s], ob[18 + s], ob[24 + s], ob[30 + s]
+        for j in range(nl):
+            r = _bt4(x0[j], x1[j], x2[j], x3[j], x4[j], x5[j])
+            o0[j], o1[j], o2[j], o3[j], o4[j], o5[j] = r[0], r[1], r[2], r[3], r[4], r[5]
+
+
+@njit(inline="always")
+def _output_block_f2(M, k, b, nl, tb, ob):
+    for s in range(4):
+        m0, m1 = M[s, k, b:b + nl], M[4 + s, k, b:b + nl]
+        m2, m3 = M[8 + s, k, b:b + nl], M[12 + s, k, b:b + nl]
+        t0, t1 = tb[s], tb[4 + s]
+        for j in range(nl):
+            r = _at2(m0[j], m1[j], m2[j], m3[j])
+            t0[j], t1[j] = r[0], r[1]
+    for x in range(2):
+        m0, m1, m2, m3 = tb[x * 4], tb[x * 4 + 1], tb[x * 4 + 2], tb[x * 4 + 3]
+        o0, o1 = ob[x * 2], ob[x * 2 + 1]
+        for j in range(nl):
+            r = _at2(m0[j], m1[j], m2[j], m3[j])
+            o0[j], o1[j] = r[0], r[1]
+
+
+@njit(inline="always")
+def _output_block_f4(M, k, b, nl, tb, ob):
+    for s in range(6):
+        m0, m1, m2 = M[s, k, b:b + nl], M[6 + s, k, b:b + nl], M[12 + s, k, b:b + nl]
+        m3, m4, m5 = M[18 + s, k, b:b + nl], M[24 + s, k, b:b + nl], M[30 + s, k, b:b + nl]
+        t0, t1, t2, t3 = tb[s], tb[6 + s], tb[12 + s], tb[18 + s]
+        for j in range(nl):
+            r = _at4(m0[j], m1[j], m2[j], m3[j], m4[j], m5[j])
+            t0[j], t1[j], t2[j], t3[j] = r[0], r[1], r[2], r[3]
+    for x in range(4):
+        m0, m1, m2 = tb[x * 6], tb[x * 6 + 1], tb[x * 6 + 2]
+        m3, m4, m5 = tb[x * 6 + 3], tb[x * 6 + 4], tb[x * 6 + 5]
+        o0, o1, o2, o3 = ob[x * 4], ob[x * 4 + 1], ob[x * 4 + 2], ob[x * 4 + 3]
+        for j in range(nl):
+            r = _at4(m0[j], m1[j], m2[j], m3[j], m4[j], m5[j])
+            o0[j], o1[j], o2[j], o3[j] = r[0], r[1], r[2], r[3]
+
+
+@njit(inline="always")
+def _interleave(ob, b0, nl, m, rowb):
+    """rowb[x, (b0 + j)*m + z] = ob[x*m + z, j]: lane n*(tw+1) + t lands at column t*m + z of
+    image n's stretch of the row."""
+    for x in range(m):
+        dst = rowb[x, b0 * m:]
+        for j in range(nl):
+            for z in range(m):
+                dst[j * m + z] = ob[x * m + z, j]
+
+
+@njit(inline="always")
+def _store_rows(rowb, y, k, i, tw, bias):
+    """y[n, k, i*m + x, :Q] = rowb[x, n*(tw+1)*m:][:Q] + bias, rows past P dropped."""
+    N, P, Q = y.shape[0], y.shape[2], y.shape[3]
+    m = rowb.shape[0]
+    wp = (tw + 1) * m
+    for x in range(min(m, P - i * m)):
+        for n in range(N):
+            src = rowb[x, n * wp:n * wp + Q]
+            dst = y[n, k, i * m + x]
+            for col in range(Q):
+                dst[col] = src[col] + bias
+
+
+@njit(inline="always")
+def _copy_out(ob, V, c, o, nl):
+    """V[rs, c, o:o + nl] = ob[rs, :nl] (a plain loop: slice assignment would check for overlap
+    and copy through a temporary)."""
+    for rs in range(ob.shape[0]):
+        src = ob[rs]
+        dst = V[rs, c, o:o + nl]
+        for j in range(nl):
+            dst[j] = src[j]
 
 
 @njit(parallel=True, cache=True, fastmath=_FMA)
-def input_transform(xq, BT, V, th):
-    """V[r*a + s, c, i*L + l] = (B^T d B)[r, s] of the input tile at position l of tile row i."""
-    C, _, m, L1 = xq.shape
-    L = L1 - 1
-    a = BT.shape[0]
+def input_transform_f2(x, pt, pl, th, tw, V):
+    """V[r*4 + s, c, i*L + l] = (B^T d B)[r, s] of the input tile at lane l of tile row i."""
+    N, C = x.shape[0], x.shape[1]
+    L = N * (tw + 1)
     for task in prange(C * th):
-        c = task // th
-        i = task % th
-        tmp = np.zeros((a, a, L), dtype=V.dtype)      # tmp[u, s] = sum_v d[u, v] * B[v, s]
-        for u in range(a):
-            for s in range(a):
-                t = tmp[u, s]
-                for v in range(a):
-                    bv = BT[s, v]                     # B[v, s] = BT[s, v]
-                    if bv != 0:
-                        src = xq[c, i * m + u, v % m, v // m:v // m + L]
-                        for j in range(L):
-                            t[j] += bv * src[j]
-        for r in range(a):
-            for s in range(a):
-                out = V[r * a + s, c, i * L:(i + 1) * L]
-                out[:] = 0
-                for u in range(a):
-                    bu = BT[r, u]
-                    if bu != 0:
-                        t = tmp[u, s]
-                        for j in range(L):
-                            out[j] += bu * t[j]
+        c, i = task // th, task % th
+        rowpad = np.empty((4, L * 2 + 2), dtype=x.dtype)
+        xl = np.empty((4, 2, L + 1), dtype=x.dtype)
+        tb = np.empty((16, LB), dtype=x.dtype)
+        ob = np.empty((16, LB), dtype=x.dtype)
+        _gather(x, c, i * 2 - pt, pl, 2, tw, rowpad, xl)
+        for b in range(0, L, LB):
+            nl = min(LB, L - b)
+            _input_block_f2(xl, b, nl, tb, ob)
+            _copy_out(ob, V, c, i * L + b, nl)
 
 
 @njit(parallel=True, cache=True, fastmath=_FMA)
-def output_transform(M, AT, y, th, tw):
-    """y[n, k, i*m + x, j*m + z] = (A^T M A)[x, z] of tile l = n*(tw+1) + j of tile row i, cropped
-    to y's (P, Q); M (a*a, K, th*L) with L = N*(tw+1)."""
-    N, K, P, Q = y.shape
-    m, a = AT.shape[0], AT.shape[1]
+def input_transform_f4(x, pt, pl, th, tw, V):
+    """V[r*6 + s, c, i*L + l] = (B^T d B)[r, s] of the input tile at lane l of tile row i."""
+    N, C = x.shape[0], x.shape[1]
+    L = N * (tw + 1)
+    for task in prange(C * th):
+        c, i = task // th, task % th
+        rowpad = np.empty((6, L * 4 + 4), dtype=x.dtype)
+        xl = np.empty((6, 4, L + 1), dtype=x.dtype)
+        tb = np.empty((36, LB), dtype=x.dtype)
+        ob = np.empty((36, LB), dtype=x.dtype)
+        _gather(x, c, i * 4 - pt, pl, 4, tw, rowpad, xl)
+        for b in range(0, L, LB):
+            nl = min(LB, L - b)
+            _input_block_f4(xl, b, nl, tb, ob)
+            _copy_out(ob, V, c, i * L + b, nl)
+
+
+@njit(parallel=True, cache=True, fastmath=_FMA)
+def output_transform_f2(M, bias, y, th, tw):
+    """y[n, k, i*2 + x, t*2 + z] = (A^T M A)[x, z] + bias[k] of the tile at lane n*(tw+1) + t of
+    tile row i, cropped to y's (P, Q)."""
+    N, K = y.shape[0], y.shape[1]
     L = N * (tw + 1)
     for task in prange(K * th):
-        k = task // th
-        i = task % th
-        tmp = np.zeros((m, a, L), dtype=M.dtype)      # tmp[x, s] = sum_r AT[x, r] * M[r, s]
-        out = np.empty(L, dtype=M.dtype)
-        for x in range(m):
-            for s in range(a):
-                t = tmp[x, s]
-                for r in range(a):
-                    ar = AT[x, r]
-                    if ar != 0:
-                        src = M[r * a + s, k, i * L:(i + 1) * L]
-                        for j in range(L):
-                            t[j] += ar * src[j]
-        for x in range(m):
-            h = i * m + x
-            if h >= P:
-                break
-            for z in range(m):
-                out[:] = 0
-                for s in range(a):
-                    av = AT[z, s]
-                    if av != 0:
-                        t = tmp[x, s]
-                        for j in range(L):
-                            out[j] += av * t[j]
-                for n in range(N):
-                    for j in range(tw):
-                        col = j * m + z
-                        if col < Q:
-                            y[n, k, h, col] = out[n * (tw + 1) + j]
+        k, i = task // th, task % th
+        tb = np.empty((8, LB), dtype=y.dtype)
+        ob = np.empty((4, LB), dtype=y.dtype)
+        rowb = np.empty((2, L * 2), dtype=y.dtype)
+        for b in range(0, L, LB):
+            nl = min(LB, L - b)
+            _output_block_f2(M, k, i * L + b, nl, tb, ob)
+            _interleave(ob, b, nl, 2, rowb)
+        _store_rows(rowb, y, k, i, tw, bias[k])
 
 
 @njit(parallel=True, cache=True, fastmath=_FMA)
-def filter_transform(w, G, U):
-    """U[r*a + s, k, c] = (G g G^T)[r, s] for the 3x3 filter g = w[k, c]."""
-    K, C = w.shape[0], w.shape[1]
-    a = G.shape[0]
-    for k in prange(K):
-        tmp = np.empty((a, 3), dtype=U.dtype)
-        for c in range(C):
-            for r in range(a):
-                for q in range(3):
-                    tmp[r, q] = G[r, 0] * w[k, c, 0, q] + G[r, 1] * w[k, c, 1, q] + G[r, 2] * w[k, c, 2, q]
-            for r in range(a):
-                for s in range(a):
-                    U[r * a + s, k, c] = tmp[r, 0] * G[s, 0] + tmp[r, 1] * G[s, 1] + tmp[r, 2] * G[s, 2]
+def output_transform_f4(M, bias, y, th, tw):
+    """y[n, k, i*4 + x, t*4 + z] = (A^T M A)[x, z] + bias[k] of the tile at lane n*(tw+1) + t of
+    tile row i, cropped to y's (P, Q)."""
+    N, K = y.shape[0], y.shape[1]
+    L = N * (tw + 1)
+    for task in prange(K * th):
+        k, i = task // th, task % th
+        tb = np.empty((24, LB), dtype=y.dtype)
+        ob = np.empty((16, LB), dtype=y.dtype)
+        rowb = np.empty((4, L * 4), dtype=y.dtype)
+        for b in range(0, L, LB):
+            nl = min(LB, L - b)
+            _output_block_f4(M, k, i * L + b, nl, tb, ob)
+            _interleave(ob, b, nl, 4, rowb)
+        _store_rows(rowb, y, k, i, tw, bias[k])

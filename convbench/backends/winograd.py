@@ -41,30 +41,26 @@ def _kernels():
     return _numba_winograd_kernels
 
 
-def winograd_fwd(p: Conv2dProblem, x, w, m: int):
-    """y (N, K, P, Q) of a 3x3 stride-1 undilated ungrouped convolution, by F(m x m, 3 x 3)."""
-    BT, G, AT = (mat.astype(x.dtype) for mat in MATRICES[m])
+def winograd_fwd(p: Conv2dProblem, x, w, m: int, b=None):
+    """y (N, K, P, Q) (+ b) of a 3x3 stride-1 undilated ungrouped convolution, by F(m x m, 3 x 3)."""
+    _, G, _ = MATRICES[m]
     a = m + 2
     th, tw = -(-p.P // m), -(-p.Q // m)
     (pt, _), (pl, _) = p.padding
-    rows, cols = th * m + 2, (tw + 1) * m
-    L = p.N * (tw + 1)
-    # the padded input, batch folded into the columns (see _numba_winograd_kernels)
-    xpad = workspace("wino xpad", (p.N, p.C, rows, cols), x.dtype)
-    h_end, w_end = min(p.H, rows - pt), min(p.W, cols - pl)
-    xpad[:, :, pt:pt + h_end, pl:pl + w_end] = x[:, :, :h_end, :w_end]
-    xq = workspace("wino xq", (p.C, rows, m, L + 1), x.dtype)
-    xq[..., :L] = xpad.reshape(p.N, p.C, rows, tw + 1, m).transpose(1, 2, 4, 0, 3).reshape(
-        p.C, rows, m, L)
-    V = workspace("wino V", (a * a, p.C, th * L), x.dtype, zero=False)
+    L = p.N * (tw + 1)                                        # lanes: see _numba_winograd_kernels
     k = _kernels()
-    k.input_transform(xq, BT, V, th)
+    x = np.ascontiguousarray(x)
+    V = workspace("wino V", (a * a, p.C, th * L), x.dtype, zero=False)
+    (k.input_transform_f2 if m == 2 else k.input_transform_f4)(x, pt, pl, th, tw, V)
+    # U[r*a + s, k, c] = (G w[k, c] G^T)[r, s]: one GEMM with the Kronecker product of G with G
     U = workspace("wino U", (a * a, p.K, p.C), x.dtype, zero=False)
-    k.filter_transform(w, G, U)
+    np.matmul(np.kron(G, G).astype(x.dtype), w.reshape(p.K * p.C, 9).T,
+              out=U.reshape(a * a, p.K * p.C))
     M = workspace("wino M", (a * a, p.K, th * L), x.dtype, zero=False)
     np.matmul(U, V, out=M)                                    # (a*a, K, th*L): BLAS
     y = np.empty(p.y_shape, dtype=x.dtype)
-    k.output_transform(M, AT, y, th, tw)
+    bias = np.zeros(p.K, x.dtype) if b is None else np.ascontiguousarray(b, dtype=x.dtype)
+    (k.output_transform_f2 if m == 2 else k.output_transform_f4)(M, bias, y, th, tw)
     return y
 
 
@@ -93,10 +89,7 @@ class _Winograd(Backend):
         return self.transform_factor * n
 
     def conv2d_fwd(self, p, x, w, b):
-        y = winograd_fwd(p, x, w, self.m)
-        if b is not None:
-            y += b[:, None, None]
-        return y
+        return winograd_fwd(p, x, w, self.m, b)
 
     def conv2d_bwd_data(self, p, dy, w):
         # unsupported() has ensured stride 1 and padding <= 2, so the problem exists
