@@ -44,14 +44,23 @@ def code_version() -> str:
     return _code_version[0]
 
 
+_machine_keys: dict = {}
+
+
 def machine_key() -> str:
-    """What makes timings comparable: CPU, cores, threads, the library versions and convbench's."""
-    from convbench.harness.machine import _cpu, _version
+    """What makes timings comparable: CPU, cores, threads, the library versions and convbench's.
+
+    Reading the CPU model and package versions takes about a millisecond, so the key is computed
+    once per thread count and simulator setting (the parts that can change within a process)."""
     from convbench.threads import get_threads
-    parts = [_cpu().get("model", platform.machine()), str(os.cpu_count()), str(get_threads()),
-             np.__version__, str(_version("numba")), str(_version("torch")),
-             os.environ.get("NUMBA_ENABLE_CUDASIM", "0"), code_version()]
-    return hashlib.sha1("|".join(parts).encode()).hexdigest()[:16]
+    variable = (get_threads(), os.environ.get("NUMBA_ENABLE_CUDASIM", "0"))
+    if variable not in _machine_keys:
+        from convbench.harness.machine import _cpu, _version
+        parts = [_cpu().get("model", platform.machine()), str(os.cpu_count()), str(variable[0]),
+                 np.__version__, str(_version("numba")), str(_version("torch")), variable[1],
+                 code_version()]
+        _machine_keys[variable] = hashlib.sha1("|".join(parts).encode()).hexdigest()[:16]
+    return _machine_keys[variable]
 
 
 def _load() -> dict:
@@ -89,14 +98,24 @@ def candidates(op, problem, dtype) -> list[str]:
     return out
 
 
+#: choices already read or made in this process, by (cache file, machine key, problem key): a
+#: call must not pay for reading the file (the choice sits on every convolution's path)
+_memo: dict = {}
+
+
 def choose(op, problem, dtype, budget_s: float = 0.05) -> dict:
     """{'backend': name, 'median_s': {name: seconds}} for this problem, from the cache or timed now."""
     key = f"{op.name}|{problem.descriptor()}|{np.dtype(dtype).name}"
     mkey = machine_key()
+    memo_key = (str(cache_path()), mkey, key)
+    hit = _memo.get(memo_key)
+    if hit is not None and hit.get("backend") in candidates(op, problem, dtype):
+        return hit
     with _lock:
         data = _load()
         hit = data.get(mkey, {}).get(key)
         if hit and hit.get("backend") in candidates(op, problem, dtype):
+            _memo[memo_key] = hit
             return hit
     from convbench.backends import get_backend
     from convbench.harness.timing import TimingPolicy, measure
@@ -126,6 +145,7 @@ def choose(op, problem, dtype, budget_s: float = 0.05) -> dict:
         data = _load()
         data.setdefault(mkey, {})[key] = entry
         _save(data)
+        _memo[memo_key] = entry
     return entry
 
 
