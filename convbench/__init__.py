@@ -13,6 +13,12 @@ import os as _os
 # Idle OpenMP threads sleep instead when this is set before the runtime starts; set it yourself
 # to override.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# OpenBLAS's threads spin for 2**28 cycles (about 0.1 s) after each call before they sleep, so a
+# Numba kernel that follows a GEMM (im2col's unfold, Winograd's transforms, numba-cpu) shares the
+# cores with them: an unfold took 5.6 ms instead of 2.6 ms right after a GEMM. 2**20 cycles
+# (about 0.3 ms) still bridges back-to-back GEMMs (a batched matmul, an RNN step). OpenBLAS reads
+# this when it loads, so it counts only where convbench is imported before NumPy (the CLI does).
+_os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "20")
 
 from convbench.api import (avg_pool2d, avg_pool2d_backward, conv1d, conv1d_backward,  # noqa: F401
                            conv2d, conv2d_backward, global_avg_pool2d,

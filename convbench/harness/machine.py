@@ -105,7 +105,8 @@ def fingerprint() -> dict:
         "numba_cuda": _version("numba-cuda"),
         "blas": _blas(),
         "env": {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
-                                            "OMP_WAIT_POLICY", "NUMBA_NUM_THREADS")
+                                            "OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT",
+                                            "NUMBA_NUM_THREADS")
                 if k in os.environ},
         "torch": torch_info,
         "gpu": _gpu(),
