@@ -130,3 +130,14 @@ def test_results_do_not_alias_scratch_buffers(backend):
                                        backend=backend if not backend.startswith("winograd") else "im2col")
         cb.conv2d(x * 2, w, padding=pad, backend=backend)
         np.testing.assert_array_equal(y1, keep)
+
+
+@pytest.mark.parametrize("hw,stride", [(6, 1), (20, 1), (40, 2)])
+def test_im2col_pointwise_weight_gradient_batched_and_per_image(hw, stride):
+    """1x1 weight gradients run as one batch-wide GEMM on small planes, per image on large ones."""
+    from convbench.backends.im2col import FOLD_BELOW_POSITIONS
+    from convbench.ops import conv2d_problem, get_op
+    p = conv2d_problem((3, 5, hw, hw), (4, 5, 1, 1), stride=stride)
+    assert (p.P * p.Q < FOLD_BELOW_POSITIONS) == (hw == 6)
+    c = check_backend("im2col", get_op("conv2d:bwd-weights"), p, np.float32, seed=1)
+    assert c.status == PASSED, c.reason
