@@ -12,9 +12,8 @@ CONV_OPS = ops_of("conv2d")
 
 
 def _winograd_can(op, p):
-    return (op.direction != "bwd-weights" and (p.R, p.S) == (3, 3) and p.stride == (1, 1)
-            and p.dilation == (1, 1) and p.groups == 1
-            and (op.direction == "fwd" or max(max(x) for x in p.padding) <= 2))
+    return ((p.R, p.S) == (3, 3) and p.stride == (1, 1) and p.dilation == (1, 1) and p.groups == 1
+            and (op.direction != "bwd-data" or max(max(x) for x in p.padding) <= 2))
 
 
 def _params():
@@ -42,7 +41,7 @@ def test_winograd_runs_the_3x3_stride_1_cases_and_explains_the_rest():
     from convbench.ops import conv2d_problem, get_op
     p = conv2d_problem((2, 3, 9, 7), (4, 3, 3, 3), padding=((1, 2), (0, 1)))
     for name in ("winograd-f2", "winograd-f4"):
-        for d in ("fwd", "bwd-data"):
+        for d in ("fwd", "bwd-data", "bwd-weights"):
             assert check_backend(name, get_op(f"conv2d:{d}"), p, np.float32).status == PASSED
         c = check_backend(name, get_op("conv2d:fwd"), conv2d_problem((1, 2, 8, 8), (2, 2, 3, 3), stride=2),
                           np.float32)
@@ -87,9 +86,6 @@ def test_float64_inputs_give_float64_accuracy(backend):
         c = check_backend(backend, op, p, np.float64, seed=5)
         if c.status == UNAVAILABLE:
             pytest.skip(c.reason)
-        if backend.startswith("winograd") and op.direction == "bwd-weights":
-            assert c.status == UNSUPPORTED
-            continue
         assert c.status == PASSED, c.reason
         assert c.error < 1e-13
 

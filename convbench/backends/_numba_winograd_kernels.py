@@ -53,6 +53,23 @@ def _at4(m0, m1, m2, m3, m4, m5):
 
 
 @njit(inline="always")
+def _a2(d0, d1):
+    """A d for F(2x2, 3x3): the output-gradient transform of the weight gradient."""
+    return d0, d0 + d1, d0 - d1, -d1
+
+
+@njit(inline="always")
+def _a4(d0, d1, d2, d3):
+    """A d for F(4x4, 3x3)."""
+    f2 = np.float32(2.0)
+    f4 = np.float32(4.0)
+    f8 = np.float32(8.0)
+    s1, t1 = d0 + d2, d1 + d3
+    s2, t2 = d0 + f4 * d2, f2 * d1 + f8 * d3
+    return d0, s1 + t1, s1 - t1, s2 + t2, s2 - t2, d3
+
+
+@njit(inline="always")
 def _gather(x, c, r0, pl, m, tw, rowpad, xl):
     """xl[u, q, n*(tw+1) + t] = x[n, c, r0 + u, t*m + q - pl], zero outside x; xl[:, :, L] = 0.
 
@@ -176,6 +193,66 @@ def _store_rows(rowb, y, k, i, tw, bias):
 
 
 @njit(inline="always")
+def _load_rows(y, k, i, tw, rowb):
+    """The inverse of _store_rows: rowb[x, n*(tw+1)*m + col] = y[n, k, i*m + x, col], zero past
+    y's rows and columns (the spare tile included)."""
+    N, P, Q = y.shape[0], y.shape[2], y.shape[3]
+    m = rowb.shape[0]
+    wp = (tw + 1) * m
+    rowb[:, :] = 0
+    for x in range(min(m, P - i * m)):
+        for n in range(N):
+            src = y[n, k, i * m + x]
+            dst = rowb[x, n * wp:n * wp + Q]
+            for col in range(Q):
+                dst[col] = src[col]
+
+
+@njit(inline="always")
+def _deinterleave(rowb, b0, nl, m, db):
+    """The inverse of _interleave: db[x*m + z, j] = rowb[x, (b0 + j)*m + z]."""
+    for x in range(m):
+        src = rowb[x, b0 * m:]
+        for j in range(nl):
+            for z in range(m):
+                db[x * m + z, j] = src[j * m + z]
+
+
+@njit(inline="always")
+def _grad_block_f2(db, nl, tb, ob):
+    for z in range(2):
+        d0, d1 = db[z], db[2 + z]
+        t0, t1, t2, t3 = tb[z], tb[2 + z], tb[4 + z], tb[6 + z]
+        for j in range(nl):
+            r = _a2(d0[j], d1[j])
+            t0[j], t1[j], t2[j], t3[j] = r[0], r[1], r[2], r[3]
+    for r in range(4):
+        d0, d1 = tb[r * 2], tb[r * 2 + 1]
+        o0, o1, o2, o3 = ob[r * 4], ob[r * 4 + 1], ob[r * 4 + 2], ob[r * 4 + 3]
+        for j in range(nl):
+            q = _a2(d0[j], d1[j])
+            o0[j], o1[j], o2[j], o3[j] = q[0], q[1], q[2], q[3]
+
+
+@njit(inline="always")
+def _grad_block_f4(db, nl, tb, ob):
+    for z in range(4):
+        d0, d1, d2, d3 = db[z], db[4 + z], db[8 + z], db[12 + z]
+        t0, t1, t2 = tb[z], tb[4 + z], tb[8 + z]
+        t3, t4, t5 = tb[12 + z], tb[16 + z], tb[20 + z]
+        for j in range(nl):
+            r = _a4(d0[j], d1[j], d2[j], d3[j])
+            t0[j], t1[j], t2[j], t3[j], t4[j], t5[j] = r[0], r[1], r[2], r[3], r[4], r[5]
+    for r in range(6):
+        d0, d1, d2, d3 = tb[r * 4], tb[r * 4 + 1], tb[r * 4 + 2], tb[r * 4 + 3]
+        o0, o1, o2 = ob[r * 6], ob[r * 6 + 1], ob[r * 6 + 2]
+        o3, o4, o5 = ob[r * 6 + 3], ob[r * 6 + 4], ob[r * 6 + 5]
+        for j in range(nl):
+            q = _a4(d0[j], d1[j], d2[j], d3[j])
+            o0[j], o1[j], o2[j], o3[j], o4[j], o5[j] = q[0], q[1], q[2], q[3], q[4], q[5]
+
+
+@njit(inline="always")
 def _copy_out(ob, V, c, o, nl):
     """V[rs, c, o:o + nl] = ob[rs, :nl] (a plain loop: slice assignment would check for overlap
     and copy through a temporary)."""
@@ -256,3 +333,43 @@ def output_transform_f4(M, bias, y, th, tw):
             _output_block_f4(M, k, i * L + b, nl, tb, ob)
             _interleave(ob, b, nl, 4, rowb)
         _store_rows(rowb, y, k, i, tw, bias[k])
+
+
+@njit(parallel=True, cache=True, fastmath=_FMA)
+def grad_transform_f2(dy, th, tw, D):
+    """D[r*4 + s, k, i*L + l] = (A g A^T)[r, s] of the output-gradient tile g at lane l of tile
+    row i; zero on spare lanes and past dy's edges."""
+    N, K = dy.shape[0], dy.shape[1]
+    L = N * (tw + 1)
+    for task in prange(K * th):
+        k, i = task // th, task % th
+        rowb = np.empty((2, L * 2), dtype=dy.dtype)
+        db = np.empty((4, LB), dtype=dy.dtype)
+        tb = np.empty((8, LB), dtype=dy.dtype)
+        ob = np.empty((16, LB), dtype=dy.dtype)
+        _load_rows(dy, k, i, tw, rowb)
+        for b in range(0, L, LB):
+            nl = min(LB, L - b)
+            _deinterleave(rowb, b, nl, 2, db)
+            _grad_block_f2(db, nl, tb, ob)
+            _copy_out(ob, D, k, i * L + b, nl)
+
+
+@njit(parallel=True, cache=True, fastmath=_FMA)
+def grad_transform_f4(dy, th, tw, D):
+    """D[r*6 + s, k, i*L + l] = (A g A^T)[r, s] of the output-gradient tile g at lane l of tile
+    row i; zero on spare lanes and past dy's edges."""
+    N, K = dy.shape[0], dy.shape[1]
+    L = N * (tw + 1)
+    for task in prange(K * th):
+        k, i = task // th, task % th
+        rowb = np.empty((4, L * 4), dtype=dy.dtype)
+        db = np.empty((16, LB), dtype=dy.dtype)
+        tb = np.empty((24, LB), dtype=dy.dtype)
+        ob = np.empty((36, LB), dtype=dy.dtype)
+        _load_rows(dy, k, i, tw, rowb)
+        for b in range(0, L, LB):
+            nl = min(LB, L - b)
+            _deinterleave(rowb, b, nl, 4, db)
+            _grad_block_f4(db, nl, tb, ob)
+            _copy_out(ob, D, k, i * L + b, nl)
