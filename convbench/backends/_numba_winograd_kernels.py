@@ -1,13 +1,15 @@
-"""Numba kernels of the Winograd backends: the input and output transforms.
+"""Numba kernels of the Winograd backends: the input, output and output-gradient transforms.
 
-Tiles are numbered per tile row i as lanes l = n*(tw+1) + t (image n, tile column t), with one
-spare tile per image row (t = tw: computed, then dropped) so that the lanes of one tile row of all
-images form one run of L = N*(tw+1) values. V and M are (a*a, channels, th*L), column i*L + l.
+The input transform numbers the tiles of tile row i as lanes l = n*(tw+1) + t (image n, tile
+column t) with one spare tile per image row (t = tw), so that the lanes of one tile row of all
+images form one run of N*(tw+1) values. Each task owns one tile row of one channel. It gathers the
+rows it needs into a local buffer, de-interleaved by tile phase, xl[u, q, l] =
+xpad[n, c, i*m + u, t*m + q], so element (u, v) of lane l is xl[u, v % m, l + v // m] and every
+load is a unit-stride run over lanes (the spare tile supplies the overlap of the last real one).
+Its results are stored without the spare lanes: V, M and D are (a*a, channels, th*Lc) with
+Lc = N*tw, column i*Lc + n*tw + t, so the GEMMs do no wasted work.
 
-Each task owns one tile row of one channel. It first gathers the rows it needs into a local
-buffer, de-interleaved by tile phase, xl[u, q, l] = xpad[n, c, i*m + u, t*m + q], so element
-(u, v) of lane l is xl[u, v % m, l + v // m] and every load below is a unit-stride run over lanes.
-The transforms are then written out as the fixed sums of Lavin and Gray's matrices and applied to
+The transforms are written out as the fixed sums of Lavin and Gray's matrices and applied to
 blocks of LB lanes: LLVM vectorises a loop over lanes only when its stores go to one array of
 constant shape (tb, ob), so results pass through those and are copied out row by row.
 """
@@ -169,8 +171,8 @@ def _output_block_f4(M, k, b, nl, tb, ob):
 
 @njit(inline="always")
 def _interleave(ob, b0, nl, m, rowb):
-    """rowb[x, (b0 + j)*m + z] = ob[x*m + z, j]: lane n*(tw+1) + t lands at column t*m + z of
-    image n's stretch of the row."""
+    """rowb[x, (b0 + j)*m + z] = ob[x*m + z, j]: lane n*tw + t lands at column t*m + z of image
+    n's stretch of the row."""
     for x in range(m):
         dst = rowb[x, b0 * m:]
         for j in range(nl):
@@ -180,10 +182,10 @@ def _interleave(ob, b0, nl, m, rowb):
 
 @njit(inline="always")
 def _store_rows(rowb, y, k, i, tw, bias):
-    """y[n, k, i*m + x, :Q] = rowb[x, n*(tw+1)*m:][:Q] + bias, rows past P dropped."""
+    """y[n, k, i*m + x, :Q] = rowb[x, n*tw*m:][:Q] + bias, rows past P dropped."""
     N, P, Q = y.shape[0], y.shape[2], y.shape[3]
     m = rowb.shape[0]
-    wp = (tw + 1) * m
+    wp = tw * m
     for x in range(min(m, P - i * m)):
         for n in range(N):
             src = rowb[x, n * wp:n * wp + Q]
@@ -194,11 +196,11 @@ def _store_rows(rowb, y, k, i, tw, bias):
 
 @njit(inline="always")
 def _load_rows(y, k, i, tw, rowb):
-    """The inverse of _store_rows: rowb[x, n*(tw+1)*m + col] = y[n, k, i*m + x, col], zero past
-    y's rows and columns (the spare tile included)."""
+    """The inverse of _store_rows: rowb[x, n*tw*m + col] = y[n, k, i*m + x, col], zero past y's
+    rows and columns."""
     N, P, Q = y.shape[0], y.shape[2], y.shape[3]
     m = rowb.shape[0]
-    wp = (tw + 1) * m
+    wp = tw * m
     rowb[:, :] = 0
     for x in range(min(m, P - i * m)):
         for n in range(N):
@@ -253,6 +255,26 @@ def _grad_block_f4(db, nl, tb, ob):
 
 
 @njit(inline="always")
+def _copy_out_real(ob, V, c, base, b0, nl, tw):
+    """V[rs, c, base + n*tw + t] = ob[rs, j] for lane b0 + j = n*(tw+1) + t with t < tw: the
+    spare lanes are dropped, in runs of consecutive real lanes."""
+    j = 0
+    while j < nl:
+        n, t = (b0 + j) // (tw + 1), (b0 + j) % (tw + 1)
+        if t == tw:
+            j += 1
+            continue
+        run = min(nl - j, tw - t)
+        o = base + n * tw + t
+        for rs in range(ob.shape[0]):
+            src = ob[rs, j:j + run]
+            dst = V[rs, c, o:o + run]
+            for q in range(run):
+                dst[q] = src[q]
+        j += run
+
+
+@njit(inline="always")
 def _copy_out(ob, V, c, o, nl):
     """V[rs, c, o:o + nl] = ob[rs, :nl] (a plain loop: slice assignment would check for overlap
     and copy through a temporary)."""
@@ -265,7 +287,7 @@ def _copy_out(ob, V, c, o, nl):
 
 @njit(parallel=True, cache=True, fastmath=_FMA)
 def input_transform_f2(x, pt, pl, th, tw, V):
-    """V[r*4 + s, c, i*L + l] = (B^T d B)[r, s] of the input tile at lane l of tile row i."""
+    """V[r*4 + s, c, i*Lc + n*tw + t] = (B^T d B)[r, s] of input tile (n, i, t)."""
     N, C = x.shape[0], x.shape[1]
     L = N * (tw + 1)
     for task in prange(C * th):
@@ -278,12 +300,12 @@ def input_transform_f2(x, pt, pl, th, tw, V):
         for b in range(0, L, LB):
             nl = min(LB, L - b)
             _input_block_f2(xl, b, nl, tb, ob)
-            _copy_out(ob, V, c, i * L + b, nl)
+            _copy_out_real(ob, V, c, i * N * tw, b, nl, tw)
 
 
 @njit(parallel=True, cache=True, fastmath=_FMA)
 def input_transform_f4(x, pt, pl, th, tw, V):
-    """V[r*6 + s, c, i*L + l] = (B^T d B)[r, s] of the input tile at lane l of tile row i."""
+    """V[r*6 + s, c, i*Lc + n*tw + t] = (B^T d B)[r, s] of input tile (n, i, t)."""
     N, C = x.shape[0], x.shape[1]
     L = N * (tw + 1)
     for task in prange(C * th):
@@ -296,15 +318,15 @@ def input_transform_f4(x, pt, pl, th, tw, V):
         for b in range(0, L, LB):
             nl = min(LB, L - b)
             _input_block_f4(xl, b, nl, tb, ob)
-            _copy_out(ob, V, c, i * L + b, nl)
+            _copy_out_real(ob, V, c, i * N * tw, b, nl, tw)
 
 
 @njit(parallel=True, cache=True, fastmath=_FMA)
 def output_transform_f2(M, bias, y, th, tw):
-    """y[n, k, i*2 + x, t*2 + z] = (A^T M A)[x, z] + bias[k] of the tile at lane n*(tw+1) + t of
-    tile row i, cropped to y's (P, Q)."""
+    """y[n, k, i*2 + x, t*2 + z] = (A^T M A)[x, z] + bias[k] of tile (n, i, t), column
+    i*Lc + n*tw + t of M, cropped to y's (P, Q)."""
     N, K = y.shape[0], y.shape[1]
-    L = N * (tw + 1)
+    L = N * tw                                   # real lanes only
     for task in prange(K * th):
         k, i = task // th, task % th
         tb = np.empty((8, LB), dtype=y.dtype)
@@ -319,10 +341,10 @@ def output_transform_f2(M, bias, y, th, tw):
 
 @njit(parallel=True, cache=True, fastmath=_FMA)
 def output_transform_f4(M, bias, y, th, tw):
-    """y[n, k, i*4 + x, t*4 + z] = (A^T M A)[x, z] + bias[k] of the tile at lane n*(tw+1) + t of
-    tile row i, cropped to y's (P, Q)."""
+    """y[n, k, i*4 + x, t*4 + z] = (A^T M A)[x, z] + bias[k] of tile (n, i, t), column
+    i*Lc + n*tw + t of M, cropped to y's (P, Q)."""
     N, K = y.shape[0], y.shape[1]
-    L = N * (tw + 1)
+    L = N * tw                                   # real lanes only
     for task in prange(K * th):
         k, i = task // th, task % th
         tb = np.empty((24, LB), dtype=y.dtype)
@@ -337,10 +359,10 @@ def output_transform_f4(M, bias, y, th, tw):
 
 @njit(parallel=True, cache=True, fastmath=_FMA)
 def grad_transform_f2(dy, th, tw, D):
-    """D[r*4 + s, k, i*L + l] = (A g A^T)[r, s] of the output-gradient tile g at lane l of tile
-    row i; zero on spare lanes and past dy's edges."""
+    """D[r*4 + s, k, i*Lc + n*tw + t] = (A g A^T)[r, s] of the output-gradient tile g = (n, i, t)
+    at column i*Lc + n*tw + t; dy is taken as zero past its edges."""
     N, K = dy.shape[0], dy.shape[1]
-    L = N * (tw + 1)
+    L = N * tw                                   # real lanes only
     for task in prange(K * th):
         k, i = task // th, task % th
         rowb = np.empty((2, L * 2), dtype=dy.dtype)
@@ -357,10 +379,10 @@ def grad_transform_f2(dy, th, tw, D):
 
 @njit(parallel=True, cache=True, fastmath=_FMA)
 def grad_transform_f4(dy, th, tw, D):
-    """D[r*6 + s, k, i*L + l] = (A g A^T)[r, s] of the output-gradient tile g at lane l of tile
-    row i; zero on spare lanes and past dy's edges."""
+    """D[r*6 + s, k, i*Lc + n*tw + t] = (A g A^T)[r, s] of the output-gradient tile g = (n, i, t)
+    at column i*Lc + n*tw + t; dy is taken as zero past its edges."""
     N, K = dy.shape[0], dy.shape[1]
-    L = N * (tw + 1)
+    L = N * tw                                   # real lanes only
     for task in prange(K * th):
         k, i = task // th, task % th
         rowb = np.empty((4, L * 4), dtype=dy.dtype)

@@ -49,9 +49,10 @@ def _kernels():
 
 
 def _tiles(p: Conv2dProblem, m: int):
-    """Tile rows th, tile columns tw and lanes per tile row L (see _numba_winograd_kernels)."""
+    """Tile rows th, tile columns tw, and tiles per tile row of the whole batch, Lc = N*tw (the
+    columns of V, M and D are i*Lc + n*tw + t: see _numba_winograd_kernels)."""
     th, tw = -(-p.P // m), -(-p.Q // m)
-    return th, tw, p.N * (tw + 1)
+    return th, tw, p.N * tw
 
 
 def _input_transform(p: Conv2dProblem, x, m: int):
