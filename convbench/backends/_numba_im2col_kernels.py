@@ -42,6 +42,9 @@ def unfold(x, cols, R, S, sh, sw, pt, pl, dh, dw, P, Q):
                 if sw == 1:
                     for j in range(j0, j1):
                         out[base + j] = src[j + off]
+                elif sw == 2:                  # a constant stride LLVM vectorises
+                    for j in range(j0, j1):
+                        out[base + j] = src[j * 2 + off]
                 else:
                     for j in range(j0, j1):
                         out[base + j] = src[j * sw + off]
