@@ -62,3 +62,21 @@ def test_cache_file_is_per_machine_key(cache_dir, monkeypatch, rng):
     cb.conv2d(x, w, backend="auto")
     keys = set(json.loads((cache_dir / "autotune.json").read_text()))
     assert "other-machine" in keys and len(keys) == 2
+
+
+def test_a_hopeless_candidate_is_timed_once_not_measured(cache_dir, monkeypatch):
+    import time
+    from convbench.backends import get_backend
+    from convbench.ops import conv2d_problem, get_op
+    fft = type(get_backend("fft"))
+    calls = []
+    original = fft.conv2d_fwd
+
+    def slow(self, p, x, w, b):
+        calls.append(1)
+        time.sleep(0.05)
+        return original(self, p, x, w, b)
+    monkeypatch.setattr(fft, "conv2d_fwd", slow)
+    entry = autotune.choose(get_op("conv2d:fwd"), conv2d_problem((1, 2, 7, 7), (2, 2, 3, 3)), np.float32)
+    assert entry["backend"] != "fft" and entry["median_s"]["fft"] >= 0.05
+    assert len(calls) == 2          # the verifying call and one timed call
