@@ -58,6 +58,9 @@ def test_winograd_kernel_sums_are_the_matrices(m):
     eye = np.eye(m + 2, dtype=np.float32)
     np.testing.assert_array_equal(np.array([bt.py_func(*col) for col in eye]).T, BT)
     np.testing.assert_array_equal(np.array([at.py_func(*col) for col in eye]).T, AT)
+    g = k._g2 if m == 2 else k._g4
+    np.testing.assert_allclose(np.array([g.py_func(*col) for col in np.eye(3, dtype=np.float32)]).T,
+                               MATRICES[m][1], rtol=1e-7)
 
 
 @pytest.mark.parametrize("m", [2, 4])
@@ -137,3 +140,14 @@ def test_im2col_pointwise_weight_gradient_batched_and_per_image(hw, stride):
     assert (p.P * p.Q < FOLD_BELOW_POSITIONS) == (hw == 6)
     c = check_backend("im2col", get_op("conv2d:bwd-weights"), p, np.float32, seed=1)
     assert c.status == PASSED, c.reason
+
+
+@pytest.mark.parametrize("name", ["winograd-f2", "winograd-f4"])
+def test_winograd_short_reductions_stay_within_their_tolerance(name):
+    """One input channel (n = 9): the transforms' own rounding dominates; found by random cases."""
+    from convbench.ops import conv2d_problem, get_op
+    p = conv2d_problem((4, 1, 29, 14), (3, 1, 3, 3), padding=((1, 1), (0, 0)))
+    for d in ("fwd", "bwd-data", "bwd-weights"):
+        for seed in (3, 4, 5):
+            c = check_backend(name, get_op(f"conv2d:{d}"), p, np.float32, seed=seed)
+            assert c.status == PASSED, (d, seed, c.reason)

@@ -1,16 +1,13 @@
 """Numba kernels of the Winograd backends: the input, output and output-gradient transforms.
 
-The input transform numbers the tiles of tile row i as lanes l = n*(tw+1) + t (image n, tile
-column t) with one spare tile per image row (t = tw), so that the lanes of one tile row of all
-images form one run of N*(tw+1) values. Each task owns one tile row of one channel. It gathers the
-rows it needs into a local buffer, de-interleaved by tile phase, xl[u, q, l] =
-xpad[n, c, i*m + u, t*m + q], so element (u, v) of lane l is xl[u, v % m, l + v // m] and every
-load is a unit-stride run over lanes (the spare tile supplies the overlap of the last real one).
-Its results are stored without the spare lanes: V, M and D are (a*a, channels, th*Lc) with
-Lc = N*tw, column i*Lc + n*tw + t, so the GEMMs do no wasted work.
+V, M and D are (a*a, channels, th*Lc) with Lc = N*tw: column i*Lc + n*tw + t holds tile (n, i, t)
+(image n, tile row i, tile column t). Each task owns one tile row of one channel. The input
+transform first copies the a input rows it needs, of every image, side by side and zero padded,
+into a local buffer (rowpad); tile (n, t) then starts at column off[n*tw + t] of it. The output
+transforms go the other way through a buffer of m rows (rowb).
 
 The transforms are written out as the fixed sums of Lavin and Gray's matrices and applied to
-blocks of LB lanes: LLVM vectorises a loop over lanes only when its stores go to one array of
+blocks of LB tiles: LLVM vectorises a loop over tiles only when its stores go to one array of
 constant shape (tb, ob), so results pass through those and are copied out row by row.
 """
 import numpy as np
@@ -55,6 +52,24 @@ def _at4(m0, m1, m2, m3, m4, m5):
 
 
 @njit(inline="always")
+def _g2(g0, g1, g2):
+    """G g for F(2x2, 3x3)."""
+    h = np.float32(0.5)
+    return g0, h * (g0 + g1 + g2), h * (g0 - g1 + g2), g2
+
+
+@njit(inline="always")
+def _g4(g0, g1, g2):
+    """G g for F(4x4, 3x3). Divisions by exact float32 integers, so float64 filters keep float64
+    precision (a float32 1/6 would not)."""
+    s = g0 + g2
+    e = g0 / np.float32(24.0) + g2 / np.float32(6.0)
+    f = g1 / np.float32(12.0)
+    return np.float32(0.25) * g0, -(s + g1) / np.float32(6.0), -(s - g1) / np.float32(6.0), \
+        e + f, e - f, g2
+
+
+@njit(inline="always")
 def _a2(d0, d1):
     """A d for F(2x2, 3x3): the output-gradient transform of the weight gradient."""
     return d0, d0 + d1, d0 - d1, -d1
@@ -72,17 +87,12 @@ def _a4(d0, d1, d2, d3):
 
 
 @njit(inline="always")
-def _gather(x, c, r0, pl, m, tw, rowpad, xl):
-    """xl[u, q, n*(tw+1) + t] = x[n, c, r0 + u, t*m + q - pl], zero outside x; xl[:, :, L] = 0.
-
-    Each row first goes to rowpad[u, n*(tw+1)*m + col + pl], zero padded, with the images side by
-    side; lane l's phase q is then rowpad[u, l*m + q], a loop LLVM vectorises."""
+def _rows(x, c, r0, pl, wp, rowpad):
+    """rowpad[u, n*wp + pl + col] = x[n, c, r0 + u, col]: the a input rows of one tile row of
+    every image side by side, each zero padded to wp = tw*m + 2 columns."""
     N, _, H, W = x.shape
-    a = xl.shape[0]
-    L = N * (tw + 1)
-    wp = (tw + 1) * m
     zero = x.dtype.type(0)
-    for u in range(a):
+    for u in range(rowpad.shape[0]):
         row = r0 + u
         rp = rowpad[u]
         rp[:] = zero
@@ -92,20 +102,19 @@ def _gather(x, c, r0, pl, m, tw, rowpad, xl):
                 dst = rp[n * wp + pl:]
                 for col in range(min(W, wp - pl)):
                     dst[col] = src[col]
-        for l in range(L):
-            for q in range(m):
-                xl[u, q, l] = rp[l * m + q]
-        xl[u, :, L] = zero
 
 
 @njit(inline="always")
-def _input_block_f2(xl, b, nl, tb, ob):
+def _input_block_f2(rowpad, off, b, nl, tb, ob):
+    """ob[r*4 + s, j] = (B^T d B)[r, s] of the tile whose top-left input is column off[b + j] of
+    rowpad."""
     for u in range(4):
-        x0, x1 = xl[u, 0, b:b + nl], xl[u, 1, b:b + nl]
-        x2, x3 = xl[u, 0, b + 1:b + 1 + nl], xl[u, 1, b + 1:b + 1 + nl]
+        rp = rowpad[u]
+        o = off[b:b + nl]
         t0, t1, t2, t3 = tb[u * 4], tb[u * 4 + 1], tb[u * 4 + 2], tb[u * 4 + 3]
         for j in range(nl):
-            r = _bt2(x0[j], x1[j], x2[j], x3[j])
+            q = o[j]
+            r = _bt2(rp[q], rp[q + 1], rp[q + 2], rp[q + 3])
             t0[j], t1[j], t2[j], t3[j] = r[0], r[1], r[2], r[3]
     for s in range(4):
         x0, x1, x2, x3 = tb[s], tb[4 + s], tb[8 + s], tb[12 + s]
@@ -116,15 +125,17 @@ def _input_block_f2(xl, b, nl, tb, ob):
 
 
 @njit(inline="always")
-def _input_block_f4(xl, b, nl, tb, ob):
+def _input_block_f4(rowpad, off, b, nl, tb, ob):
+    """ob[r*6 + s, j] = (B^T d B)[r, s] of the tile whose top-left input is column off[b + j] of
+    rowpad."""
     for u in range(6):
-        x0, x1 = xl[u, 0, b:b + nl], xl[u, 1, b:b + nl]
-        x2, x3 = xl[u, 2, b:b + nl], xl[u, 3, b:b + nl]
-        x4, x5 = xl[u, 0, b + 1:b + 1 + nl], xl[u, 1, b + 1:b + 1 + nl]
+        rp = rowpad[u]
+        o = off[b:b + nl]
         t0, t1, t2 = tb[u * 6], tb[u * 6 + 1], tb[u * 6 + 2]
         t3, t4, t5 = tb[u * 6 + 3], tb[u * 6 + 4], tb[u * 6 + 5]
         for j in range(nl):
-            r = _bt4(x0[j], x1[j], x2[j], x3[j], x4[j], x5[j])
+            q = o[j]
+            r = _bt4(rp[q], rp[q + 1], rp[q + 2], rp[q + 3], rp[q + 4], rp[q + 5])
             t0[j], t1[j], t2[j], t3[j], t4[j], t5[j] = r[0], r[1], r[2], r[3], r[4], r[5]
     for s in range(6):
         x0, x1, x2, x3, x4, x5 = tb[s], tb[6 + s], tb[12 + s], tb[18 + s], tb[24 + s], tb[30 + s]
@@ -255,26 +266,6 @@ def _grad_block_f4(db, nl, tb, ob):
 
 
 @njit(inline="always")
-def _copy_out_real(ob, V, c, base, b0, nl, tw):
-    """V[rs, c, base + n*tw + t] = ob[rs, j] for lane b0 + j = n*(tw+1) + t with t < tw: the
-    spare lanes are dropped, in runs of consecutive real lanes."""
-    j = 0
-    while j < nl:
-        n, t = (b0 + j) // (tw + 1), (b0 + j) % (tw + 1)
-        if t == tw:
-            j += 1
-            continue
-        run = min(nl - j, tw - t)
-        o = base + n * tw + t
-        for rs in range(ob.shape[0]):
-            src = ob[rs, j:j + run]
-            dst = V[rs, c, o:o + run]
-            for q in range(run):
-                dst[q] = src[q]
-        j += run
-
-
-@njit(inline="always")
 def _copy_out(ob, V, c, o, nl):
     """V[rs, c, o:o + nl] = ob[rs, :nl] (a plain loop: slice assignment would check for overlap
     and copy through a temporary)."""
@@ -286,39 +277,45 @@ def _copy_out(ob, V, c, o, nl):
 
 
 @njit(parallel=True, cache=True, fastmath=_FMA)
-def input_transform_f2(x, pt, pl, th, tw, V):
-    """V[r*4 + s, c, i*Lc + n*tw + t] = (B^T d B)[r, s] of input tile (n, i, t)."""
+def input_transform_f2(x, pt, pl, th, tw, off, V):
+    """V[r*4 + s, c, i*Lc + n*tw + t] = (B^T d B)[r, s] of input tile (n, i, t); off[n*tw + t] =
+    n*(tw*2 + 2) + t*2 (see tile_offsets)."""
     N, C = x.shape[0], x.shape[1]
-    L = N * (tw + 1)
+    Lc = N * tw
     for task in prange(C * th):
         c, i = task // th, task % th
-        rowpad = np.empty((4, L * 2 + 2), dtype=x.dtype)
-        xl = np.empty((4, 2, L + 1), dtype=x.dtype)
+        rowpad = np.empty((4, N * (tw * 2 + 2)), dtype=x.dtype)
         tb = np.empty((16, LB), dtype=x.dtype)
         ob = np.empty((16, LB), dtype=x.dtype)
-        _gather(x, c, i * 2 - pt, pl, 2, tw, rowpad, xl)
-        for b in range(0, L, LB):
-            nl = min(LB, L - b)
-            _input_block_f2(xl, b, nl, tb, ob)
-            _copy_out_real(ob, V, c, i * N * tw, b, nl, tw)
+        _rows(x, c, i * 2 - pt, pl, tw * 2 + 2, rowpad)
+        for b in range(0, Lc, LB):
+            nl = min(LB, Lc - b)
+            _input_block_f2(rowpad, off, b, nl, tb, ob)
+            _copy_out(ob, V, c, i * Lc + b, nl)
 
 
 @njit(parallel=True, cache=True, fastmath=_FMA)
-def input_transform_f4(x, pt, pl, th, tw, V):
-    """V[r*6 + s, c, i*Lc + n*tw + t] = (B^T d B)[r, s] of input tile (n, i, t)."""
+def input_transform_f4(x, pt, pl, th, tw, off, V):
+    """V[r*6 + s, c, i*Lc + n*tw + t] = (B^T d B)[r, s] of input tile (n, i, t); off[n*tw + t] =
+    n*(tw*4 + 2) + t*4 (see tile_offsets)."""
     N, C = x.shape[0], x.shape[1]
-    L = N * (tw + 1)
+    Lc = N * tw
     for task in prange(C * th):
         c, i = task // th, task % th
-        rowpad = np.empty((6, L * 4 + 4), dtype=x.dtype)
-        xl = np.empty((6, 4, L + 1), dtype=x.dtype)
+        rowpad = np.empty((6, N * (tw * 4 + 2)), dtype=x.dtype)
         tb = np.empty((36, LB), dtype=x.dtype)
         ob = np.empty((36, LB), dtype=x.dtype)
-        _gather(x, c, i * 4 - pt, pl, 4, tw, rowpad, xl)
-        for b in range(0, L, LB):
-            nl = min(LB, L - b)
-            _input_block_f4(xl, b, nl, tb, ob)
-            _copy_out_real(ob, V, c, i * N * tw, b, nl, tw)
+        _rows(x, c, i * 4 - pt, pl, tw * 4 + 2, rowpad)
+        for b in range(0, Lc, LB):
+            nl = min(LB, Lc - b)
+            _input_block_f4(rowpad, off, b, nl, tb, ob)
+            _copy_out(ob, V, c, i * Lc + b, nl)
+
+
+def tile_offsets(N, tw, m):
+    """off[n*tw + t] = n*(tw*m + 2) + t*m: where tile (n, t) of a tile row starts in rowpad."""
+    lc = np.arange(N * tw)
+    return (lc // tw) * (tw * m + 2) + (lc % tw) * m
 
 
 @njit(parallel=True, cache=True, fastmath=_FMA)
@@ -395,3 +392,50 @@ def grad_transform_f4(dy, th, tw, D):
             _deinterleave(rowb, b, nl, 4, db)
             _grad_block_f4(db, nl, tb, ob)
             _copy_out(ob, D, k, i * L + b, nl)
+
+
+@njit(inline="always")
+def _filter_block(wk, c0, nl, a, gfn, tb, ob):
+    """ob[e*a + f, j] = (G g G^T)[e, f] for the 3x3 filter g = wk[c0 + j] (wk: (C, 9)), in
+    float64 (tb and ob), so that U is rounded once: in float32 the two stages' roundings doubled
+    F(4x4)'s worst error on small reductions (measured: 7 n*u against 0.9)."""
+    for s in range(3):
+        for j in range(nl):
+            q = (c0 + j) * 9 + s
+            r = gfn(np.float64(wk[q]), np.float64(wk[q + 3]), np.float64(wk[q + 6]))
+            for e in range(a):
+                tb[e * 3 + s, j] = r[e]
+    for e in range(a):
+        g0, g1, g2 = tb[e * 3], tb[e * 3 + 1], tb[e * 3 + 2]
+        for j in range(nl):
+            r = gfn(g0[j], g1[j], g2[j])
+            for f in range(a):
+                ob[e * a + f, j] = r[f]
+
+
+@njit(parallel=True, cache=True, fastmath=_FMA)
+def filter_transform_f2(w, U):
+    """U[e*4 + f, k, c] = (G w[k, c] G^T)[e, f]."""
+    K, C = w.shape[0], w.shape[1]
+    for k in prange(K):
+        wk = w[k].reshape(C * 9)
+        tb = np.empty((12, LB), dtype=np.float64)
+        ob = np.empty((16, LB), dtype=np.float64)
+        for c0 in range(0, C, LB):
+            nl = min(LB, C - c0)
+            _filter_block(wk, c0, nl, 4, _g2, tb, ob)
+            _copy_out(ob, U, k, c0, nl)
+
+
+@njit(parallel=True, cache=True, fastmath=_FMA)
+def filter_transform_f4(w, U):
+    """U[e*6 + f, k, c] = (G w[k, c] G^T)[e, f]."""
+    K, C = w.shape[0], w.shape[1]
+    for k in prange(K):
+        wk = w[k].reshape(C * 9)
+        tb = np.empty((18, LB), dtype=np.float64)
+        ob = np.empty((36, LB), dtype=np.float64)
+        for c0 in range(0, C, LB):
+            nl = min(LB, C - c0)
+            _filter_block(wk, c0, nl, 6, _g4, tb, ob)
+            _copy_out(ob, U, k, c0, nl)
