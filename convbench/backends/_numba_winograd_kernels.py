@@ -395,14 +395,18 @@ def grad_transform_f4(dy, th, tw, D):
 
 
 @njit(inline="always")
-def _filter_block(wk, c0, nl, a, gfn, tb, ob):
-    """ob[e*a + f, j] = (G g G^T)[e, f] for the 3x3 filter g = wk[c0 + j] (wk: (C, 9)), in
-    float64 (tb and ob), so that U is rounded once: in float32 the two stages' roundings doubled
-    F(4x4)'s worst error on small reductions (measured: 7 n*u against 0.9)."""
+def _filter_block(wf, base, stride, l0, nl, a, gfn, flip, tb, ob):
+    """ob[e*a + f, j] = (G g G^T)[e, f] for the 3x3 filter g that starts at wf[base + (l0 + j) *
+    stride], or for that filter rotated by 180 degrees when flip; in float64 (tb and ob), so that
+    U is rounded once: in float32 the two stages' roundings doubled F(4x4)'s worst error on small
+    reductions (measured: 7 n*u against 0.9)."""
     for s in range(3):
         for j in range(nl):
-            q = (c0 + j) * 9 + s
-            r = gfn(np.float64(wk[q]), np.float64(wk[q + 3]), np.float64(wk[q + 6]))
+            q = base + (l0 + j) * stride
+            if flip:        # column s of the rotated filter: taps 8 - s, 5 - s, 2 - s
+                r = gfn(np.float64(wf[q + 8 - s]), np.float64(wf[q + 5 - s]), np.float64(wf[q + 2 - s]))
+            else:
+                r = gfn(np.float64(wf[q + s]), np.float64(wf[q + 3 + s]), np.float64(wf[q + 6 + s]))
             for e in range(a):
                 tb[e * 3 + s, j] = r[e]
     for e in range(a):
@@ -414,28 +418,34 @@ def _filter_block(wk, c0, nl, a, gfn, tb, ob):
 
 
 @njit(parallel=True, cache=True, fastmath=_FMA)
-def filter_transform_f2(w, U):
-    """U[e*4 + f, k, c] = (G w[k, c] G^T)[e, f]."""
+def filter_transform_f2(w, flip, U):
+    """U[e*4 + f, k, c] = (G w[k, c] G^T)[e, f]; with flip, U[e*4 + f, c, k] = the same of w[k, c]
+    rotated by 180 degrees (the input gradient's filters, without copying them first)."""
     K, C = w.shape[0], w.shape[1]
-    for k in prange(K):
-        wk = w[k].reshape(C * 9)
+    wf = w.reshape(K * C * 9)
+    rows, lanes = (C, K) if flip else (K, C)
+    for row in prange(rows):
+        base, stride = (row * 9, C * 9) if flip else (row * C * 9, 9)
         tb = np.empty((12, LB), dtype=np.float64)
         ob = np.empty((16, LB), dtype=np.float64)
-        for c0 in range(0, C, LB):
-            nl = min(LB, C - c0)
-            _filter_block(wk, c0, nl, 4, _g2, tb, ob)
-            _copy_out(ob, U, k, c0, nl)
+        for l0 in range(0, lanes, LB):
+            nl = min(LB, lanes - l0)
+            _filter_block(wf, base, stride, l0, nl, 4, _g2, flip, tb, ob)
+            _copy_out(ob, U, row, l0, nl)
 
 
 @njit(parallel=True, cache=True, fastmath=_FMA)
-def filter_transform_f4(w, U):
-    """U[e*6 + f, k, c] = (G w[k, c] G^T)[e, f]."""
+def filter_transform_f4(w, flip, U):
+    """U[e*6 + f, k, c] = (G w[k, c] G^T)[e, f]; with flip, U[e*6 + f, c, k] = the same of w[k, c]
+    rotated by 180 degrees."""
     K, C = w.shape[0], w.shape[1]
-    for k in prange(K):
-        wk = w[k].reshape(C * 9)
+    wf = w.reshape(K * C * 9)
+    rows, lanes = (C, K) if flip else (K, C)
+    for row in prange(rows):
+        base, stride = (row * 9, C * 9) if flip else (row * C * 9, 9)
         tb = np.empty((18, LB), dtype=np.float64)
         ob = np.empty((36, LB), dtype=np.float64)
-        for c0 in range(0, C, LB):
-            nl = min(LB, C - c0)
-            _filter_block(wk, c0, nl, 6, _g4, tb, ob)
-            _copy_out(ob, U, k, c0, nl)
+        for l0 in range(0, lanes, LB):
+            nl = min(LB, lanes - l0)
+            _filter_block(wf, base, stride, l0, nl, 6, _g4, flip, tb, ob)
+            _copy_out(ob, U, row, l0, nl)
