@@ -276,40 +276,34 @@ def _copy_out(ob, V, c, o, nl):
             dst[j] = src[j]
 
 
-@njit(parallel=True, cache=True, fastmath=_FMA)
-def input_transform_f2(x, pt, pl, th, tw, off, V):
-    """V[r*4 + s, c, i*Lc + n*tw + t] = (B^T d B)[r, s] of input tile (n, i, t); off[n*tw + t] =
-    n*(tw*2 + 2) + t*2 (see tile_offsets)."""
+@njit(inline="always")
+def _input_transform(x, pt, pl, th, tw, off, V, m, block):
     N, C = x.shape[0], x.shape[1]
     Lc = N * tw
     for task in prange(C * th):
         c, i = task // th, task % th
-        rowpad = np.empty((4, N * (tw * 2 + 2)), dtype=x.dtype)
-        tb = np.empty((16, LB), dtype=x.dtype)
-        ob = np.empty((16, LB), dtype=x.dtype)
-        _rows(x, c, i * 2 - pt, pl, tw * 2 + 2, rowpad)
+        rowpad = np.empty((m + 2, N * (tw * m + 2)), dtype=x.dtype)
+        tb = np.empty(((m + 2) * (m + 2), LB), dtype=x.dtype)
+        ob = np.empty(((m + 2) * (m + 2), LB), dtype=x.dtype)
+        _rows(x, c, i * m - pt, pl, tw * m + 2, rowpad)
         for b in range(0, Lc, LB):
             nl = min(LB, Lc - b)
-            _input_block_f2(rowpad, off, b, nl, tb, ob)
+            block(rowpad, off, b, nl, tb, ob)
             _copy_out(ob, V, c, i * Lc + b, nl)
+
+
+@njit(parallel=True, cache=True, fastmath=_FMA)
+def input_transform_f2(x, pt, pl, th, tw, off, V):
+    """V[r*4 + s, c, i*Lc + n*tw + t] = (B^T d B)[r, s] of input tile (n, i, t); off[n*tw + t] =
+    n*(tw*2 + 2) + t*2 (see tile_offsets)."""
+    _input_transform(x, pt, pl, th, tw, off, V, 2, _input_block_f2)
 
 
 @njit(parallel=True, cache=True, fastmath=_FMA)
 def input_transform_f4(x, pt, pl, th, tw, off, V):
     """V[r*6 + s, c, i*Lc + n*tw + t] = (B^T d B)[r, s] of input tile (n, i, t); off[n*tw + t] =
     n*(tw*4 + 2) + t*4 (see tile_offsets)."""
-    N, C = x.shape[0], x.shape[1]
-    Lc = N * tw
-    for task in prange(C * th):
-        c, i = task // th, task % th
-        rowpad = np.empty((6, N * (tw * 4 + 2)), dtype=x.dtype)
-        tb = np.empty((36, LB), dtype=x.dtype)
-        ob = np.empty((36, LB), dtype=x.dtype)
-        _rows(x, c, i * 4 - pt, pl, tw * 4 + 2, rowpad)
-        for b in range(0, Lc, LB):
-            nl = min(LB, Lc - b)
-            _input_block_f4(rowpad, off, b, nl, tb, ob)
-            _copy_out(ob, V, c, i * Lc + b, nl)
+    _input_transform(x, pt, pl, th, tw, off, V, 4, _input_block_f4)
 
 
 def tile_offsets(N, tw, m):
@@ -318,80 +312,66 @@ def tile_offsets(N, tw, m):
     return (lc // tw) * (tw * m + 2) + (lc % tw) * m
 
 
+@njit(inline="always")
+def _output_transform(M, bias, y, th, tw, m, block):
+    N, K = y.shape[0], y.shape[1]
+    L = N * tw
+    for task in prange(K * th):
+        k, i = task // th, task % th
+        tb = np.empty((m * (m + 2), LB), dtype=y.dtype)
+        ob = np.empty((m * m, LB), dtype=y.dtype)
+        rowb = np.empty((m, L * m), dtype=y.dtype)
+        for b in range(0, L, LB):
+            nl = min(LB, L - b)
+            block(M, k, i * L + b, nl, tb, ob)
+            _interleave(ob, b, nl, m, rowb)
+        _store_rows(rowb, y, k, i, tw, bias[k])
+
+
 @njit(parallel=True, cache=True, fastmath=_FMA)
 def output_transform_f2(M, bias, y, th, tw):
     """y[n, k, i*2 + x, t*2 + z] = (A^T M A)[x, z] + bias[k] of tile (n, i, t), column
     i*Lc + n*tw + t of M, cropped to y's (P, Q)."""
-    N, K = y.shape[0], y.shape[1]
-    L = N * tw                                   # real lanes only
-    for task in prange(K * th):
-        k, i = task // th, task % th
-        tb = np.empty((8, LB), dtype=y.dtype)
-        ob = np.empty((4, LB), dtype=y.dtype)
-        rowb = np.empty((2, L * 2), dtype=y.dtype)
-        for b in range(0, L, LB):
-            nl = min(LB, L - b)
-            _output_block_f2(M, k, i * L + b, nl, tb, ob)
-            _interleave(ob, b, nl, 2, rowb)
-        _store_rows(rowb, y, k, i, tw, bias[k])
+    _output_transform(M, bias, y, th, tw, 2, _output_block_f2)
 
 
 @njit(parallel=True, cache=True, fastmath=_FMA)
 def output_transform_f4(M, bias, y, th, tw):
     """y[n, k, i*4 + x, t*4 + z] = (A^T M A)[x, z] + bias[k] of tile (n, i, t), column
     i*Lc + n*tw + t of M, cropped to y's (P, Q)."""
-    N, K = y.shape[0], y.shape[1]
-    L = N * tw                                   # real lanes only
+    _output_transform(M, bias, y, th, tw, 4, _output_block_f4)
+
+
+@njit(inline="always")
+def _grad_transform(dy, th, tw, D, m, block):
+    N, K = dy.shape[0], dy.shape[1]
+    L = N * tw
     for task in prange(K * th):
         k, i = task // th, task % th
-        tb = np.empty((24, LB), dtype=y.dtype)
-        ob = np.empty((16, LB), dtype=y.dtype)
-        rowb = np.empty((4, L * 4), dtype=y.dtype)
+        rowb = np.empty((m, L * m), dtype=dy.dtype)
+        db = np.empty((m * m, LB), dtype=dy.dtype)
+        tb = np.empty(((m + 2) * m, LB), dtype=dy.dtype)
+        ob = np.empty(((m + 2) * (m + 2), LB), dtype=dy.dtype)
+        _load_rows(dy, k, i, tw, rowb)
         for b in range(0, L, LB):
             nl = min(LB, L - b)
-            _output_block_f4(M, k, i * L + b, nl, tb, ob)
-            _interleave(ob, b, nl, 4, rowb)
-        _store_rows(rowb, y, k, i, tw, bias[k])
+            _deinterleave(rowb, b, nl, m, db)
+            block(db, nl, tb, ob)
+            _copy_out(ob, D, k, i * L + b, nl)
 
 
 @njit(parallel=True, cache=True, fastmath=_FMA)
 def grad_transform_f2(dy, th, tw, D):
     """D[r*4 + s, k, i*Lc + n*tw + t] = (A g A^T)[r, s] of the output-gradient tile g = (n, i, t)
     at column i*Lc + n*tw + t; dy is taken as zero past its edges."""
-    N, K = dy.shape[0], dy.shape[1]
-    L = N * tw                                   # real lanes only
-    for task in prange(K * th):
-        k, i = task // th, task % th
-        rowb = np.empty((2, L * 2), dtype=dy.dtype)
-        db = np.empty((4, LB), dtype=dy.dtype)
-        tb = np.empty((8, LB), dtype=dy.dtype)
-        ob = np.empty((16, LB), dtype=dy.dtype)
-        _load_rows(dy, k, i, tw, rowb)
-        for b in range(0, L, LB):
-            nl = min(LB, L - b)
-            _deinterleave(rowb, b, nl, 2, db)
-            _grad_block_f2(db, nl, tb, ob)
-            _copy_out(ob, D, k, i * L + b, nl)
+    _grad_transform(dy, th, tw, D, 2, _grad_block_f2)
 
 
 @njit(parallel=True, cache=True, fastmath=_FMA)
 def grad_transform_f4(dy, th, tw, D):
     """D[r*6 + s, k, i*Lc + n*tw + t] = (A g A^T)[r, s] of the output-gradient tile g = (n, i, t)
     at column i*Lc + n*tw + t; dy is taken as zero past its edges."""
-    N, K = dy.shape[0], dy.shape[1]
-    L = N * tw                                   # real lanes only
-    for task in prange(K * th):
-        k, i = task // th, task % th
-        rowb = np.empty((4, L * 4), dtype=dy.dtype)
-        db = np.empty((16, LB), dtype=dy.dtype)
-        tb = np.empty((24, LB), dtype=dy.dtype)
-        ob = np.empty((36, LB), dtype=dy.dtype)
-        _load_rows(dy, k, i, tw, rowb)
-        for b in range(0, L, LB):
-            nl = min(LB, L - b)
-            _deinterleave(rowb, b, nl, 4, db)
-            _grad_block_f4(db, nl, tb, ob)
-            _copy_out(ob, D, k, i * L + b, nl)
+    _grad_transform(dy, th, tw, D, 4, _grad_block_f4)
 
 
 @njit(inline="always")
@@ -417,35 +397,30 @@ def _filter_block(wf, base, stride, l0, nl, a, gfn, flip, tb, ob):
                 ob[e * a + f, j] = r[f]
 
 
-@njit(parallel=True, cache=True, fastmath=_FMA)
-def filter_transform_f2(w, flip, U):
-    """U[e*4 + f, k, c] = (G w[k, c] G^T)[e, f]; with flip, U[e*4 + f, c, k] = the same of w[k, c]
-    rotated by 180 degrees (the input gradient's filters, without copying them first)."""
+@njit(inline="always")
+def _filter_transform(w, flip, U, a, gfn):
     K, C = w.shape[0], w.shape[1]
     wf = w.reshape(K * C * 9)
     rows, lanes = (C, K) if flip else (K, C)
     for row in prange(rows):
         base, stride = (row * 9, C * 9) if flip else (row * C * 9, 9)
-        tb = np.empty((12, LB), dtype=np.float64)
-        ob = np.empty((16, LB), dtype=np.float64)
+        tb = np.empty((a * 3, LB), dtype=np.float64)
+        ob = np.empty((a * a, LB), dtype=np.float64)
         for l0 in range(0, lanes, LB):
             nl = min(LB, lanes - l0)
-            _filter_block(wf, base, stride, l0, nl, 4, _g2, flip, tb, ob)
+            _filter_block(wf, base, stride, l0, nl, a, gfn, flip, tb, ob)
             _copy_out(ob, U, row, l0, nl)
+
+
+@njit(parallel=True, cache=True, fastmath=_FMA)
+def filter_transform_f2(w, flip, U):
+    """U[e*4 + f, k, c] = (G w[k, c] G^T)[e, f]; with flip, U[e*4 + f, c, k] = the same of w[k, c]
+    rotated by 180 degrees (the input gradient's filters, without copying them first)."""
+    _filter_transform(w, flip, U, 4, _g2)
 
 
 @njit(parallel=True, cache=True, fastmath=_FMA)
 def filter_transform_f4(w, flip, U):
     """U[e*6 + f, k, c] = (G w[k, c] G^T)[e, f]; with flip, U[e*6 + f, c, k] = the same of w[k, c]
     rotated by 180 degrees."""
-    K, C = w.shape[0], w.shape[1]
-    wf = w.reshape(K * C * 9)
-    rows, lanes = (C, K) if flip else (K, C)
-    for row in prange(rows):
-        base, stride = (row * 9, C * 9) if flip else (row * C * 9, 9)
-        tb = np.empty((18, LB), dtype=np.float64)
-        ob = np.empty((36, LB), dtype=np.float64)
-        for l0 in range(0, lanes, LB):
-            nl = min(LB, lanes - l0)
-            _filter_block(wf, base, stride, l0, nl, 6, _g4, flip, tb, ob)
-            _copy_out(ob, U, row, l0, nl)
+    _filter_transform(w, flip, U, 6, _g4)

@@ -42,6 +42,11 @@ MATRICES = {
 }
 
 
+def _kernel(kind: str, m: int):
+    """The compiled `kind`_transform_f`m` kernel (input, output, grad or filter)."""
+    return getattr(_kernels(), f"{kind}_transform_f{m}")
+
+
 def _kernels():
     from convbench.backends import _numba_winograd_kernels
     from convbench.threads import ensure_synced
@@ -62,9 +67,8 @@ def _input_transform(p: Conv2dProblem, x, m: int):
     th, tw, L = _tiles(p, m)
     (pt, _), (pl, _) = p.padding
     V = workspace("wino V", (a * a, p.C, th * L), x.dtype, zero=False)
-    k = _kernels()
-    (k.input_transform_f2 if m == 2 else k.input_transform_f4)(
-        np.ascontiguousarray(x), pt, pl, th, tw, k.tile_offsets(p.N, tw, m), V)
+    _kernel("input", m)(np.ascontiguousarray(x), pt, pl, th, tw,
+                        _kernels().tile_offsets(p.N, tw, m), V)
     return V
 
 
@@ -74,15 +78,14 @@ def winograd_fwd(p: Conv2dProblem, x, w, m: int, b=None, flipped: bool = False):
     channel axes swapped (an input gradient), read in place."""
     a = m + 2
     th, tw, L = _tiles(p, m)
-    k = _kernels()
     V = _input_transform(p, x, m)
     U = workspace("wino U", (a * a, p.K, p.C), x.dtype, zero=False)
-    (k.filter_transform_f2 if m == 2 else k.filter_transform_f4)(np.ascontiguousarray(w), flipped, U)
+    _kernel("filter", m)(np.ascontiguousarray(w), flipped, U)
     M = workspace("wino M", (a * a, p.K, th * L), x.dtype, zero=False)
     np.matmul(U, V, out=M)                                    # (a*a, K, th*L): BLAS
     y = np.empty(p.y_shape, dtype=x.dtype)
     bias = np.zeros(p.K, x.dtype) if b is None else np.ascontiguousarray(b, dtype=x.dtype)
-    (k.output_transform_f2 if m == 2 else k.output_transform_f4)(M, bias, y, th, tw)
+    _kernel("output", m)(M, bias, y, th, tw)
     return y
 
 
@@ -91,10 +94,9 @@ def winograd_bwd_weights(p: Conv2dProblem, dy, x, m: int):
     _, G, _ = MATRICES[m]
     a = m + 2
     th, tw, L = _tiles(p, m)
-    k = _kernels()
     V = _input_transform(p, x, m)
     D = workspace("wino D", (a * a, p.K, th * L), x.dtype, zero=False)
-    (k.grad_transform_f2 if m == 2 else k.grad_transform_f4)(np.ascontiguousarray(dy), th, tw, D)
+    _kernel("grad", m)(np.ascontiguousarray(dy), th, tw, D)
     M = workspace("wino Mw", (a * a, p.K, p.C), x.dtype, zero=False)
     np.matmul(D, V.transpose(0, 2, 1), out=M)                 # sums over every tile: BLAS
     dw = M.reshape(a * a, p.K * p.C).T @ np.kron(G, G).astype(x.dtype)    # (K*C, 9)
