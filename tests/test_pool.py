@@ -73,3 +73,15 @@ def test_bad_pooling_arguments_name_the_value():
         cb.max_pool2d_backward(np.zeros((1, 1, 2, 2), np.float32), x, 2)
     with pytest.raises(ValueError, match=r"x must be 4-D"):
         cb.max_pool2d(x[0], 2)
+
+
+def test_numba_cpu_parallel_pool_drivers_match_the_serial_loops(monkeypatch, rng):
+    """Small problems take the serial loops; force the parallel drivers too."""
+    from convbench.backends import numba_cpu
+    from convbench.ops import get_op
+    from convbench.verify import PASSED, check_backend
+    monkeypatch.setattr(numba_cpu, "SERIAL_POOL_WORK", 0)
+    for _, family, p in pool_edge_cases():
+        for direction in ("fwd", "bwd"):
+            c = check_backend("numba-cpu", get_op(f"{family}:{direction}"), p, np.float32, seed=2)
+            assert c.status == PASSED, (family, direction, p, c.reason)
