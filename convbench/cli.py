@@ -59,9 +59,11 @@ def verify(cases, backend_list, dtype, seed, cuda_sim):
               type=click.Path(dir_okay=False, writable=True))
 def filters(image, backend, out_path):
     """Apply the classic 3x3 filters to IMAGE (default: matplotlib's sample photograph) and write
-    one figure comparing zero padding with reflect padding."""
-    from convbench.filters import gallery
+    one figure comparing zero padding with reflect padding, and a second (OUT-matrix.png) with a
+    small convolution as one sparse matrix beside im2col's column matrix."""
+    from convbench.filters import gallery, matrix_figure, matrix_path
     click.echo(f"wrote {gallery(image, out_path, backend)}")
+    click.echo(f"wrote {matrix_figure(matrix_path(out_path))}")
 
 
 def _progress(echo_err):
