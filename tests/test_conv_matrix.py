@@ -41,7 +41,8 @@ def test_batch_is_block_diagonal_and_zero_weights_stay_in_the_pattern(rng):
     w[0, 0, 1, 1] = 1
     M = cb.conv2d_matrix((2, 1, 4, 4), w, padding=1)
     one = cb.conv2d_matrix((1, 1, 4, 4), w, padding=1)
-    assert M.dtype == np.float32 and M.nnz == 2 * one.nnz == 2 * 10 * 10   # per axis 3 + 4 + 3 taps inside
+    # taps inside per axis: 3 + 4 + 3
+    assert M.dtype == np.float32 and M.nnz == 2 * one.nnz == 2 * 10 * 10
     np.testing.assert_array_equal(M[:16, :16].toarray(), one.toarray())
     assert M[:16, 16:].nnz == 0 and M[16:, :16].nnz == 0
     np.testing.assert_array_equal(one.toarray(), np.eye(16, dtype=np.float32))   # identity filter
@@ -59,3 +60,17 @@ def test_bad_arguments_name_the_value():
         cb.conv2d_matrix((1, 1, 5, 5), np.ones((2, 1, 3, 3), np.int64))
     with pytest.raises(TypeError, match="w must be a numpy.ndarray"):
         cb.conv2d_matrix((1, 1, 5, 5), [[1.0]])
+
+
+def test_filters_command_writes_the_matrix_figure_beside_the_gallery(tmp_path):
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from convbench.cli import main
+    src = tmp_path / "in.png"
+    pixels = np.random.default_rng(0).uniform(size=(60, 64, 3)) * 255
+    Image.fromarray(pixels.astype(np.uint8)).save(src)
+    res = CliRunner().invoke(main, ["filters", str(src), "--out", str(tmp_path / "g.png")])
+    assert res.exit_code == 0, res.output
+    assert Image.open(tmp_path / "g-matrix.png").size[0] > 600
+    assert "g-matrix.png" in res.output
