@@ -28,5 +28,6 @@ from convbench.api import (avg_pool2d, avg_pool2d_backward, conv1d, conv1d_backw
 from convbench.backends import get_backend, list_backends  # noqa: F401
 from convbench.errors import (BackendUnavailableError, ConvbenchError, UnknownNameError,  # noqa: F401
                               UnsupportedError, VerificationError)
+from convbench.ops.matrix import conv2d_matrix  # noqa: F401
 
 __version__ = "0.1.0"

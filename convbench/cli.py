@@ -59,9 +59,11 @@ def verify(cases, backend_list, dtype, seed, cuda_sim):
               type=click.Path(dir_okay=False, writable=True))
 def filters(image, backend, out_path):
     """Apply the classic 3x3 filters to IMAGE (default: matplotlib's sample photograph) and write
-    one figure comparing zero padding with reflect padding."""
-    from convbench.filters import gallery
+    one figure comparing zero padding with reflect padding, and a second (OUT-matrix.png) with a
+    small convolution as one sparse matrix beside im2col's column matrix."""
+    from convbench.filters import gallery, matrix_figure, matrix_path
     click.echo(f"wrote {gallery(image, out_path, backend)}")
+    click.echo(f"wrote {matrix_figure(matrix_path(out_path))}")
 
 
 def _progress(echo_err):
@@ -291,6 +293,39 @@ def evaluate(checkpoint):
 
     from convbench.train import evaluate_checkpoint
     click.echo(json.dumps(evaluate_checkpoint(checkpoint), indent=1))
+
+
+@main.command("inspect")
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", "out_dir", default=None,
+              help="folder for the figures and inspect.json (default: inspect/ beside CHECKPOINT)")
+@click.option("--image", "image_index", type=int, default=0, show_default=True,
+              help="the test image whose feature maps are drawn")
+@click.option("--channels", type=int, default=6, show_default=True,
+              help="channels per conv layer to find maximising images for")
+@click.option("--steps", type=int, default=200, show_default=True, help="gradient ascent steps")
+@click.option("--backend", default="im2col", show_default=True,
+              help="the conv backend whose forward and backward kernels run the model")
+@click.option("--seed", type=int, default=0, show_default=True)
+def inspect_command(checkpoint, out_dir, image_index, channels, steps, backend, seed):
+    """What a trained model learned: first-layer filters against the classic 3x3 filters,
+    feature maps, images that maximise a channel, translation equivariance and parameter
+    counts; writes PNGs and inspect.json, and adds them to the run's index.html."""
+    from convbench.train.inspection import inspect_checkpoint
+    try:
+        r = inspect_checkpoint(checkpoint, out_dir, image_index=image_index, channels=channels,
+                               steps=steps, backend=backend, seed=seed, log=click.echo)
+    except ValueError as e:
+        raise click.UsageError(str(e))
+    if r["filters"]:
+        best = ", ".join(f"{n} {c}" for n, c in r["filter_best_counts"].items())
+        click.echo(f"first-layer filters' best classic match: {best} "
+                   f"(median r {r['filter_similarity_median']:.2f})")
+    for row in r["params"]:
+        if row["kind"] == "conv":
+            click.echo(f"  {row['layer']}: {row['params']:,} parameters, a dense layer would "
+                       f"have {row['dense_params']:,} ({row['dense_over_conv']:,.0f}x)")
+    click.echo(f"wrote {r['index']}")
 
 
 if __name__ == "__main__":  # pragma: no cover

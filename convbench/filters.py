@@ -4,10 +4,19 @@ Each filter is a conv2d weight of shape (1, 1, 3, 3) applied to every colour cha
 convolution with groups = channels). Zero padding darkens the border wherever the filter's weights
 sum to something other than zero (blur, sharpen) and makes the Laplacian see a false edge there;
 reflect padding has neither artifact.
+
+`matrix_figure` draws one small convolution two ways: as the sparse matrix M of
+`convbench.conv2d_matrix` (y = M @ x) and as im2col's column matrix (y = W @ cols).
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+
+from convbench.backends.im2col import unfold
+from convbench.ops import conv2d_problem
+from convbench.ops.matrix import conv2d_matrix
 
 FILTERS: dict[str, np.ndarray] = {
     "identity": np.array([[0, 0, 0], [0, 1, 0], [0, 0, 0]]),
@@ -87,4 +96,69 @@ def gallery(image_path: str | None, out_path: str, backend: str = "im2col", crop
     fig.tight_layout()
     fig.savefig(out_path, dpi=80)
     plt.close(fig)
+    return out_path
+
+
+def matrix_path(out_path: str) -> str:
+    """Where `convbench filters --out F.png` puts the matrix figure: F-matrix.png beside it."""
+    p = Path(out_path)
+    return str(p.with_name(f"{p.stem}-matrix{p.suffix or '.png'}"))
+
+
+def matrix_figure(out_path: str, C: int = 2, H: int = 5, K: int = 2, seed: int = 0) -> str:
+    """Write one figure: a 3x3, padding-1 convolution of a (1, C, H, H) input as the sparse
+    matrix M (its entries coloured by weight, so the shared weights repeat along diagonals),
+    beside the same product as im2col writes it, W (K, C*9) times the column matrix
+    (C*9, H*H) whose entries are copies of the input pixels (numbered 1..C*H*H)."""
+    # matplotlib is imported only by the commands that draw
+    from matplotlib.figure import Figure
+
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((K, C, 3, 3))
+    p = conv2d_problem((1, C, H, H), w.shape, padding=1)
+    M = conv2d_matrix(p.x_shape, w, padding=1)
+    ids = np.arange(1, C * H * H + 1, dtype=np.float64).reshape(p.x_shape)
+    cols = unfold(ids, p)[0].copy()                       # (C*R*S, P*Q): pixel ids, 0 on padding
+    x = rng.standard_normal(p.x_shape)
+    y_matrix = M @ x.ravel()
+    y_cols = (w.reshape(K, -1) @ unfold(x, p)[0]).ravel()
+    gap = float(np.abs(y_matrix - y_cols).max())
+
+    fig = Figure(figsize=(14, 6.5))
+    grid = fig.add_gridspec(2, 2, width_ratios=[1, 1.15], height_ratios=[1, 4])
+    ax_m = fig.add_subplot(grid[:, 0])
+    coo = M.tocoo()
+    dense = np.full(M.shape, np.nan)                      # blank where M stores nothing
+    dense[coo.row, coo.col] = coo.data
+    lim = float(np.abs(w).max())
+    im = ax_m.imshow(dense, cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
+    full = M.shape[0] * M.shape[1]
+    ax_m.set_title(f"y = M @ x: M is {M.shape[0]}x{M.shape[1]} sparse, {M.nnz} of {full} "
+                   f"entries stored ({M.nnz / full:.0%});\nthe same {w.size} weights repeat "
+                   f"along the diagonals", fontsize=9)
+    ax_m.set_xlabel(f"input pixel (c, h, w): {C} channels of {H}x{H}")
+    ax_m.set_ylabel(f"output (k, i, j): {K} filters")
+    fig.colorbar(im, ax=ax_m, shrink=0.6, label="weight")
+    ax_w = fig.add_subplot(grid[0, 1])
+    ax_w.imshow(w.reshape(K, -1), cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest",
+                aspect="auto")
+    ax_w.set_title(f"im2col: W = w.reshape({K}, {C}*3*3), the same {w.size} weights, each once",
+                   fontsize=9)
+    ax_w.set_yticks(range(K))
+    ax_w.set_xlabel("(c, r, s)")
+    ax_c = fig.add_subplot(grid[1, 1])
+    shown = np.where(cols > 0, cols, np.nan)
+    ax_c.imshow(shown, cmap="viridis", interpolation="nearest", aspect="auto")
+    for (r_, c_), v in np.ndenumerate(cols):
+        if v > 0:
+            ax_c.text(c_, r_, f"{int(v)}", ha="center", va="center", fontsize=5,
+                      color="white" if v < 0.6 * cols.max() else "black")
+    ax_c.set_title(f"cols ({cols.shape[0]}x{cols.shape[1]}): input pixel numbers copied in, "
+                   f"blank = padding; y = W @ cols", fontsize=9)
+    ax_c.set_xlabel("output position (i, j)")
+    ax_c.set_ylabel("(c, r, s)")
+    fig.suptitle(f"The same convolution two ways: one sparse matrix, or weights times copied "
+                 f"pixels (max |M@x - W@cols| = {gap:.1e})")
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=90)
     return out_path

@@ -1,8 +1,9 @@
 """Mini-batch training with validation, early stopping, checkpoints, logs and plots.
 
 A run writes to its out directory: best.npz (the checkpoint at the best validation loss; on Ctrl-C
-also interrupted.npz), log.csv (one row per epoch), curves.png and summary.json (test_accuracy,
-best_epoch, epochs_run, seconds, and the backend chosen for each layer and direction).
+also interrupted.npz), log.csv (one row per epoch), curves.png, summary.json (test_accuracy,
+best_epoch, epochs_run, seconds, and the backend chosen for each layer and direction) and
+index.html (one page for the run; `convbench inspect` adds its figures to it).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from convbench.train import data as datasets
 from convbench.train.layers import softmax_cross_entropy
 from convbench.train.model import build_model
 from convbench.train.optim import LRSchedule, make_optimizer
+from convbench.train.run_index import write_index
 
 
 @dataclass
@@ -210,6 +212,7 @@ def train(cfg: TrainConfig, out_dir=None, verbose: bool = True, resume: str | No
         _write_log(out / "log.csv", history)
         _plot(out / "curves.png", history, best["epoch"])
         (out / "summary.json").write_text(json.dumps(summary, indent=1))
+        write_index(out)
     summary["history"] = history
     return summary
 
