@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from convbench.backends import get_backend
-from convbench.harness.descriptor import parse
+from convbench.ops.descriptor import parse
 from convbench.ops import get_op
 
 CASES = [

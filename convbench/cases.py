@@ -8,6 +8,8 @@ import numpy as np
 
 from convbench.errors import UnknownNameError
 from convbench.ops.conv import Conv2dProblem, conv1d_problem, conv2d_problem
+from convbench.ops.pool import pool2d_problem
+from convbench.ops.rnn import RNNProblem
 
 
 def _c(label, x, w, **kw):
@@ -64,7 +66,6 @@ def random_conv_cases(count: int = 20, seed: int = 0):
 
 
 def _pool(label, kind, x, **kw):
-    from convbench.ops.pool import pool2d_problem
     return (label, f"{kind}_pool2d", pool2d_problem(kind, x, **kw))
 
 
@@ -93,7 +94,6 @@ def pool_edge_cases():
 
 
 def rnn_edge_cases():
-    from convbench.ops.rnn import RNNProblem
     out = []
     for cell in ("rnn_tanh", "lstm", "gru"):
         out += [

@@ -1,9 +1,15 @@
-"""The convbench command line (click). Commands import what they need when they run, so
-`convbench --help` loads no backend and compiles nothing."""
+"""The convbench command line (click).
+
+Each command imports what it needs when it runs (the imports marked "per command"), so that
+`convbench --help` loads no backend, no pandas or matplotlib, and compiles nothing.
+"""
 from __future__ import annotations
 
+import json
+import math
 import os
 import sys
+import time
 
 import click
 
@@ -21,7 +27,7 @@ def main():
 @main.command()
 def backends():
     """List the backends, whether each can run here (and why not), and their ops."""
-    from convbench.backends import list_backends
+    from convbench.backends import list_backends  # per command
     for info in list_backends():
         state = "available" if info.available else f"unavailable: {info.reason}"
         click.echo(f"{info.name:<11} {state}")
@@ -43,11 +49,11 @@ def backends():
 def verify(cases, backend_list, dtype, seed, cuda_sim):
     """Run every backend on a case list against the float64 reference; print the matrix.
 
-    Exits 1 if any result is FAILED or ERROR.
+    Exits 1 if any result is FAILED.
     """
     if cuda_sim:
         os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
-    from convbench.verify_report import run_matrix
+    from convbench.harness.verify_report import run_matrix  # per command
     ok = run_matrix(cases, _split(backend_list), dtype, seed, click.echo)
     sys.exit(0 if ok else 1)
 
@@ -60,7 +66,7 @@ def verify(cases, backend_list, dtype, seed, cuda_sim):
 def filters(image, backend, out_path):
     """Apply the classic 3x3 filters to IMAGE (default: matplotlib's sample photograph) and write
     one figure comparing zero padding with reflect padding."""
-    from convbench.filters import gallery
+    from convbench.filters import gallery  # per command
     click.echo(f"wrote {gallery(image, out_path, backend)}")
 
 
@@ -100,12 +106,11 @@ def _progress(echo_err):
 def run(suite, backend_list, batch, direction, dtype, threads, out_dir, resume, budget,
         per_case_limit, cold_cache, baseline, no_peaks):
     """Verify, then time, every case of a suite on every backend; write CSV, JSON and HTML."""
-    import time as _time
-
-    from convbench.backends import backend_names, get_backend
-    from convbench.harness.runner import DIRECTIONS, RunConfig, run_suite
-    from convbench.harness.suites import load_suite
-    from convbench.harness.timing import TimingPolicy
+    from convbench.backends import backend_names, get_backend  # per command
+    from convbench.harness.report import choose_baseline, summary  # per command
+    from convbench.harness.runner import DIRECTIONS, RunConfig, run_suite  # per command
+    from convbench.harness.suites import load_suite  # per command
+    from convbench.timing import TimingPolicy  # per command
 
     backends = _split(backend_list) or backend_names()
     for b in backends:
@@ -128,31 +133,28 @@ def run(suite, backend_list, batch, direction, dtype, threads, out_dir, resume, 
     if resume and out_dir is None:
         raise click.BadParameter("--resume needs --out (the run directory to continue)",
                                  param_hint="--resume")
-    out_dir = out_dir or f"runs/{suite.replace('/', '_').replace(':', '_')}-{_time.strftime('%Y%m%d-%H%M%S')}"
+    out_dir = out_dir or (f"runs/{suite.replace('/', '_').replace(':', '_')}-"
+                          f"{time.strftime('%Y%m%d-%H%M%S')}")
     policy = TimingPolicy(budget_s=budget, warmup_budget_s=min(budget, 0.5))
     cfg = RunConfig(suite, cases, backends, tuple(dirs), dtype, threads, policy, per_case_limit,
                     cold_cache, baseline)
     click.echo(f"suite {suite}: {len(cases)} cases x {len(backends)} backends -> {out_dir}")
+    progress = _progress(lambda m, nl: click.echo(m, err=True, nl=nl))
     try:
-        rows, meta = run_suite(cfg, out_dir, resume, _progress(lambda m, nl: click.echo(m, err=True, nl=nl)),
-                               peaks=not no_peaks)
+        frame, meta = run_suite(cfg, out_dir, resume, progress, peaks=not no_peaks)
     except KeyboardInterrupt:
         click.echo(f"\ninterrupted: every finished row is kept in {out_dir} "
                    f"(continue with --resume --out {out_dir})", err=True)
         sys.exit(130)
-    from convbench.harness.report import choose_baseline, summary
-    base = choose_baseline(rows, baseline)
-    for s in summary(rows, base):
-        best = s["best"] or "-"
-        sp = f"{s['speedup']:.2f}x vs {base}" if s["speedup"] else ""
-        click.echo(f"  {s['case']} [{s['direction']}]: best {best} {sp}")
-    counts = {}
-    for r in rows:
-        counts[r["status"]] = counts.get(r["status"], 0) + 1
-    click.echo(f"{len(rows)} results ({', '.join(f'{v} {k}' for k, v in sorted(counts.items()))}) "
+    base = choose_baseline(frame, baseline)
+    for s in summary(frame, base).itertuples(index=False):
+        sp = "" if math.isnan(s.speedup) else f"{s.speedup:.2f}x vs {base}"
+        click.echo(f"  {s.case} [{s.direction}]: best {s.best or '-'} {sp}")
+    counts = frame["status"].value_counts().sort_index()
+    click.echo(f"{len(frame)} results ({', '.join(f'{v} {k}' for k, v in counts.items())}) "
                f"in {meta['wall_s']:.1f} s")
     click.echo(f"report: {out_dir}/report.html  (data: results.csv, results.json)")
-    sys.exit(1 if counts.get("FAILED") else 0)
+    sys.exit(1 if counts.get("FAILED", 0) else 0)
 
 
 @main.command()
@@ -160,8 +162,8 @@ def run(suite, backend_list, batch, direction, dtype, threads, out_dir, resume, 
 @click.option("--baseline", default=None, help="backend to compare against (default torch)")
 def report(run_dir, baseline):
     """(Re)write RUN_DIR/report.html from its results (an interrupted run's too)."""
-    from convbench.harness.report import write_report
-    from convbench.harness.runner import load_run
+    from convbench.harness.report import write_report  # per command
+    from convbench.harness.runner import load_run  # per command
     rows, meta = load_run(run_dir)
     click.echo(f"wrote {write_report(run_dir, rows, meta, baseline)}")
 
@@ -176,21 +178,20 @@ def report(run_dir, baseline):
 @click.option("--html", "html_path", default=None, help="also write the comparison as HTML")
 def compare(run_a, run_b, threshold, alpha, html_path):
     """Per-case ratios of RUN_B against RUN_A; exits 1 on a significant regression."""
-    from convbench.harness.compare import compare_runs, format_text, regressions, write_html
+    from convbench.harness.compare import (compare_runs, format_text,  # per command
+                                           regressions, write_html)
     lines, diffs = compare_runs(run_a, run_b, threshold, alpha)
     click.echo(format_text(lines, diffs, "A", "B"))
     if html_path:
         click.echo(f"wrote {write_html(html_path, lines, diffs, run_a, run_b)}")
-    sys.exit(1 if regressions(lines) else 0)
+    sys.exit(1 if len(regressions(lines)) else 0)
 
 
 @main.command()
 @click.option("--no-peaks", is_flag=True, help="skip measuring the peaks")
 def info(no_peaks):
     """The machine fingerprint and its measured peaks (SGEMM GFLOP/s, copy GB/s)."""
-    import json
-
-    from convbench.harness.machine import fingerprint, measure_peaks
+    from convbench.machine import fingerprint, measure_peaks  # per command
     data = {"machine": fingerprint()}
     if not no_peaks:
         data["peaks"] = measure_peaks()
@@ -229,8 +230,8 @@ def _train_options(f):
 
 
 def _config(kw):
-    from convbench.train import TrainConfig
-    from convbench.threads import set_threads
+    from convbench.threads import set_threads  # per command
+    from convbench.train import TrainConfig  # per command
     set_threads(kw.pop("threads"))
     kw["augment"] = not kw.pop("no_augment")
     return TrainConfig(**kw)
@@ -243,7 +244,7 @@ def _config(kw):
               help="a checkpoint to continue from")
 def train(out_dir, resume, **kw):
     """Train a small CNN on convbench's kernels; writes best.npz, log.csv, curves.png, summary.json."""
-    from convbench.train import train as run_train
+    from convbench.train import train as run_train  # per command
     try:
         cfg = _config(kw)
         cfg.validate()
@@ -265,7 +266,7 @@ def train(out_dir, resume, **kw):
 @click.option("--out", "out_dir", default="runs/tune", show_default=True)
 def tune(mode, trials, lrs, optimizers, out_dir, **kw):
     """Random or grid search over learning rate and optimiser; writes tune.csv, best first."""
-    from convbench.train import tune as run_tune
+    from convbench.train import tune as run_tune  # per command
     try:
         base = _config(kw)
         lr_values = [float(v) for v in _split(lrs)]
@@ -287,9 +288,7 @@ def tune(mode, trials, lrs, optimizers, out_dir, **kw):
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
 def evaluate(checkpoint):
     """Test accuracy of a checkpoint on its run's held-out test split."""
-    import json
-
-    from convbench.train import evaluate_checkpoint
+    from convbench.train import evaluate_checkpoint  # per command
     click.echo(json.dumps(evaluate_checkpoint(checkpoint), indent=1))
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from convbench.api import conv2d
+
 FILTERS: dict[str, np.ndarray] = {
     "identity": np.array([[0, 0, 0], [0, 1, 0], [0, 0, 0]]),
     # cross-correlation: y[i, j] = x[i, j - 1], so the picture moves one pixel to the right
@@ -20,13 +22,13 @@ FILTERS: dict[str, np.ndarray] = {
 
 
 def default_image_path() -> str:
-    import matplotlib.cbook as cbook
+    import matplotlib.cbook as cbook  # lazy: matplotlib loads only for images and figures
     return str(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
 
 
 def load_image(path: str | None) -> np.ndarray:
     """An image as float32 (C, H, W) in [0, 1]."""
-    import matplotlib.image as mpimg
+    import matplotlib.image as mpimg  # lazy: as above
     img = mpimg.imread(path or default_image_path())
     img = np.asarray(img, dtype=np.float32)
     if img.max() > 1.0:
@@ -42,7 +44,6 @@ def apply_filter(img: np.ndarray, kernel: np.ndarray, padding: str = "zeros",
 
     padding: "zeros" (conv2d's own padding=1) or "reflect" (mirror the border first).
     """
-    from convbench.api import conv2d
     C = img.shape[0]
     w = np.repeat(kernel.astype(img.dtype)[None, None], C, axis=0)   # (C, 1, 3, 3)
     if padding == "zeros":
@@ -56,9 +57,7 @@ def apply_filter(img: np.ndarray, kernel: np.ndarray, padding: str = "zeros",
 def gallery(image_path: str | None, out_path: str, backend: str = "im2col", crop: int = 48) -> str:
     """Write one figure: each filter with zero and reflect padding, and a zoom on the top-left
     corner where the padding artifact shows."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # lazy: as above
 
     img = load_image(image_path)
     H, W = img.shape[1:]
@@ -67,7 +66,8 @@ def gallery(image_path: str | None, out_path: str, backend: str = "im2col", crop
                (H - crop, 0): img[:, -crop:, :crop], (H - crop, W - crop): img[:, -crop:, -crop:]}
     r0, c0 = max(corners, key=lambda k: float(corners[k].mean()))
     zoom = (slice(None), slice(r0, r0 + crop), slice(c0, c0 + crop))
-    fig, axes = plt.subplots(len(FILTERS), 4, figsize=(12, 3 * len(FILTERS)))
+    fig = Figure(figsize=(12, 3 * len(FILTERS)))
+    axes = fig.subplots(len(FILTERS), 4)
     for row, (name, kernel) in enumerate(FILTERS.items()):
         zero = apply_filter(img, kernel, "zeros", backend)
         refl = apply_filter(img, kernel, "reflect", backend)
@@ -86,5 +86,4 @@ def gallery(image_path: str | None, out_path: str, backend: str = "im2col", crop
     fig.suptitle(f"3x3 filters with convbench backend '{backend}'")
     fig.tight_layout()
     fig.savefig(out_path, dpi=80)
-    plt.close(fig)
     return out_path

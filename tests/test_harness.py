@@ -2,17 +2,17 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from convbench.harness import descriptor
-from convbench.harness.compare import compare_runs, regressions
-from convbench.harness.runner import RunConfig, Runner, load_rows, run_suite
-from convbench.harness.stats import compare_samples, median_ci, summarize
+from convbench.harness.compare import compare_runs, compare_samples, regressions
+from convbench.harness.runner import RunConfig, Runner, load_results, run_suite
 from convbench.harness.suites import SUITES, load_suite
-from convbench.harness.timing import TimingPolicy, measure
-from convbench.ops import Conv2dProblem
+from convbench.ops import Conv2dProblem, descriptor
+from convbench.stats import median_ci, summarize
+from convbench.timing import TimingPolicy, measure
 
 FAST = TimingPolicy(budget_s=0.02, warmup_budget_s=0.01, min_reps=3, max_reps=5)
 
@@ -138,15 +138,15 @@ def test_rows_stream_to_csv_and_failures_do_not_stop_the_run(tmp_path, monkeypat
     monkeypatch.setattr(type(broken), "conv2d_fwd", lambda self, p, x, w, b: np.zeros(p.y_shape, x.dtype))
     rows, meta = run_suite(_config(cases, ["numpy", "im2col", "numba-cpu"]), tmp_path, peaks=False,
                            report=False)
-    status = {(r["case"], r["backend"]): r["status"] for r in rows}
+    status = dict(zip(zip(rows["case"], rows["backend"]), rows["status"]))
     assert status[(cases[0].name, "im2col")] == "FAILED"          # wrong answer: no speed shown
-    assert status[(cases[0].name, "numba-cpu")] == "OK"
-    assert status[(cases[0].name, "numpy")] == "UNSUPPORTED"
-    failed = next(r for r in rows if r["status"] == "FAILED")
-    assert failed.get("median_s") is None and "tolerance" in failed["reason"]
-    disk = load_rows(tmp_path)
+    assert status[(cases[0].name, "numba-cpu")] == "PASSED"
+    assert status[(cases[0].name, "numpy")] == "UNIMPLEMENTED"
+    failed = rows[rows["status"] == "FAILED"].iloc[0]
+    assert pd.isna(failed["median_s"]) and "tolerance" in failed["reason"]
+    disk = load_results(tmp_path)
     assert len(disk) == len(rows) == 6
-    ok = next(r for r in disk if r["status"] == "OK")
+    ok = disk[disk["status"] == "PASSED"].iloc[0]
     assert ok["samples_s"] and ok["gflops"] > 0 and ok["first_call_s"] > 0
     data = json.loads((tmp_path / "results.json").read_text())
     assert data["meta"]["machine"]["cpu"]["model"] and len(data["rows"]) == 6
@@ -159,8 +159,8 @@ def test_an_exception_in_a_kernel_is_recorded_and_the_sweep_goes_on(tmp_path, mo
         raise MemoryError("out of memory")
     monkeypatch.setattr(type(get_backend("fft")), "conv2d_fwd", boom)
     rows = Runner(_config(load_suite("quick", batch=1)[:1], ["fft", "im2col"]), tmp_path).run()
-    assert [r["status"] for r in rows] == ["FAILED", "OK"]
-    assert rows[0]["reason"] == "MemoryError: out of memory"
+    assert [r.status for r in rows] == ["FAILED", "PASSED"]
+    assert rows[0].reason == "MemoryError: out of memory"
 
 
 def test_interrupted_run_keeps_rows_and_resume_skips_them(tmp_path):
@@ -173,34 +173,36 @@ def test_interrupted_run_keeps_rows_and_resume_skips_them(tmp_path):
             raise KeyboardInterrupt
     with pytest.raises(KeyboardInterrupt):
         run_suite(_config(cases, ["im2col"]), tmp_path, progress=progress, peaks=False)
-    kept = load_rows(tmp_path)
-    assert [r["case"] for r in kept] == [c.name for c in cases[:2]]
+    kept = load_results(tmp_path)
+    assert list(kept["case"]) == [c.name for c in cases[:2]]
     assert (tmp_path / "report.html").exists()
     assert json.loads((tmp_path / "results.json").read_text())["meta"]["interrupted"]
     rows, _ = run_suite(_config(cases, ["im2col"]), tmp_path, resume=True, peaks=False, report=False)
-    assert [r["case"] for r in rows] == [c.name for c in cases]
-    assert load_rows(tmp_path)[0]["median_s"] == kept[0]["median_s"]       # not re-measured
+    assert list(rows["case"]) == [c.name for c in cases]
+    assert load_results(tmp_path)["median_s"][0] == kept["median_s"][0]      # not re-measured
 
 
 def test_slow_backend_is_skipped_by_its_estimate(tmp_path):
     cases = load_suite("quick")[:1]
     rows = Runner(RunConfig("t", cases, ["naive"], policy=FAST, per_case_limit_s=0.01), tmp_path).run()
-    assert rows[0]["status"] == "SKIPPED" and "exceeds the per-case limit" in rows[0]["reason"]
+    assert rows[0].status == "SKIPPED" and "exceeds the per-case limit" in rows[0].reason
 
 
 def test_compare_flags_a_regression(tmp_path):
-    from convbench.harness.runner import write_json
+    from convbench.harness.table import to_frame, write_json
+
     def run(scale):
         rng = np.random.default_rng(1)
         samples = list(scale * (1 + 0.01 * rng.standard_normal(30)))
-        return [dict(case="c", descriptor="d", direction="fwd", backend="b", status="OK",
-                     median_s=float(np.median(samples)), samples_s=samples)]
+        return to_frame([dict(case="c", descriptor="d", direction="fwd", backend="b",
+                              status="PASSED", median_s=float(np.median(samples)),
+                              samples_s=samples)])
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    write_json(tmp_path / "a", run(1.0), {"machine": {"cores": 2}})
-    write_json(tmp_path / "b", run(1.3), {"machine": {"cores": 4}})
+    write_json(tmp_path / "a" / "results.json", run(1.0), {"machine": {"cores": 2}})
+    write_json(tmp_path / "b" / "results.json", run(1.3), {"machine": {"cores": 4}})
     lines, diffs = compare_runs(tmp_path / "a", tmp_path / "b")
-    assert [ln.verdict for ln in lines] == ["slower"] and regressions(lines)
+    assert list(lines["verdict"]) == ["slower"] and len(regressions(lines))
     assert diffs == ["cores: 2 vs 4"]
 
 

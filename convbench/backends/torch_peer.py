@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from convbench.backends.base import Backend
+from convbench.backends.base import Backend, LazyModule
+
+TORCH = LazyModule("torch")
 
 
 def _torch():
-    import torch
-
-    from convbench.threads import ensure_synced
-    ensure_synced()                # a thread count set before torch was imported
-    return torch
+    """torch, imported on first use (with the thread count applied)."""
+    return TORCH.load()
 
 
 def _symmetric(p):

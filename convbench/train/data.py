@@ -25,7 +25,7 @@ class Dataset:
 
 def load_digits() -> Dataset:
     """1797 8x8 grey digits from scikit-learn, scaled to [0, 1]."""
-    from sklearn.datasets import load_digits as sk
+    from sklearn.datasets import load_digits as sk  # lazy: scikit-learn is an optional extra
     d = sk()
     return Dataset("digits", (d.images / 16.0).astype(np.float32)[:, None], d.target.astype(np.int64),
                    10, False)

@@ -6,8 +6,8 @@ best_epoch, epochs_run, seconds, and the backend chosen for each layer and direc
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
+import itertools
 import json
 import sys
 import time
@@ -15,11 +15,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
+from convbench.backends import get_backend
 from convbench.train import data as datasets
 from convbench.train.layers import softmax_cross_entropy
 from convbench.train.model import build_model
-from convbench.train.optim import LRSchedule, make_optimizer
+from convbench.train.optim import OPTIMIZERS, LRSchedule, make_optimizer
 
 
 @dataclass
@@ -43,8 +45,6 @@ class TrainConfig:
     init: str = "he_uniform"
 
     def validate(self):
-        from convbench.backends import get_backend
-        from convbench.train.optim import OPTIMIZERS
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer={self.optimizer!r} must be one of {', '.join(OPTIMIZERS)}")
         if not (isinstance(self.lr, (int, float)) and self.lr > 0):
@@ -215,20 +215,17 @@ def train(cfg: TrainConfig, out_dir=None, verbose: bool = True, resume: str | No
 
 
 def _write_log(path, history):
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(history[0]) if history else ["epoch"])
-        w.writeheader()
-        w.writerows(history)
+    pd.DataFrame(history, columns=list(history[0]) if history else ["epoch"]).to_csv(path,
+                                                                                    index=False)
 
 
 def _plot(path, history, best_epoch):
     if not history:
         return
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # lazy: matplotlib loads only when curves are drawn
     ep = [h["epoch"] + 1 for h in history]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    a, b = fig.subplots(1, 2)
     a.plot(ep, [h["train_loss"] for h in history], label="train")
     a.plot(ep, [h["val_loss"] for h in history], label="validation")
     a.axvline(best_epoch + 1, color="grey", ls="--", label="best")
@@ -242,7 +239,6 @@ def _plot(path, history, best_epoch):
     b.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=80)
-    plt.close(fig)
 
 
 def evaluate_checkpoint(path) -> dict:
@@ -259,7 +255,6 @@ def tune(base: TrainConfig, space: dict, mode: str = "random", trials: int = 8, 
          out_dir=None, log=print) -> list[dict]:
     """Random or grid search over `space` (name -> list of values, or (low, high) for a log-uniform
     learning rate in random mode), ranked by validation accuracy then loss."""
-    import itertools
     rng = np.random.default_rng(seed)
     if mode == "grid":
         keys = list(space)
@@ -289,8 +284,5 @@ def tune(base: TrainConfig, space: dict, mode: str = "random", trials: int = 8, 
     if out_dir:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        with open(out / "tune.csv", "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(results[0]))
-            w.writeheader()
-            w.writerows(results)
+        pd.DataFrame(results).to_csv(out / "tune.csv", index=False)
     return results
