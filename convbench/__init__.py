@@ -7,14 +7,36 @@
 """
 # convbench.env sets the thread runtimes' environment variables (listed there) and must run before
 # anything loads NumPy: it is the first import, and imports nothing heavy itself.
-from convbench import env  # noqa: F401, I001
-from convbench.api import (avg_pool2d, avg_pool2d_backward, conv1d, conv1d_backward, conv2d,
-                           conv2d_backward, global_avg_pool2d, global_avg_pool2d_backward, gru,
-                           gru_backward, gru_cell, lstm, lstm_backward, lstm_cell, max_pool2d,
-                           max_pool2d_backward, rnn_tanh, rnn_tanh_backward, rnn_tanh_cell)
+from convbench import env  # noqa: F401
+from convbench.api import (
+    avg_pool2d,
+    avg_pool2d_backward,
+    conv1d,
+    conv1d_backward,
+    conv2d,
+    conv2d_backward,
+    global_avg_pool2d,
+    global_avg_pool2d_backward,
+    gru,
+    gru_backward,
+    gru_cell,
+    lstm,
+    lstm_backward,
+    lstm_cell,
+    max_pool2d,
+    max_pool2d_backward,
+    rnn_tanh,
+    rnn_tanh_backward,
+    rnn_tanh_cell,
+)
 from convbench.backends import free_workspace, get_backend, list_backends
-from convbench.errors import (BackendUnavailableError, ConvbenchError, UnknownNameError,
-                              UnsupportedError, VerificationError)
+from convbench.errors import (
+    BackendUnavailableError,
+    ConvbenchError,
+    UnknownNameError,
+    UnsupportedError,
+    VerificationError,
+)
 from convbench.threads import get_threads, set_threads
 
 __version__ = "0.1.0"

@@ -21,7 +21,8 @@ def _split(value: str | None):
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="convbench")
 def main():
-    """convbench: deep-learning kernels implemented several ways, proven equal, timed on real shapes."""
+    """convbench: deep-learning kernels implemented several ways, proven equal, timed on real
+    shapes."""
 
 
 @main.command()
@@ -85,7 +86,8 @@ def _progress(echo_err):
 @main.command()
 @click.option("--suite", "suite", default="quick", show_default=True,
               help="built-in suite (quick, resnet50, vgg16, mobilenet, deepbench-train, "
-                   "deepbench-inference, deepbench-rnn, pooling, rnn), fuzz[:SEED[:COUNT]], or a file")
+                   "deepbench-inference, deepbench-rnn, pooling, rnn), fuzz[:SEED[:COUNT]], "
+                   "or a file")
 @click.option("--backends", "backend_list", default=None,
               help="comma-separated backends (default: every registered one)")
 @click.option("--batch", type=int, default=None, help="batch size for every case")
@@ -100,8 +102,10 @@ def _progress(echo_err):
               help="seconds of timed repetitions per case and backend")
 @click.option("--limit", "per_case_limit", type=float, default=30.0, show_default=True,
               help="skip a backend whose estimated time per call exceeds this (seconds)")
-@click.option("--cold-cache", is_flag=True, help="rotate input copies larger than the last-level cache")
-@click.option("--baseline", default=None, help="backend the report compares against (default torch)")
+@click.option("--cold-cache", is_flag=True,
+              help="rotate input copies larger than the last-level cache")
+@click.option("--baseline", default=None,
+              help="backend the report compares against (default torch)")
 @click.option("--no-peaks", is_flag=True, help="skip measuring the machine's peaks (roofline)")
 def run(suite, backend_list, batch, direction, dtype, threads, out_dir, resume, budget,
         per_case_limit, cold_cache, baseline, no_peaks):
@@ -129,7 +133,7 @@ def run(suite, backend_list, batch, direction, dtype, threads, out_dir, resume, 
     try:
         cases = load_suite(suite, batch)
     except (ValueError, OSError) as e:
-        raise click.BadParameter(str(e), param_hint="--suite")
+        raise click.BadParameter(str(e), param_hint="--suite") from e
     if resume and out_dir is None:
         raise click.BadParameter("--resume needs --out (the run directory to continue)",
                                  param_hint="--resume")
@@ -178,8 +182,12 @@ def report(run_dir, baseline):
 @click.option("--html", "html_path", default=None, help="also write the comparison as HTML")
 def compare(run_a, run_b, threshold, alpha, html_path):
     """Per-case ratios of RUN_B against RUN_A; exits 1 on a significant regression."""
-    from convbench.harness.compare import (compare_runs, format_text,  # per command
-                                           regressions, write_html)
+    from convbench.harness.compare import (  # per command
+        compare_runs,
+        format_text,
+        regressions,
+        write_html,
+    )
     lines, diffs = compare_runs(run_a, run_b, threshold, alpha)
     click.echo(format_text(lines, diffs, "A", "B"))
     if html_path:
@@ -202,8 +210,8 @@ def _train_options(f):
     opts = [
         click.option("--data", default="digits", show_default=True,
                      help="digits (shipped with scikit-learn), mnist:PATH or cifar10:PATH"),
-        click.option("--model", type=click.Choice(["small-cnn", "resnet-mini"]), default="small-cnn",
-                     show_default=True),
+        click.option("--model", type=click.Choice(["small-cnn", "resnet-mini"]),
+                     default="small-cnn", show_default=True),
         click.option("--optimizer", default="adam", show_default=True,
                      help="sgd, momentum, nesterov, adagrad, rmsprop, adam"),
         click.option("--lr", type=float, default=2e-3, show_default=True),
@@ -213,8 +221,8 @@ def _train_options(f):
         click.option("--batch-size", type=int, default=64, show_default=True),
         click.option("--patience", type=int, default=6, show_default=True,
                      help="early stopping: epochs without a better validation loss"),
-        click.option("--schedule", type=click.Choice(["constant", "step", "cosine"]), default="cosine",
-                     show_default=True),
+        click.option("--schedule", type=click.Choice(["constant", "step", "cosine"]),
+                     default="cosine", show_default=True),
         click.option("--init", default="he_uniform", show_default=True,
                      help="xavier_uniform, xavier_normal, he_uniform, he_normal"),
         click.option("--dropout", type=float, default=0.25, show_default=True),
@@ -243,13 +251,14 @@ def _config(kw):
 @click.option("--resume", "resume", default=None, type=click.Path(exists=True, dir_okay=False),
               help="a checkpoint to continue from")
 def train(out_dir, resume, **kw):
-    """Train a small CNN on convbench's kernels; writes best.npz, log.csv, curves.png, summary.json."""
+    """Train a small CNN on convbench's kernels; writes best.npz, log.csv, curves.png and
+    summary.json."""
     from convbench.train import train as run_train  # per command
     try:
         cfg = _config(kw)
         cfg.validate()
     except ValueError as e:
-        raise click.UsageError(str(e))
+        raise click.UsageError(str(e)) from e
     s = run_train(cfg, out_dir, verbose=True, resume=resume, log=click.echo)
     click.echo(f"test accuracy {s['test_accuracy']:.4f} (best epoch {s['best_epoch']} of "
                f"{s['epochs_run']}) in {s['seconds']:.1f} s; mean epoch {s['mean_epoch_s']:.3f} s")
@@ -277,7 +286,7 @@ def tune(mode, trials, lrs, optimizers, out_dir, **kw):
         for name in space["optimizer"]:
             base.__class__(**{**vars(base), "optimizer": name}).validate()
     except ValueError as e:
-        raise click.UsageError(str(e))
+        raise click.UsageError(str(e)) from e
     results = run_tune(base, space, mode, trials, base.seed, out_dir, log=click.echo)
     best = results[0]
     click.echo(f"best: {best}")

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 
-#: name -> (value, why). Set on `import convbench` unless already set; set them yourself to override.
+#: name -> (value, why). Set on `import convbench` unless already set: set one yourself to
+#: override it.
 SET_ON_IMPORT: dict[str, tuple[str, str]] = {
     "OMP_WAIT_POLICY": (
         "PASSIVE",

@@ -35,7 +35,8 @@ def cpu_info() -> dict:
                     info["model"] = value.strip()
                 elif key == "flags":
                     flags = value.split()
-                    info["flags"] = sorted(f for f in flags if f.startswith(("avx", "fma", "sse4", "amx")))
+                    info["flags"] = sorted(f for f in flags
+                                           if f.startswith(("avx", "fma", "sse4", "amx")))
                     break
     except OSError:
         pass

@@ -44,8 +44,8 @@ def test_winograd_runs_the_3x3_stride_1_cases_and_explains_the_rest():
     for name in ("winograd-f2", "winograd-f4"):
         for d in ("fwd", "bwd-data", "bwd-weights"):
             assert check_backend(name, get_op(f"conv2d:{d}"), p, np.float32).status == PASSED
-        c = check_backend(name, get_op("conv2d:fwd"), conv2d_problem((1, 2, 8, 8), (2, 2, 3, 3), stride=2),
-                          np.float32)
+        c = check_backend(name, get_op("conv2d:fwd"),
+                          conv2d_problem((1, 2, 8, 8), (2, 2, 3, 3), stride=2), np.float32)
         assert c.status == UNIMPLEMENTED and "stride (2, 2) (1 only)" in c.reason
 
 
@@ -68,8 +68,8 @@ def test_winograd_kernel_sums_are_the_matrices(m):
 def test_winograd_many_lane_blocks_bias_and_uneven_padding(m):
     """Several lane blocks with a partial one, rows and columns cropped, bias added on output."""
     import convbench as cb
-    from convbench.ops.reference import conv2d_fwd as conv2d_fwd_ref
     from convbench.ops import conv2d_problem
+    from convbench.ops.reference import conv2d_fwd as conv2d_fwd_ref
     rng = np.random.default_rng(m)
     x = rng.standard_normal((5, 3, 20, 23)).astype(np.float32)
     w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
@@ -117,17 +117,20 @@ def test_numba_cpu_conv_kernels_emit_packed_fma():
 
 @pytest.mark.parametrize("backend", ["numba-cpu", "winograd-f2", "winograd-f4", "im2col"])
 def test_results_do_not_alias_scratch_buffers(backend):
-    """Compiled backends reuse scratch buffers between calls; a result must survive the next call."""
+    """Compiled backends reuse scratch buffers between calls; a result must survive the next
+    call."""
     import convbench as cb
     rng = np.random.default_rng(0)
     shapes = [((2, 3, 6, 6), (4, 3, 3, 3), 1)] + ([((2, 3, 40, 40), (4, 3, 1, 1), 0)]
                                                   if not backend.startswith("winograd") else [])
     for xs, ws, pad in shapes:
-        x, w = rng.standard_normal(xs).astype(np.float32), rng.standard_normal(ws).astype(np.float32)
+        x = rng.standard_normal(xs).astype(np.float32)
+        w = rng.standard_normal(ws).astype(np.float32)
         y1 = cb.conv2d(x, w, padding=pad, backend=backend)
         keep = y1.copy()
         dx1, _, _ = cb.conv2d_backward(np.ones_like(y1), x, w, padding=pad,
-                                       backend=backend if not backend.startswith("winograd") else "im2col")
+                                       backend="im2col" if backend.startswith("winograd")
+                                       else backend)
         cb.conv2d(x * 2, w, padding=pad, backend=backend)
         np.testing.assert_array_equal(y1, keep)
 

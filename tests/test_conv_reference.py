@@ -55,7 +55,8 @@ def test_bias_gradient_is_sum_of_dy(rng):
     x, w, b = (rng.standard_normal(s) for s in (p.x_shape, p.w_shape, (p.K,)))
     dy = rng.standard_normal(p.y_shape)
     h, v = 1e-6, rng.standard_normal(p.K)
-    fd = (np.sum(dy * ref.conv2d_fwd(p, x, w, b + h * v)) - np.sum(dy * ref.conv2d_fwd(p, x, w, b - h * v))) / (2 * h)
+    fd = (np.sum(dy * ref.conv2d_fwd(p, x, w, b + h * v))
+          - np.sum(dy * ref.conv2d_fwd(p, x, w, b - h * v))) / (2 * h)
     assert float(np.sum(ref.conv2d_bwd_bias(dy) * v)) == pytest.approx(fd, rel=1e-7)
 
 

@@ -29,7 +29,8 @@ def test_conv_descriptor_round_trips(seed):
     assert descriptor.parse(text)[0].descriptor() == text
 
 
-@pytest.mark.parametrize("text", ["max:mb8ic64ih112kh3sh2ph1", "avg:mb1ic3ih7iw9kh3kw2sh2sw1ph1cm1cip0",
+@pytest.mark.parametrize("text", ["max:mb8ic64ih112kh3sh2ph1",
+                                  "avg:mb1ic3ih7iw9kh3kw2sh2sw1ph1cm1cip0",
                                   "max:mb2ic4ih9kh3sh2dh1", "lstm:t64mb16slc256sic256",
                                   "gru:t5mb2slc3sic4b0", "rnn_tanh:t1mb1slc1sic1",
                                   "g32mb1ic32ih112oc32kh3ph1"])
@@ -40,7 +41,8 @@ def test_other_descriptors_round_trip(text):
 def test_descriptor_defaults_and_names():
     p, name = descriptor.parse('mb8ic64ih56oc64kh3ph1n"res2 3x3"')
     assert name == "res2 3x3"
-    assert (p.W, p.S, p.stride, p.padding, p.dilation, p.groups) == (56, 3, (1, 1), ((1, 1), (1, 1)), (1, 1), 1)
+    assert (p.W, p.S, p.stride, p.padding, p.dilation, p.groups) == (
+        56, 3, (1, 1), ((1, 1), (1, 1)), (1, 1), 1)
     assert descriptor.parse("ic3ih8oc4kh3")[0].N == 2                  # benchdnn's default batch
     assert descriptor.parse("mb1ic1ih9oc1kh3dh1")[0].dilation == (2, 2)  # benchdnn counts gaps
 
@@ -90,7 +92,8 @@ def test_measure_reports_first_call_apart_and_respects_counts():
     def fake_time(fn):
         fn()
         return 10.0 if len(calls) == 1 else 1.0
-    m = measure(lambda: calls.append(1), fake_time, TimingPolicy(budget_s=10, min_reps=5, max_reps=12))
+    m = measure(lambda: calls.append(1), fake_time,
+                TimingPolicy(budget_s=10, min_reps=5, max_reps=12))
     assert m.first_call_s == 10.0
     assert 5 <= len(m.samples_s) <= 12 and set(m.samples_s) == {1.0}
 
@@ -109,7 +112,8 @@ def test_user_suite_files(tmp_path):
     (tmp_path / "s.txt").write_text("# mine\nmb1ic3ih8oc4kh3ph1 n\"a\"\nmax:mb1ic2ih8kh2\n")
     cases = load_suite(str(tmp_path / "s.txt"))
     assert [c.family for c in cases] == ["conv2d", "max_pool2d"]
-    (tmp_path / "d.csv").write_text("N,C,H,W,K,R,S,pad_h,pad_w,stride_h,stride_w\n1,3,8,8,4,3,3,1,1,1,1\n")
+    (tmp_path / "d.csv").write_text("N,C,H,W,K,R,S,pad_h,pad_w,stride_h,stride_w\n"
+                                    "1,3,8,8,4,3,3,1,1,1,1\n")
     assert load_suite(str(tmp_path / "d.csv"))[0].problem.padding == ((1, 1), (1, 1))
     (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
     with pytest.raises(ValueError, match="needs a 'descriptor' column"):
@@ -135,7 +139,8 @@ def test_rows_stream_to_csv_and_failures_do_not_stop_the_run(tmp_path, monkeypat
     from convbench.backends import get_backend
     cases = load_suite("quick", batch=1)[:2]
     broken = get_backend("im2col")
-    monkeypatch.setattr(type(broken), "conv2d_fwd", lambda self, p, x, w, b: np.zeros(p.y_shape, x.dtype))
+    monkeypatch.setattr(type(broken), "conv2d_fwd",
+                        lambda self, p, x, w, b: np.zeros(p.y_shape, x.dtype))
     rows, meta = run_suite(_config(cases, ["numpy", "im2col", "numba-cpu"]), tmp_path, peaks=False,
                            report=False)
     status = dict(zip(zip(rows["case"], rows["backend"]), rows["status"]))
@@ -177,14 +182,16 @@ def test_interrupted_run_keeps_rows_and_resume_skips_them(tmp_path):
     assert list(kept["case"]) == [c.name for c in cases[:2]]
     assert (tmp_path / "report.html").exists()
     assert json.loads((tmp_path / "results.json").read_text())["meta"]["interrupted"]
-    rows, _ = run_suite(_config(cases, ["im2col"]), tmp_path, resume=True, peaks=False, report=False)
+    rows, _ = run_suite(_config(cases, ["im2col"]), tmp_path, resume=True, peaks=False,
+                        report=False)
     assert list(rows["case"]) == [c.name for c in cases]
     assert load_results(tmp_path)["median_s"][0] == kept["median_s"][0]      # not re-measured
 
 
 def test_slow_backend_is_skipped_by_its_estimate(tmp_path):
     cases = load_suite("quick")[:1]
-    rows = Runner(RunConfig("t", cases, ["naive"], policy=FAST, per_case_limit_s=0.01), tmp_path).run()
+    rows = Runner(RunConfig("t", cases, ["naive"], policy=FAST, per_case_limit_s=0.01),
+                  tmp_path).run()
     assert rows[0].status == "SKIPPED" and "exceeds the per-case limit" in rows[0].reason
 
 
@@ -224,7 +231,8 @@ def test_import_sets_thread_wait_defaults_and_respects_the_user(preset):
     import os
     import subprocess
     import sys
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT")}
     if preset:
         env["OPENBLAS_THREAD_TIMEOUT"] = preset
     code = ("import sys, os, convbench; print(os.environ['OMP_WAIT_POLICY'], "

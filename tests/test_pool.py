@@ -1,9 +1,9 @@
 """Pooling semantics: PyTorch's output sizes, padding, ceil_mode, divisors, arg-max ties."""
 import numpy as np
 import pytest
+from conftest import available_backends
 
 import convbench as cb
-from conftest import available_backends
 from convbench.cases import pool_edge_cases
 from convbench.ops import reference as ref
 

@@ -110,7 +110,8 @@ class Im2colBackend(Backend):
 
     def conv2d_bwd_data(self, p, dy, w):
         if _pointwise(p):
-            g = np.matmul(w.reshape(p.K, p.C).T, dy.reshape(p.N, p.K, -1)).reshape(p.N, p.C, p.P, p.Q)
+            g = np.matmul(w.reshape(p.K, p.C).T, dy.reshape(p.N, p.K, -1))
+            g = g.reshape(p.N, p.C, p.P, p.Q)
             if p.stride == (1, 1):
                 return g
             dx = np.zeros(p.x_shape, dtype=dy.dtype)

@@ -132,7 +132,8 @@ class NumbaCUDABackend(Backend):
 
     def conv2d_bwd_weights(self, p, dy, x):
         dwt = _cuda().device_array(p.w_shape, dtype=dy.dtype)
-        self._launch("conv_bwd_weights", int(np.prod(p.w_shape)), dy, x, dwt, *self._geom(p, dy.dtype))
+        self._launch("conv_bwd_weights", int(np.prod(p.w_shape)), dy, x, dwt,
+                     *self._geom(p, dy.dtype))
         return dwt
 
     # --- pooling ----------------------------------------------------------------------------------
@@ -145,7 +146,8 @@ class NumbaCUDABackend(Backend):
 
     def max_pool2d_fwd(self, p, x):
         y = _cuda().device_array(p.y_shape, dtype=x.dtype)
-        self._launch("max_pool_fwd", int(np.prod(p.y_shape)), x, y, *self._pool_geom(p), *p.dilation)
+        self._launch("max_pool_fwd", int(np.prod(p.y_shape)), x, y, *self._pool_geom(p),
+                     *p.dilation)
         return y
 
     def max_pool2d_bwd(self, p, dy, x):
@@ -166,7 +168,7 @@ class NumbaCUDABackend(Backend):
                      *self._pool_geom(p), np.dtype(dy.dtype).type(0))
         return dx
 
-    # --- recurrent cells (forward): tiled GEMM + fused gates per step ------------------------------
+    # --- recurrent cells (forward): tiled GEMM + fused gates per step -----------------------------
     def _gemm(self, a, b, bias, out):
         k = kernels().matmul_bt_bias
         T = kernels().TILE

@@ -115,7 +115,8 @@ class TorchBackend(Backend):
             m.weight_hh_l0.copy_(torch.from_numpy(w_hh))
             if b_ih is not None:
                 m.bias_ih_l0.copy_(torch.from_numpy(b_ih))
-                m.bias_hh_l0.copy_(torch.from_numpy(b_hh if b_hh is not None else np.zeros_like(b_ih)))
+                b_hh = b_hh if b_hh is not None else np.zeros_like(b_ih)
+                m.bias_hh_l0.copy_(torch.from_numpy(b_hh))
         return m
 
     def _state(self, p, h0, c0):

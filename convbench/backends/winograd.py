@@ -36,7 +36,8 @@ MATRICES = {
         np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], dtype=np.float64),
         np.array([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=np.float64)),
     4: (np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
-                  [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], dtype=np.float64),
+                  [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]],
+                 dtype=np.float64),
         np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
                   [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]], dtype=np.float64),
         np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0],
@@ -141,14 +142,16 @@ class _Winograd(Backend):
 
 class WinogradF2Backend(_Winograd):
     name = "winograd-f2"
-    description = "Winograd F(2x2,3x3), all directions: transforms in Numba, 16 batched GEMMs (BLAS)"
+    description = ("Winograd F(2x2,3x3), all directions: transforms in Numba, "
+                   "16 batched GEMMs (BLAS)")
     m = 2
     transform_factor = 1.0   # worst measured: 0.31 n*u (dx 0.24, dw 0.03)
 
 
 class WinogradF4Backend(_Winograd):
     name = "winograd-f4"
-    description = "Winograd F(4x4,3x3), all directions: transforms in Numba, 36 batched GEMMs (BLAS)"
+    description = ("Winograd F(4x4,3x3), all directions: transforms in Numba, "
+                   "36 batched GEMMs (BLAS)")
     m = 4
     # worst measured: 6.7 n*u at n = 9, i.e. 60 u (dx 5.3 n*u, dw 0.23 n*u); the tolerance adds
     # 4n + 64 u to the direct sum's n + 1, (5n + 65) u in all: 110 u at n = 9

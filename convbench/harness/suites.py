@@ -73,7 +73,8 @@ def resnet50(batch: int = 8) -> list[Case]:
 def vgg16(batch: int = 8) -> list[Case]:
     layers = [(3, 64, 224), (64, 64, 224), (64, 128, 112), (128, 128, 112), (128, 256, 56),
               (256, 256, 56), (256, 512, 28), (512, 512, 28), (512, 512, 14)]
-    return _cases([(f"conv3 {c}->{k} @{h}", f"mb{batch}ic{c}ih{h}oc{k}kh3ph1") for c, k, h in layers])
+    return _cases([(f"conv3 {c}->{k} @{h}", f"mb{batch}ic{c}ih{h}oc{k}kh3ph1")
+                   for c, k, h in layers])
 
 
 def mobilenet(batch: int = 8) -> list[Case]:
@@ -163,7 +164,8 @@ SUITES = {
     "vgg16": vgg16,
     "mobilenet": mobilenet,
     "deepbench-train": lambda: _deepbench_conv(("training_set",)),
-    "deepbench-inference": lambda: _deepbench_conv(("inference_server_set", "inference_device_set")),
+    "deepbench-inference": lambda: _deepbench_conv(("inference_server_set",
+                                                    "inference_device_set")),
     "deepbench-rnn": deepbench_rnn,
     "pooling": pooling,
     "rnn": rnn,

@@ -146,10 +146,11 @@ def _max_abs_scale(index):
 
 for _kind in ("max", "avg"):
     _fam = f"{_kind}_pool2d"
-    _register(OpSpec(_fam, "fwd", getattr(ref, f"{_fam}_fwd"), _pool_inputs("fwd"), _max_abs_scale(0),
+    _register(OpSpec(_fam, "fwd", getattr(ref, f"{_fam}_fwd"), _pool_inputs("fwd"),
+                     _max_abs_scale(0),
                      (lambda p: 1) if _kind == "max" else (lambda p: p.window + 1), ("x",), ("y",)))
-    _register(OpSpec(_fam, "bwd", getattr(ref, f"{_fam}_bwd"), _pool_inputs("bwd"), _max_abs_scale(0),
-                     lambda p: p.overlap() + 1, ("dy", "x"), ("dx",)))
+    _register(OpSpec(_fam, "bwd", getattr(ref, f"{_fam}_bwd"), _pool_inputs("bwd"),
+                     _max_abs_scale(0), lambda p: p.overlap() + 1, ("dy", "x"), ("dx",)))
 
 
 def _rnn_inputs(direction):
@@ -192,4 +193,5 @@ def get_op(name: str) -> OpSpec:
     try:
         return OPS[name]
     except KeyError:
-        raise UnknownNameError(f"unknown op {name!r}; valid ops: {', '.join(sorted(OPS))}") from None
+        raise UnknownNameError(f"unknown op {name!r}; valid ops: "
+                               f"{', '.join(sorted(OPS))}") from None

@@ -242,7 +242,8 @@ def conv1d_problem(x_shape, w_shape, *, stride=1, padding=0, dilation=1, groups=
         if not _is_int(v) or v < low:
             raise ValueError(f"{name}={v!r} must be an int >= {low}")
     pad = normalize_padding1d(padding, int(w_shape[2]), dilation, stride)
-    return conv2d_problem((x_shape[0], x_shape[1], 1, x_shape[2]), (w_shape[0], w_shape[1], 1, w_shape[2]),
+    return conv2d_problem((x_shape[0], x_shape[1], 1, x_shape[2]),
+                          (w_shape[0], w_shape[1], 1, w_shape[2]),
                           stride=(1, stride), padding=((0, 0), pad), dilation=(1, dilation),
                           groups=groups, bias=bias)
 

@@ -47,7 +47,8 @@ def _fields(body: str, valid: tuple[str, ...], text: str) -> dict[str, int]:
             break
         key = m.group(1)
         if key not in valid:
-            raise ValueError(f"descriptor {text!r}: unknown key {key!r}; valid keys: {', '.join(valid)}")
+            raise ValueError(f"descriptor {text!r}: unknown key {key!r}; "
+                             f"valid keys: {', '.join(valid)}")
         if key in out:
             raise ValueError(f"descriptor {text!r}: key {key!r} given twice")
         out[key] = int(m.group(2))

@@ -20,7 +20,8 @@ def _f64(*arrays):
 
 # --- 2D convolution -------------------------------------------------------------------------------
 def conv2d_fwd(p: Conv2dProblem, x, w, b=None):
-    """y[n, k, i, j] = b[k] + sum_{c, r, s} w[k, c, r, s] * xpad[n, g*Cg + c, i*sh + r*dh, j*sw + s*dw]
+    """y[n, k, i, j] = b[k] + sum_{c, r, s} w[k, c, r, s]
+                                           * xpad[n, g*Cg + c, i*sh + r*dh, j*sw + s*dw]
 
     x (N, C, H, W), w (K, C/groups, R, S), b (K,) or None -> y (N, K, P, Q); g = k // (K/groups).
     """
@@ -73,7 +74,7 @@ def conv2d_bwd_bias(dy):
     return np.asarray(dy, dtype=np.float64).sum(axis=(0, 2, 3))
 
 
-# --- 2D convolution, chunked: the same sums, a filter tap and a few images at a time ----------------
+# --- 2D convolution, chunked: the same sums, a filter tap and a few images at a time --------------
 #: Input elements (float64) the chunked references copy at once, at most (beyond one image).
 CHUNK_ELEMENTS = 1 << 22
 
@@ -217,7 +218,7 @@ def avg_pool2d_bwd(p, dy, x=None):
     return dx
 
 
-# --- recurrent cells: the equations of ops.rnn, step by step ----------------------------------------
+# --- recurrent cells: the equations of ops.rnn, step by step --------------------------------------
 def _sigmoid(a):
     return 0.5 * (1.0 + np.tanh(0.5 * a))          # = 1 / (1 + exp(-a)), and never overflows
 

@@ -90,7 +90,8 @@ class RNNProblem:
 
     def descriptor(self) -> str:
         """This problem in benchdnn's syntax (ops.descriptor parses it back)."""
-        return f"{self.cell}:t{self.T}mb{self.N}slc{self.I}sic{self.H}" + ("" if self.bias else "b0")
+        return (f"{self.cell}:t{self.T}mb{self.N}slc{self.I}sic{self.H}"
+                + ("" if self.bias else "b0"))
 
     def __str__(self) -> str:
         return self.descriptor()

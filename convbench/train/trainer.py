@@ -132,7 +132,8 @@ def train(cfg: TrainConfig, out_dir=None, verbose: bool = True, resume: str | No
         raise ValueError(f"batch_size={cfg.batch_size} exceeds the {len(tr)} training samples")
     mean, std = float(ds.x[tr].mean()), float(ds.x[tr].std()) or 1.0
     x = ((ds.x - mean) / std).astype(np.float32)
-    model = build_model(cfg.model, x.shape[1:], ds.classes, cfg.backend, cfg.init, cfg.dropout, cfg.seed)
+    model = build_model(cfg.model, x.shape[1:], ds.classes, cfg.backend, cfg.init, cfg.dropout,
+                        cfg.seed)
     opt = make_optimizer(cfg.optimizer, model.params, cfg.lr, cfg.momentum, cfg.weight_decay)
     schedule = LRSchedule(cfg.schedule, cfg.lr, cfg.epochs)
     start_epoch = 0
@@ -181,7 +182,8 @@ def train(cfg: TrainConfig, out_dir=None, verbose: bool = True, resume: str | No
                 for name, chosen in model.backends():
                     log(f"  backend {name}: " + ", ".join(f"{d} {b}" for d, b in chosen.items()))
             if val_loss < best["loss"] - 1e-6:
-                best = {"loss": val_loss, "epoch": epoch, "params": [p.copy() for p in model.params]}
+                best = {"loss": val_loss, "epoch": epoch,
+                        "params": [p.copy() for p in model.params]}
                 stale = 0
                 if out:
                     save_checkpoint(out / "best.npz", model, cfg, epoch, opt, (mean, std))
@@ -199,13 +201,15 @@ def train(cfg: TrainConfig, out_dir=None, verbose: bool = True, resume: str | No
         log("interrupted: checkpoint saved" + (f" to {out / 'interrupted.npz'}" if out else ""))
     for p, q in zip(model.params, best["params"]):
         p[...] = q
-    test_loss, test_acc = evaluate_arrays(model, x[te], ds.y[te], cfg.batch_size) if len(te) else (None, None)
+    test_loss, test_acc = (evaluate_arrays(model, x[te], ds.y[te], cfg.batch_size) if len(te)
+                           else (None, None))
     summary = {"test_accuracy": test_acc, "test_loss": test_loss, "best_epoch": best["epoch"] + 1,
                "epochs_run": len(history), "seconds": time.perf_counter() - t_start,
                "mean_epoch_s": float(np.mean([h["epoch_s"] for h in history])) if history else None,
                "interrupted": interrupted,
                "backends": {name: chosen for name, chosen in model.backends()},
-               "config": asdict(cfg), "samples": {"train": len(tr), "val": len(va), "test": len(te)}}
+               "config": asdict(cfg),
+               "samples": {"train": len(tr), "val": len(va), "test": len(te)}}
     if out:
         _write_log(out / "log.csv", history)
         _plot(out / "curves.png", history, best["epoch"])

@@ -7,8 +7,13 @@ import numba
 import numpy as np
 
 from convbench.backends.base import LazyModule
-from convbench.backends.numba_cpu.conv import (_padded_rows, _taps_by_channel, _wide, phase_plan,
-                                               to_phases)
+from convbench.backends.numba_cpu.conv import (
+    _padded_rows,
+    _taps_by_channel,
+    _wide,
+    phase_plan,
+    to_phases,
+)
 from convbench.backends.scratch import Workspace
 from convbench.ops.conv import Conv2dProblem
 

@@ -170,7 +170,8 @@ def tall_plan(p: Conv2dProblem) -> TallPlan | None:
 
 
 def _tall_input(ws: Lease, x: np.ndarray, p: Conv2dProblem, t: TallPlan) -> np.ndarray:
-    """x (N, C, H, W) -> (1, C, 1, lx): image n's pixel (h, w) at pl + (gh + n*(H+gh) + h)*Wq + w."""
+    """x (N, C, H, W) -> (1, C, 1, lx): image n's pixel (h, w) lands at
+    pl + (gh + n*(H+gh) + h)*Wq + w."""
     (_, _), (pl, _) = p.padding
     out = ws.take((1, p.C, 1, t.lx), x.dtype)
     body = out[0, :, 0, pl + t.gh * t.Wq:pl + (t.gh + p.N * (p.H + t.gh)) * t.Wq]
