@@ -155,3 +155,36 @@ def test_winograd_short_reductions_stay_within_their_tolerance(name):
         for seed in (3, 4, 5):
             c = check_backend(name, get_op(f"conv2d:{d}"), p, np.float32, seed=seed)
             assert c.status == PASSED, (d, seed, c.reason)
+
+
+@pytest.mark.parametrize("direction,operand,padding", [
+    ("fwd", 0, 1), ("fwd", 1, 0), ("bwd-data", 0, 1), ("bwd-data", 1, 1), ("bwd-weights", 0, 0),
+    ("bwd-weights", 1, 1)])
+def test_fft_marks_nan_exactly_where_the_reference_has_it(direction, operand, padding):
+    """fft's NaN mask comes from the inputs alone; it must match the direct sums' NaN. (Not
+    covered: a NaN meeting zero padding, which the direct sum turns into NaN and the mask does
+    not; that was so before the mask came from the inputs too.)"""
+    from convbench.ops import conv2d_problem, get_op
+    p = conv2d_problem((2, 4, 9, 8), (6, 2, 3, 2), stride=(2, 1), padding=padding,
+                       dilation=(2, 1), groups=2)
+    op = get_op(f"conv2d:{direction}")
+    inputs = list(op.make_inputs(p, np.random.default_rng(0), np.float32))
+    inputs[operand] = inputs[operand].copy()
+    inputs[operand].flat[[3, 40]] = np.nan
+    c = check_backend("fft", op, p, np.float32, inputs=tuple(inputs), keep_outputs=True)
+    assert c.status == PASSED, c.reason
+    assert np.isnan(c.outputs[0]).any() and not np.isnan(c.outputs[0]).all()
+
+
+def test_numba_cuda_imports_on_a_numpy_without_row_stack_and_leaves_numpy_alone():
+    """numpy 2.5 has no np.row_stack, which numba-cuda 0.30.4 names; the alias lives only while
+    numba-cuda is imported."""
+    import subprocess
+    import sys
+    pytest.importorskip("numba_cuda")
+    code = ("import os; os.environ['NUMBA_ENABLE_CUDASIM'] = '1'; import numpy as np; "
+            "del np.row_stack; import convbench as cb; x = np.ones((1, 1, 4, 4), np.float32); "
+            "y = cb.conv2d(x, np.ones((1, 1, 3, 3), np.float32), backend='numba-cuda'); "
+            "print(float(y.sum()), hasattr(np, 'row_stack'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["36.0", "False"]

@@ -240,3 +240,30 @@ def test_import_sets_thread_wait_defaults_and_respects_the_user(preset):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True).stdout.split()
     assert out == ["PASSIVE", preset or "20"]
+
+
+def test_reports_and_figures_leave_pyplot_alone(tmp_path):
+    """Figures are matplotlib Figure objects: nothing touches pyplot or its global backend."""
+    import subprocess
+    import sys
+    code = f"""
+import sys
+import numpy as np
+from PIL import Image
+from convbench.filters import gallery
+from convbench.harness.report import write_report
+from convbench.harness.table import to_frame
+from convbench.train.trainer import _plot
+frame = to_frame([dict(case="c", descriptor="d", family="conv2d", direction="fwd", backend=b,
+                       status="PASSED", median_s=m, gflops=1 / m, intensity=3.0, first_call_s=1.0,
+                       samples_s=[m]) for b, m in (("im2col", 1.0), ("torch", 2.0))])
+write_report({str(tmp_path)!r}, frame, {{"suite": "t"}})
+Image.fromarray(np.zeros((20, 24, 3), np.uint8)).save({str(tmp_path / "in.png")!r})
+gallery({str(tmp_path / "in.png")!r}, {str(tmp_path / "g.png")!r}, crop=8)
+_plot({str(tmp_path / "c.png")!r}, [dict(epoch=0, train_loss=1, val_loss=1, train_acc=0,
+                                        val_acc=0)], 0)
+print("matplotlib.pyplot" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False"]
+    assert "<img" in (tmp_path / "report.html").read_text()

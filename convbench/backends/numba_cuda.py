@@ -15,6 +15,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from convbench.backends.base import Backend, LazyModule
+from convbench.ops.pool import avg_divisors
 
 
 @contextmanager
@@ -141,7 +142,6 @@ class NumbaCUDABackend(Backend):
         return (*p.kernel, *p.stride, *p.padding)
 
     def _divisors(self, p, dtype):
-        from convbench.ops.pool import avg_divisors
         return _cuda().to_device(avg_divisors(p).astype(dtype))
 
     def max_pool2d_fwd(self, p, x):

@@ -1,21 +1,43 @@
 """Float64 references: one plain statement of what every op computes.
 
-Every backend is tested against these, and they share no code with any backend. They favour
-clarity over speed, but are vectorised enough (NumPy over batch and channels) to serve as the
-reference on the small problems the tests use. Convolutions also have a chunked form (a sum over
-the filter taps, a few images at a time) whose memory stays bounded on the large problems of real
-suites. Inputs are converted to float64; outputs are float64.
+Every backend is tested against these, so they share no code with any backend: this module
+imports NumPy and the problem types, nothing else (padding, windows and divisors are stated here
+again, not borrowed from the helpers the backends use). They favour clarity over speed, but are
+vectorised enough (NumPy over batch and channels) to serve as the reference on the small problems
+the tests use. Convolutions also have a chunked form (a sum over the filter taps, a few images at a
+time) whose memory stays bounded on the large problems of real suites. Inputs are converted to
+float64; outputs are float64.
 """
 from __future__ import annotations
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
-from convbench.ops.conv import Conv2dProblem, crop_padding, pad_input, window_view
-from convbench.ops.pool import avg_divisors, window_starts
+from convbench.ops.conv import Conv2dProblem
 
 
 def _f64(*arrays):
     return [None if a is None else np.asarray(a, dtype=np.float64) for a in arrays]
+
+
+def _padded(x, p: Conv2dProblem):
+    """x (N, C, H, W) with p's zero padding: xpad (N, C, Hp, Wp)."""
+    (pt, pb), (pl, pr) = p.padding
+    return np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+
+
+def _cropped(xp, p: Conv2dProblem):
+    """The (N, C, H, W) interior of a padded array."""
+    (pt, _), (pl, _) = p.padding
+    return xp[:, :, pt:pt + p.H, pl:pl + p.W]
+
+
+def _windows(xp, p: Conv2dProblem):
+    """The receptive field of every output, a view: win[n, c, i, j, r, s] =
+    xpad[n, c, i*sh + r*dh, j*sw + s*dw]."""
+    (sh, sw), (dh, dw) = p.stride, p.dilation
+    extent = ((p.R - 1) * dh + 1, (p.S - 1) * dw + 1)
+    return sliding_window_view(xp, extent, axis=(2, 3))[:, :, ::sh, ::sw, ::dh, ::dw]
 
 
 # --- 2D convolution -------------------------------------------------------------------------------
@@ -26,11 +48,11 @@ def conv2d_fwd(p: Conv2dProblem, x, w, b=None):
     x (N, C, H, W), w (K, C/groups, R, S), b (K,) or None -> y (N, K, P, Q); g = k // (K/groups).
     """
     x, w, b = _f64(x, w, b)
-    win = window_view(pad_input(x, p), p)               # (N, C, R, S, P, Q)
+    win = _windows(_padded(x, p), p)                    # (N, C, P, Q, R, S)
     y = np.empty(p.y_shape)
     for g in range(p.groups):
         ci, ko = slice(g * p.Cg, (g + 1) * p.Cg), slice(g * p.Kg, (g + 1) * p.Kg)
-        y[:, ko] = np.einsum("ncrsij,kcrs->nkij", win[:, ci], w[ko], optimize=True)
+        y[:, ko] = np.einsum("ncijrs,kcrs->nkij", win[:, ci], w[ko], optimize=True)
     if b is not None:
         y += b[None, :, None, None]
     return y
@@ -52,7 +74,7 @@ def conv2d_bwd_data(p: Conv2dProblem, dy, w):
                 contrib = np.einsum("nkij,kc->ncij", dy[:, ko], w[ko, :, r, s])
                 dxp[:, ci, r * dh:r * dh + (p.P - 1) * sh + 1:sh,
                     s * dw_:s * dw_ + (p.Q - 1) * sw + 1:sw] += contrib
-    return crop_padding(dxp, p).copy()
+    return _cropped(dxp, p).copy()
 
 
 def conv2d_bwd_weights(p: Conv2dProblem, dy, x):
@@ -61,11 +83,11 @@ def conv2d_bwd_weights(p: Conv2dProblem, dy, x):
     dy (N, K, P, Q), x (N, C, H, W) -> dw (K, C/groups, R, S).
     """
     dy, x = _f64(dy, x)
-    win = window_view(pad_input(x, p), p)
+    win = _windows(_padded(x, p), p)
     dw = np.empty(p.w_shape)
     for g in range(p.groups):
         ci, ko = slice(g * p.Cg, (g + 1) * p.Cg), slice(g * p.Kg, (g + 1) * p.Kg)
-        dw[ko] = np.einsum("nkij,ncrsij->kcrs", dy[:, ko], win[:, ci], optimize=True)
+        dw[ko] = np.einsum("nkij,ncijrs->kcrs", dy[:, ko], win[:, ci], optimize=True)
     return dw
 
 
@@ -96,7 +118,7 @@ def conv2d_fwd_chunked(p: Conv2dProblem, x, w, b=None):
     """conv2d_fwd as a sum over the taps (r, s) of one GEMM per group, w[:, :, r, s] times the
     input pixels that tap reads for every output, over a few images at a time."""
     x, w, b = _f64(x, w, b)
-    xp = pad_input(x, p)
+    xp = _padded(x, p)
     wg = w.reshape(p.groups, p.Kg, p.Cg, p.R, p.S)
     y = np.zeros(p.y_shape)
     for nb in _image_chunks(p, p.C * p.P * p.Q):
@@ -126,14 +148,14 @@ def conv2d_bwd_data_chunked(p: Conv2dProblem, dy, w):
                 rows, cols = _tap_reads(p, r, s)
                 part = np.matmul(wt[:, :, :, r, s], dyg)               # (n, G, Cg, P*Q)
                 dxp[nb, :, rows, cols] += part.reshape(n, p.C, p.P, p.Q)
-    return crop_padding(dxp, p).copy()
+    return _cropped(dxp, p).copy()
 
 
 def conv2d_bwd_weights_chunked(p: Conv2dProblem, dy, x):
     """conv2d_bwd_weights tap by tap: dw[:, :, r, s] sums dy times the input pixels tap (r, s)
     read, a few images at a time."""
     dy, x = _f64(dy, x)
-    xp = pad_input(x, p)
+    xp = _padded(x, p)
     dw = np.zeros((p.groups, p.Kg, p.Cg, p.R, p.S))
     for nb in _image_chunks(p, p.C * p.P * p.Q):
         n = nb.stop - nb.start
@@ -147,12 +169,30 @@ def conv2d_bwd_weights_chunked(p: Conv2dProblem, dy, x):
 
 
 # --- pooling --------------------------------------------------------------------------------------
+def _reads(p, axis: int, offset: int):
+    """The input index each output's window reads at `offset` along axis 0 (H) or 1 (W); may lie
+    in the padding (< 0 or >= the size)."""
+    n = p.P if axis == 0 else p.Q
+    return np.arange(n) * p.stride[axis] - p.padding[axis] + offset * p.dilation[axis]
+
+
 def _window_positions(p, i: int, j: int):
     """Input rows (P,) and columns (Q,) read at window offset (i, j), and whether each is inside."""
-    rows = window_starts(p, 0) + i * p.dilation[0]
-    cols = window_starts(p, 1) + j * p.dilation[1]
+    rows, cols = _reads(p, 0, i), _reads(p, 1, j)
     rin, cin = (rows >= 0) & (rows < p.H), (cols >= 0) & (cols < p.W)
     return np.clip(rows, 0, p.H - 1), np.clip(cols, 0, p.W - 1), rin[:, None] & cin[None, :]
+
+
+def _divisors(p):
+    """(P, Q) divisor of each average-pooling window: its cells inside the padded input
+    (count_include_pad), or inside the input itself; counted cell by cell."""
+    per_axis = []
+    for axis, size, k in ((0, p.H, p.kernel[0]), (1, p.W, p.kernel[1])):
+        low, high = (-p.padding[axis], size + p.padding[axis]) if p.count_include_pad \
+            else (0, size)
+        per_axis.append(sum(((_reads(p, axis, t) >= low) & (_reads(p, axis, t) < high))
+                            for t in range(k)))
+    return np.outer(per_axis[0], per_axis[1]).astype(np.float64)
 
 
 def max_pool2d_argmax(p, x):
@@ -196,19 +236,20 @@ def max_pool2d_bwd(p, dy, x):
 
 def avg_pool2d_fwd(p, x):
     """y[n, c, i, j] = (sum of the window's inputs, padding counting zero) / divisor[i, j]
-    (ops.pool.avg_divisors). x (N, C, H, W) -> y (N, C, P, Q)."""
+    (the window's cells inside the padded input, or inside the input without count_include_pad).
+    x (N, C, H, W) -> y (N, C, P, Q)."""
     x = np.asarray(x, dtype=np.float64)
     total = np.zeros(p.y_shape)
     for i in range(p.kernel[0]):
         for j in range(p.kernel[1]):
             rows, cols, inside = _window_positions(p, i, j)
             total += np.where(inside, x[:, :, rows][:, :, :, cols], 0.0)
-    return total / avg_divisors(p)
+    return total / _divisors(p)
 
 
 def avg_pool2d_bwd(p, dy, x=None):
     """dx: each dy / divisor spread over its window's inputs. dy (N, C, P, Q) -> dx (N, C, H, W)."""
-    share = np.asarray(dy, dtype=np.float64) / avg_divisors(p)
+    share = np.asarray(dy, dtype=np.float64) / _divisors(p)
     dx = np.zeros(p.x_shape)
     for i in range(p.kernel[0]):
         for j in range(p.kernel[1]):
