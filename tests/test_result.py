@@ -14,8 +14,17 @@ from convbench.harness import table
 from convbench.harness.runner import RunConfig, Settings, load_results, measure_case, run_suite
 from convbench.harness.suites import load_suite
 from convbench.ops import conv2d_problem, get_op
-from convbench.result import (COLUMNS, FAILED, MISTRUSTED, PASSED, SKIPPED, STATUSES, UNAVAILABLE,
-                              UNIMPLEMENTED, Result)
+from convbench.result import (
+    COLUMNS,
+    FAILED,
+    MISTRUSTED,
+    PASSED,
+    SKIPPED,
+    STATUSES,
+    UNAVAILABLE,
+    UNIMPLEMENTED,
+    Result,
+)
 from convbench.timing import TimingPolicy
 from convbench.verify import Reference, check_backend
 
