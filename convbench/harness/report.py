@@ -255,8 +255,8 @@ def render(frame: pd.DataFrame, meta: dict, baseline: str | None = None) -> str:
     if not gm.empty:
         parts.append(f"<p>Geometric mean speed relative to {esc(str(baseline))}:</p>")
         parts.append(_table(["backend", "geomean", "cases"],
-                            [[esc(b), f"{r.geomean:.2f}x", str(r.cases)]
-                             for b, r in gm.iterrows()]))
+                            [[esc(str(r.Index)), f"{r.geomean:.2f}x", str(r.cases)]
+                             for r in gm.itertuples()]))
     # plots
     parts.append("<h2>Throughput</h2>")
     for fam in dict.fromkeys(frame["family"]):

@@ -15,6 +15,8 @@ from convbench.result import COLUMNS, DTYPES, WITHIN_TOLERANCE, Result
 
 #: Columns of the frame that are not in results.csv: each row's raw timings (samples.jsonl).
 SAMPLE_COLUMNS = ("samples_s", "warmup_s")
+#: Statuses of runs written before the one vocabulary, as read back now.
+LEGACY_STATUSES = {"OK": "PASSED", "UNSUPPORTED": "UNIMPLEMENTED", "ERROR": "FAILED"}
 _TEXT = [name for name, dtype in DTYPES.items() if dtype == "string"]
 
 
@@ -54,8 +56,10 @@ def write_csv(frame: pd.DataFrame, file, header: bool) -> None:
 
 def read_csv(path) -> pd.DataFrame:
     """results.csv as a frame in the declared dtypes (no samples: see samples.jsonl)."""
-    return pd.read_csv(path, dtype=DTYPES, keep_default_na=False,
-                       na_values={name: [""] for name in COLUMNS if name not in _TEXT})
+    frame = pd.read_csv(path, dtype=DTYPES, keep_default_na=False,
+                        na_values={name: [""] for name in COLUMNS if name not in _TEXT})
+    frame["status"] = frame["status"].replace(LEGACY_STATUSES)
+    return frame
 
 
 def _plain(v):
@@ -81,7 +85,9 @@ def write_json(path, frame: pd.DataFrame, meta: dict) -> Path:
 
 def read_json(path) -> tuple[pd.DataFrame, dict]:
     data = json.loads(Path(path).read_text())
-    return to_frame(data["rows"]), data.get("meta", {})
+    frame = to_frame(data["rows"])
+    frame["status"] = frame["status"].replace(LEGACY_STATUSES)
+    return frame, data.get("meta", {})
 
 
 def geomean(values) -> float | None:
