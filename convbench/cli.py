@@ -1,7 +1,8 @@
 """The convbench command line (click).
 
-Each command imports what it needs when it runs (the imports marked "per command"), so that
-`convbench --help` loads no backend, no pandas or matplotlib, and compiles nothing.
+The harness and the trainer, which bring pandas and matplotlib, are imported by the commands that
+use them (the imports marked "per command"), so that `convbench --help` loads no backend, no
+pandas or matplotlib, and compiles nothing.
 """
 from __future__ import annotations
 
@@ -12,6 +13,12 @@ import sys
 import time
 
 import click
+
+from convbench.backends import backend_names, get_backend, list_backends
+from convbench.filters import gallery
+from convbench.machine import fingerprint, measure_peaks
+from convbench.threads import set_threads
+from convbench.timing import TimingPolicy
 
 
 def _split(value: str | None):
@@ -28,7 +35,6 @@ def main():
 @main.command()
 def backends():
     """List the backends, whether each can run here (and why not), and their ops."""
-    from convbench.backends import list_backends  # per command
     for info in list_backends():
         state = "available" if info.available else f"unavailable: {info.reason}"
         click.echo(f"{info.name:<11} {state}")
@@ -67,7 +73,6 @@ def verify(cases, backend_list, dtype, seed, cuda_sim):
 def filters(image, backend, out_path):
     """Apply the classic 3x3 filters to IMAGE (default: matplotlib's sample photograph) and write
     one figure comparing zero padding with reflect padding."""
-    from convbench.filters import gallery  # per command
     click.echo(f"wrote {gallery(image, out_path, backend)}")
 
 
@@ -110,11 +115,9 @@ def _progress(echo_err):
 def run(suite, backend_list, batch, direction, dtype, threads, out_dir, resume, budget,
         per_case_limit, cold_cache, baseline, no_peaks):
     """Verify, then time, every case of a suite on every backend; write CSV, JSON and HTML."""
-    from convbench.backends import backend_names, get_backend  # per command
     from convbench.harness.report import choose_baseline, summary  # per command
     from convbench.harness.runner import DIRECTIONS, RunConfig, run_suite  # per command
     from convbench.harness.suites import load_suite  # per command
-    from convbench.timing import TimingPolicy  # per command
 
     backends = _split(backend_list) or backend_names()
     for b in backends:
@@ -199,7 +202,6 @@ def compare(run_a, run_b, threshold, alpha, html_path):
 @click.option("--no-peaks", is_flag=True, help="skip measuring the peaks")
 def info(no_peaks):
     """The machine fingerprint and its measured peaks (SGEMM GFLOP/s, copy GB/s)."""
-    from convbench.machine import fingerprint, measure_peaks  # per command
     data = {"machine": fingerprint()}
     if not no_peaks:
         data["peaks"] = measure_peaks()
@@ -238,7 +240,6 @@ def _train_options(f):
 
 
 def _config(kw):
-    from convbench.threads import set_threads  # per command
     from convbench.train import TrainConfig  # per command
     set_threads(kw.pop("threads"))
     kw["augment"] = not kw.pop("no_augment")
