@@ -14,7 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from convbench.api import conv2d
 from convbench.backends.im2col import unfold
+from convbench.backends.scratch import Workspace
 from convbench.ops import conv2d_problem
 from convbench.ops.matrix import conv2d_matrix
 
@@ -29,13 +31,13 @@ FILTERS: dict[str, np.ndarray] = {
 
 
 def default_image_path() -> str:
-    import matplotlib.cbook as cbook
+    import matplotlib.cbook as cbook  # lazy: matplotlib loads only for images and figures
     return str(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
 
 
 def load_image(path: str | None) -> np.ndarray:
     """An image as float32 (C, H, W) in [0, 1]."""
-    import matplotlib.image as mpimg
+    import matplotlib.image as mpimg  # lazy: as above
     img = mpimg.imread(path or default_image_path())
     img = np.asarray(img, dtype=np.float32)
     if img.max() > 1.0:
@@ -51,7 +53,6 @@ def apply_filter(img: np.ndarray, kernel: np.ndarray, padding: str = "zeros",
 
     padding: "zeros" (conv2d's own padding=1) or "reflect" (mirror the border first).
     """
-    from convbench.api import conv2d
     C = img.shape[0]
     w = np.repeat(kernel.astype(img.dtype)[None, None], C, axis=0)   # (C, 1, 3, 3)
     if padding == "zeros":
@@ -65,9 +66,7 @@ def apply_filter(img: np.ndarray, kernel: np.ndarray, padding: str = "zeros",
 def gallery(image_path: str | None, out_path: str, backend: str = "im2col", crop: int = 48) -> str:
     """Write one figure: each filter with zero and reflect padding, and a zoom on the top-left
     corner where the padding artifact shows."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # lazy: as above
 
     img = load_image(image_path)
     H, W = img.shape[1:]
@@ -76,7 +75,8 @@ def gallery(image_path: str | None, out_path: str, backend: str = "im2col", crop
                (H - crop, 0): img[:, -crop:, :crop], (H - crop, W - crop): img[:, -crop:, -crop:]}
     r0, c0 = max(corners, key=lambda k: float(corners[k].mean()))
     zoom = (slice(None), slice(r0, r0 + crop), slice(c0, c0 + crop))
-    fig, axes = plt.subplots(len(FILTERS), 4, figsize=(12, 3 * len(FILTERS)))
+    fig = Figure(figsize=(12, 3 * len(FILTERS)))
+    axes = fig.subplots(len(FILTERS), 4)
     for row, (name, kernel) in enumerate(FILTERS.items()):
         zero = apply_filter(img, kernel, "zeros", backend)
         refl = apply_filter(img, kernel, "reflect", backend)
@@ -95,7 +95,6 @@ def gallery(image_path: str | None, out_path: str, backend: str = "im2col", crop
     fig.suptitle(f"3x3 filters with convbench backend '{backend}'")
     fig.tight_layout()
     fig.savefig(out_path, dpi=80)
-    plt.close(fig)
     return out_path
 
 
@@ -110,18 +109,18 @@ def matrix_figure(out_path: str, C: int = 2, H: int = 5, K: int = 2, seed: int =
     matrix M (its entries coloured by weight, so the shared weights repeat along diagonals),
     beside the same product as im2col writes it, W (K, C*9) times the column matrix
     (C*9, H*H) whose entries are copies of the input pixels (numbered 1..C*H*H)."""
-    # matplotlib is imported only by the commands that draw
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # heavy: only the commands that draw load it
 
     rng = np.random.default_rng(seed)
     w = rng.standard_normal((K, C, 3, 3))
     p = conv2d_problem((1, C, H, H), w.shape, padding=1)
     M = conv2d_matrix(p.x_shape, w, padding=1)
     ids = np.arange(1, C * H * H + 1, dtype=np.float64).reshape(p.x_shape)
-    cols = unfold(ids, p)[0].copy()                       # (C*R*S, P*Q): pixel ids, 0 on padding
     x = rng.standard_normal(p.x_shape)
+    with Workspace().lease() as ws:
+        cols = unfold(ws, ids, p)[0].copy()               # (C*R*S, P*Q): pixel ids, 0 on padding
+        y_cols = (w.reshape(K, -1) @ unfold(ws, x, p)[0]).ravel()
     y_matrix = M @ x.ravel()
-    y_cols = (w.reshape(K, -1) @ unfold(x, p)[0]).ravel()
     gap = float(np.abs(y_matrix - y_cols).max())
 
     fig = Figure(figsize=(14, 6.5))

@@ -10,23 +10,38 @@ kernels hold no float64 arithmetic.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 
 import numpy as np
 
-from convbench.backends.base import Backend
+from convbench.backends.base import Backend, LazyModule
+from convbench.ops.pool import avg_divisors
 
-_state: dict = {}
+
+@contextmanager
+def _row_stack_alias():
+    """numba-cuda 0.30.4 registers an overload of np.row_stack, which numpy 2.5 removed. Where it
+    is missing, alias it to np.vstack for the import only, and import the module that registers
+    it now (numba-cuda would otherwise import it at the first kernel compilation, after the alias
+    is gone); the alias is removed again, so no one else sees a patched numpy."""
+    if hasattr(np, "row_stack"):
+        yield
+        return
+    np.row_stack = np.vstack
+    try:
+        yield
+        import numba.cuda.np.arrayobj  # noqa: F401 - numba-cuda: registers its overloads now
+    finally:
+        del np.row_stack
+
+
+CUDA = LazyModule("numba.cuda", prepare=_row_stack_alias)
+KERNELS = LazyModule("convbench.backends._numba_cuda_kernels", prepare=_row_stack_alias)
 
 
 def _cuda():
-    """numba.cuda, imported on first use. numba-cuda 0.30.4 still calls np.row_stack, which
-    numpy 2.5 removed; alias it to its replacement before the import so the module loads."""
-    if "cuda" not in _state:
-        if not hasattr(np, "row_stack"):
-            np.row_stack = np.vstack
-        from numba import cuda
-        _state["cuda"] = cuda
-    return _state["cuda"]
+    """numba.cuda, imported on first use."""
+    return CUDA.load()
 
 
 def simulated() -> bool:
@@ -42,11 +57,7 @@ def _grid(n: int) -> int:
 
 def kernels():
     """The kernel module (numba-cuda compiles each kernel on its first launch)."""
-    if "kernels" not in _state:
-        _cuda()
-        from convbench.backends import _numba_cuda_kernels
-        _state["kernels"] = _numba_cuda_kernels
-    return _state["kernels"]
+    return KERNELS.load()
 
 
 class NumbaCUDABackend(Backend):
@@ -66,6 +77,19 @@ class NumbaCUDABackend(Backend):
         except Exception as e:  # driver present but broken
             return f"CUDA driver error: {e}"
         return None
+
+    def device_info(self) -> dict | None:
+        """The GPU for the machine fingerprint: name, compute capability, driver; None when the
+        backend is unavailable."""
+        if not self.available:
+            return None
+        if simulated():
+            return {"name": "Numba CUDA simulator"}
+        cuda = _cuda()
+        dev = cuda.get_current_device()
+        return {"name": dev.name.decode() if isinstance(dev.name, bytes) else str(dev.name),
+                "compute_capability": ".".join(map(str, dev.compute_capability)),
+                "driver": str(cuda.cudadrv.driver.driver.get_version())}
 
     # --- data movement --------------------------------------------------------------------------
     def to_device(self, a):
@@ -109,7 +133,8 @@ class NumbaCUDABackend(Backend):
 
     def conv2d_bwd_weights(self, p, dy, x):
         dwt = _cuda().device_array(p.w_shape, dtype=dy.dtype)
-        self._launch("conv_bwd_weights", int(np.prod(p.w_shape)), dy, x, dwt, *self._geom(p, dy.dtype))
+        self._launch("conv_bwd_weights", int(np.prod(p.w_shape)), dy, x, dwt,
+                     *self._geom(p, dy.dtype))
         return dwt
 
     # --- pooling ----------------------------------------------------------------------------------
@@ -117,12 +142,12 @@ class NumbaCUDABackend(Backend):
         return (*p.kernel, *p.stride, *p.padding)
 
     def _divisors(self, p, dtype):
-        from convbench.ops.pool import avg_divisors
         return _cuda().to_device(avg_divisors(p).astype(dtype))
 
     def max_pool2d_fwd(self, p, x):
         y = _cuda().device_array(p.y_shape, dtype=x.dtype)
-        self._launch("max_pool_fwd", int(np.prod(p.y_shape)), x, y, *self._pool_geom(p), *p.dilation)
+        self._launch("max_pool_fwd", int(np.prod(p.y_shape)), x, y, *self._pool_geom(p),
+                     *p.dilation)
         return y
 
     def max_pool2d_bwd(self, p, dy, x):
@@ -143,7 +168,7 @@ class NumbaCUDABackend(Backend):
                      *self._pool_geom(p), np.dtype(dy.dtype).type(0))
         return dx
 
-    # --- recurrent cells (forward): tiled GEMM + fused gates per step ------------------------------
+    # --- recurrent cells (forward): tiled GEMM + fused gates per step -----------------------------
     def _gemm(self, a, b, bias, out):
         k = kernels().matmul_bt_bias
         T = kernels().TILE

@@ -26,8 +26,7 @@ def conv2d_matrix(x_shape, w, stride=1, padding=0, dilation=1, groups=1):
     x_shape: (N, C, H, W); w: (K, C/groups, R, S) float32 or float64 (M has w's dtype);
     stride, padding, dilation, groups as for conv2d.
     """
-    # scipy.sparse costs more to import than the rest of convbench; only this function needs it
-    import scipy.sparse as sp
+    import scipy.sparse as sp  # slower to import than all of convbench; only this needs it
 
     if not isinstance(w, np.ndarray):
         raise TypeError(f"w must be a numpy.ndarray, got {type(w).__name__}")

@@ -192,8 +192,7 @@ def parameter_counts(model: Sequential) -> list[dict]:
 
 # --- figures ------------------------------------------------------------------------------------
 def _figure(size):
-    # matplotlib is imported only when drawing
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # heavy: loaded only when drawing
     return Figure(figsize=size)
 
 
@@ -275,8 +274,7 @@ def plot_maximising(path, rows, lo, hi):
 
 
 def plot_equivariance(path, image, shifted, fmap, fmap_shifted, diff, interior, channel, name):
-    # matplotlib is imported only when drawing
-    from matplotlib.patches import Rectangle
+    from matplotlib.patches import Rectangle  # heavy: loaded only when drawing
 
     fig = _figure((13, 3.0))
     axes = fig.subplots(1, 5)

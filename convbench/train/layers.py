@@ -70,7 +70,8 @@ class Conv2d(_KernelUser):
                  init="he_uniform", rng=None):
         super().__init__(backend)
         rng = rng or np.random.default_rng(0)
-        self.cin, self.cout, self.k, self.stride, self.padding = cin, cout, kernel_size, stride, padding
+        self.cin, self.cout, self.k = cin, cout, kernel_size
+        self.stride, self.padding = stride, padding
         self.w = init_weight((cout, cin, kernel_size, kernel_size), init, rng)
         self.b = init_bias(cin * kernel_size * kernel_size, cout, rng)
         self.params = [self.w, self.b]
@@ -98,7 +99,8 @@ class Conv2d(_KernelUser):
         return None
 
     def __repr__(self):
-        return f"Conv2d({self.cin}->{self.cout}, {self.k}x{self.k}, stride {self.stride}, pad {self.padding})"
+        return (f"Conv2d({self.cin}->{self.cout}, {self.k}x{self.k}, stride {self.stride}, "
+                f"pad {self.padding})")
 
 
 class MaxPool2d(_KernelUser):
@@ -259,7 +261,8 @@ class ResidualBlock(Layer):
         return out
 
     def forward(self, x, training):
-        h = self.conv2.forward(self.relu1.forward(self.conv1.forward(x, training), training), training)
+        h = self.relu1.forward(self.conv1.forward(x, training), training)
+        h = self.conv2.forward(h, training)
         skip = self.proj.forward(x, training) if self.proj else x
         self.keep = None
         if training and self.drop_path > 0:
@@ -290,7 +293,8 @@ class ResidualBlock(Layer):
 
     def __repr__(self):
         drop = f", drop_path {self.drop_path}" if self.drop_path else ""
-        return f"ResidualBlock({self.conv1.cin}->{self.conv1.cout}, stride {self.conv1.stride}{drop})"
+        return (f"ResidualBlock({self.conv1.cin}->{self.conv1.cout}, "
+                f"stride {self.conv1.stride}{drop})")
 
 
 def softmax_cross_entropy(logits, labels):
