@@ -105,6 +105,14 @@ class Backend:
         """Run op on host or device arrays as given (no checks: call `check` first)."""
         return getattr(self, op.method)(problem, *inputs)
 
+    def workspace_bytes(self, op, problem, dtype) -> int:
+        """The scratch bytes one call of `op` on `problem` in `dtype` allocates beyond its inputs
+        and outputs, at its peak: padded and unfolded copies, transforms, temporaries (device
+        memory for a device backend). The harness adds it to a case's memory estimate before
+        allocating anything (verify.memory_need), so derive it from the allocations the code
+        makes. The default, 0, is for a backend that allocates only its outputs."""
+        return 0
+
     def tolerance_terms(self, op, problem) -> float:
         """Extra rounding steps this algorithm adds beyond the direct sum (transforms, FFT)."""
         return 0.0

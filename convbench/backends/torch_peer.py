@@ -2,12 +2,18 @@
 
 Available only when torch is installed (pip install "convbench[peers]"). Runs on the CPU here;
 asymmetric padding, which torch's conv2d does not take, is applied with F.pad first.
+
+oneDNN skips padded taps, and torch's input gradient multiplies the zeros around a strided output
+gradient by the weights, so a NaN or an infinity in the operand that meets padding or those zeros
+(the weights, or the output gradient of the weight gradient) goes through `exact`, convbench's
+rule for non-finite values (backends.nonfinite); finite inputs run torch as it is.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from convbench.backends.base import Backend, LazyModule
+from convbench.backends.nonfinite import exact
 
 TORCH = LazyModule("torch")
 
@@ -43,6 +49,7 @@ class TorchBackend(Backend):
         (pt, pb), (pl, pr) = p.padding
         return F.pad(x, (pl, pr, pt, pb))
 
+    @exact("fwd", check=(1,))
     def conv2d_fwd(self, p, x, w, b):
         torch = _torch()
         kw, sym = self._args(p)
@@ -54,6 +61,7 @@ class TorchBackend(Backend):
                                            None if b is None else torch.from_numpy(b), **kw)
         return y.numpy()
 
+    @exact("bwd-data", check=(1,))
     def conv2d_bwd_data(self, p, dy, w):
         torch = _torch()
         kw, sym = self._args(p)
@@ -65,6 +73,7 @@ class TorchBackend(Backend):
             dx = dx[:, :, pt:pt + p.H, pl:pl + p.W].contiguous()
         return dx.numpy()
 
+    @exact("bwd-weights", check=(0,))
     def conv2d_bwd_weights(self, p, dy, x):
         torch = _torch()
         kw, sym = self._args(p)

@@ -19,12 +19,17 @@ contribution to dw is G^T[(A dy A^T) * (B^T d B)]G. The input transform is the f
 output gradient gets A g A^T per tile; one GEMM per transform element sums over all tiles, with
 channels as its outputs, M = D V^T (K x C); and dw = G^T M G for every (k, c) at once is one
 GEMM with kron(G, G)^T.
+
+The transforms mix a whole tile, so one NaN would spoil every output of its tile and an infinity
+turn into inf - inf = NaN: NaN and infinity follow convbench's rule (backends.nonfinite) through
+`exact`, which keeps them out of the transforms.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from convbench.backends.base import Backend, LazyModule
+from convbench.backends.nonfinite import exact
 from convbench.backends.scratch import Lease
 from convbench.ops.conv import Conv2dProblem, input_gradient_problem
 
@@ -126,15 +131,18 @@ class _Winograd(Backend):
         n = op.reduction(p)
         return self.transform_factor * n + self.transform_constant
 
+    @exact("fwd")
     def conv2d_fwd(self, p, x, w, b):
         with self.workspace.lease() as ws:
             return winograd_fwd(ws, p, x, w, self.m, b)
 
+    @exact("bwd-data")
     def conv2d_bwd_data(self, p, dy, w):
         # unsupported() has ensured stride 1 and padding <= 2, so the problem exists
         with self.workspace.lease() as ws:
             return winograd_fwd(ws, input_gradient_problem(p), dy, w, self.m, flipped=True)
 
+    @exact("bwd-weights")
     def conv2d_bwd_weights(self, p, dy, x):
         with self.workspace.lease() as ws:
             return winograd_bwd_weights(ws, p, dy, x, self.m)
