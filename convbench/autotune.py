@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from convbench import __version__
+from convbench import __version__, files
 from convbench.backends import backend_names, get_backend
 from convbench.backends.base import Backend
 from convbench.errors import ConvbenchError, UnsupportedError
@@ -70,20 +70,37 @@ def machine_key() -> str:
     return _machine_keys[variable]
 
 
+class CacheFileError(ConvbenchError):
+    """The autotune cache file holds JSON that is not an autotune cache."""
+
+
 def _load() -> dict:
+    """The cache: {machine key: {problem key: {"backend": name, ...}}}. A file that is missing or
+    not JSON (cut short by a kill) counts as empty; JSON of another shape is an error rather than
+    something to overwrite: it may not be convbench's."""
+    path = cache_path()
     try:
-        return json.loads(cache_path().read_text())
-    except (OSError, json.JSONDecodeError):
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return {}
+    if not (isinstance(data, dict) and all(
+            isinstance(m, dict) and all(isinstance(e, dict) and isinstance(e.get("backend"), str)
+                                        for e in m.values()) for m in data.values())):
+        raise CacheFileError(f"{path} is not convbench's autotune cache (JSON of another shape): "
+                             f"delete it, or set CONVBENCH_CACHE_DIR to another folder")
+    return data
+
+
+def check_cache() -> None:
+    """CacheFileError now, rather than at the first choice, when the cache file is foreign."""
+    _load()
 
 
 def _save(data: dict) -> None:
     path = cache_path()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-        tmp.replace(path)
+        files.write_text(path, json.dumps(data, indent=1, sort_keys=True))
     except OSError:
         pass  # a read-only home must not stop the computation; the choice is just not kept
 

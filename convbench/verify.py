@@ -170,6 +170,16 @@ def estimated_call_s(backend, op: OpSpec, problem) -> float | None:
     return None if rate is None else op.flops(problem) / 2 / rate
 
 
+def new_result(backend_name: str, op: OpSpec, problem, dtype) -> Result:
+    """The Result of a backend on a problem before anything runs: what was asked, no status."""
+    dtype = np.dtype(dtype)
+    flops, nbytes = op.flops(problem), op.min_bytes(problem, dtype.itemsize)
+    return Result(descriptor=problem.descriptor(), family=op.family, direction=op.direction,
+                  backend=backend_name, dtype=dtype.name, batch=problem.N,
+                  threads=get_threads(), flops=flops, bytes=nbytes,
+                  intensity=flops / nbytes if nbytes else None, problem=problem)
+
+
 def check_backend(backend_name: str, op: OpSpec, problem, dtype=np.float32, seed: int = 0, *,
                   inputs=None, reference: Reference | None = None,
                   policy: TimingPolicy | None = None, limit_s: float | None = None,
@@ -190,11 +200,7 @@ def check_backend(backend_name: str, op: OpSpec, problem, dtype=np.float32, seed
     the reason. Only results within tolerance are timed.
     """
     dtype = np.dtype(dtype)
-    flops, nbytes = op.flops(problem), op.min_bytes(problem, dtype.itemsize)
-    result = Result(descriptor=problem.descriptor(), family=op.family, direction=op.direction,
-                    backend=backend_name, dtype=dtype.name, batch=problem.N,
-                    threads=get_threads(), flops=flops, bytes=nbytes,
-                    intensity=flops / nbytes if nbytes else None, problem=problem)
+    result = new_result(backend_name, op, problem, dtype)
     try:
         backend = get_backend(backend_name)
         backend.check(op, problem, dtype)

@@ -143,8 +143,10 @@ def test_optimisers_match_torch_step_by_step(name, ours, kw, rng):
 
 def test_bad_optimiser_arguments():
     p = [np.zeros(2, np.float32)]
-    with pytest.raises(ValueError, match=r"lr=-0.1 must be >= 0"):
+    with pytest.raises(ValueError, match=r"lr=-0.1 must be a finite number >= 0"):
         SGD(p, lr=-0.1)
+    with pytest.raises(ValueError, match=r"lr=inf must be a finite number >= 0"):
+        Adam(p, lr=float("inf"))
     with pytest.raises(ValueError, match="nesterov=True needs momentum > 0"):
         SGD(p, lr=0.1, nesterov=True)
     with pytest.raises(ValueError, match=r"betas\[1\]=1.0 must be < 1"):

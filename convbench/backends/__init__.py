@@ -54,6 +54,11 @@ def free_workspace() -> int:
     return sum(b.workspace.free() for b in list(_instances.values()))
 
 
+def held_workspace_bytes() -> int:
+    """Bytes the workspaces of every backend created so far hold (kept and lent)."""
+    return sum(b.workspace.nbytes for b in list(_instances.values()))
+
+
 def backend_names(include_meta: bool = False) -> list[str]:
     return [n for n in REGISTRY if include_meta or n not in META]
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from convbench import files
 from convbench.harness import table
 from convbench.result import MISTRUSTED, PASSED
 
@@ -301,5 +302,5 @@ def render(frame: pd.DataFrame, meta: dict, baseline: str | None = None) -> str:
 
 def write_report(run_dir, frame: pd.DataFrame, meta: dict, baseline: str | None = None) -> Path:
     path = Path(run_dir) / "report.html"
-    path.write_text(render(frame, meta, baseline))
+    files.write_text(path, render(frame, meta, baseline))
     return path
