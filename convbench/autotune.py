@@ -24,7 +24,7 @@ from convbench.errors import ConvbenchError, UnsupportedError
 from convbench.machine import cpu_info, git_commit, package_version
 from convbench.threads import get_threads
 from convbench.timing import TimingPolicy
-from convbench.verify import Reference, check_backend
+from convbench.verify import Reference, check_backend, shared_bytes
 
 #: Backends never chosen automatically: the loops are for teaching, and torch is the peer that
 #: convbench's own algorithms are measured against (choosing it would compare torch with itself).
@@ -177,6 +177,16 @@ class AutoBackend(Backend):
     def implements(self, op) -> bool:
         return any(get_backend(n).implements(op) for n in backend_names()
                    if n not in EXCLUDED and n != "auto")
+
+    def workspace_bytes(self, op, problem, dtype):
+        """The first call on a problem tunes it: its own inputs and reference, and each
+        candidate in turn with its outputs and scratch; later calls need the chosen one's
+        scratch alone, which this bounds."""
+        itemsize = np.dtype(dtype).itemsize
+        most = max((get_backend(n).workspace_bytes(op, problem, np.dtype(dtype))
+                    + op.output_bytes(problem, itemsize)
+                    for n in candidates(op, problem, dtype)), default=0)
+        return shared_bytes(op, problem, dtype) + most
 
     def unsupported(self, op, problem, dtype):
         if not candidates(op, problem, dtype):

@@ -83,6 +83,32 @@ class FFTBackend(Backend):
         Lh, Lw = _sizes(p)
         return 4.0 * np.log2(Lh * Lw)
 
+    def workspace_bytes(self, op, p, dtype):
+        """The most the method's arrays hold at once: the real planes of the transform size (the
+        padded input, scipy's zero-extended copy of it, the inverse's result), the spectra (the
+        transforms, their per-frequency copies, conjugates and products), at each stage."""
+        s = dtype.itemsize
+        cs = 2 * s                           # complex64 for float32 data, complex128 for float64
+        Lh, Lw = _sizes(p)
+        L, F = Lh * Lw, Lh * (Lw // 2 + 1)
+        nc, nk, kc = p.N * p.C, p.N * p.K, p.K * p.Cg
+        padded = nc * p.Hp * p.Wp * s if p.padding != ((0, 0), (0, 0)) else 0
+        kernel = kc * (L * s + 2 * F * cs)                  # placed, its spectrum, by frequency
+        if op.direction == "fwd":
+            return max(padded + nc * L * s + nc * F * cs,                 # transform of x
+                       nc * F * cs + kernel,
+                       2 * nc * F * cs + 2 * kc * F * cs + nk * F * cs,   # the products
+                       nc * F * cs + kc * F * cs + 3 * nk * F * cs + nk * L * s)  # inverse
+        if op.direction == "bwd-data":
+            return max(nk * L * s + nk * F * cs,                          # upsampled dy
+                       nk * F * cs + kernel,
+                       2 * nk * F * cs + kc * F * cs + nc * F * cs,
+                       nk * F * cs + kc * F * cs + 3 * nc * F * cs + nc * L * s)
+        return max(padded + nc * L * s + nc * F * cs,
+                   nc * F * cs + nk * L * s + 2 * nk * F * cs,
+                   2 * nc * F * cs + 2 * nk * F * cs + kc * F * cs,
+                   nc * F * cs + nk * F * cs + 3 * kc * F * cs + kc * L * s)
+
     @exact("fwd")
     def conv2d_fwd(self, p, x, w, b):
         X = _rfft(pad_input(x, p), p)

@@ -91,6 +91,18 @@ class NumbaCUDABackend(Backend):
                 "compute_capability": ".".join(map(str, dev.compute_capability)),
                 "driver": str(cuda.cudadrv.driver.driver.get_version())}
 
+    def workspace_bytes(self, op, p, dtype):
+        """Device bytes beyond the device copies of inputs and outputs: the dummy bias, the
+        average pooling divisors, and the recurrent forward's input projection, one step's gates
+        and cell state."""
+        s = dtype.itemsize
+        if op.family == "conv2d":
+            return s
+        if op.family.endswith("pool2d"):
+            return p.P * p.Q * (s + 8) if op.family == "avg_pool2d" else 0
+        GH = p.gates * p.H
+        return (p.T * p.N * GH + p.N * GH + GH + 2 * p.N * p.H) * s
+
     # --- data movement --------------------------------------------------------------------------
     def to_device(self, a):
         return _cuda().to_device(np.ascontiguousarray(a))

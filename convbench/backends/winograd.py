@@ -32,6 +32,7 @@ from convbench.backends.base import Backend, LazyModule
 from convbench.backends.nonfinite import exact
 from convbench.backends.scratch import Lease
 from convbench.ops.conv import Conv2dProblem, input_gradient_problem
+from convbench.threads import get_threads
 
 KERNELS = LazyModule("convbench.backends._numba_winograd_kernels")
 
@@ -126,6 +127,22 @@ class _Winograd(Backend):
         if op.direction == "bwd-data" and max(max(pd) for pd in p.padding) > 2:
             why.append(f"padding {p.padding} above 2 (the input gradient's padding 2 - p < 0)")
         return ", ".join(why) or None
+
+    def workspace_bytes(self, op, p, dtype):
+        """V (transformed input tiles), U (transformed filters) or D (transformed output
+        gradient tiles), M (their products), and each compiled task's row and tile buffers."""
+        s, m = dtype.itemsize, self.m
+        a2 = (m + 2) ** 2
+        q = input_gradient_problem(p) if op.direction == "bwd-data" else p
+        if q is None:
+            return 0
+        th, tw, L = _tiles(q, m)
+        tiles = th * L
+        per_task = ((m + 2) * q.N * (tw * m + 2) + 2 * a2 * 32 + m * L * m) * s
+        extra = get_threads() * per_task + 8 * q.N * tw
+        if op.direction == "bwd-weights":
+            return (a2 * (q.C + q.K) * tiles + a2 * q.K * q.C) * s + extra
+        return (a2 * q.C * tiles + a2 * q.K * q.C + a2 * q.K * tiles + q.K) * s + extra
 
     def tolerance_terms(self, op, p):
         n = op.reduction(p)

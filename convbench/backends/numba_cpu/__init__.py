@@ -19,6 +19,14 @@ class NumbaCPUBackend(Backend):
             return "numba is not installed"
         return None
 
+    def workspace_bytes(self, op, p, dtype):
+        s = dtype.itemsize
+        if op.family == "conv2d":
+            return conv.workspace_bytes(p, op.direction, s)
+        if op.family.endswith("pool2d"):
+            return p.P * p.Q * (8 + s) if op.family == "avg_pool2d" else 0   # the divisors
+        return rnn.workspace_bytes(p, op.direction, dtype)
+
     # --- convolution ------------------------------------------------------------------------------
     def conv2d_fwd(self, p, x, w, b):
         with self.workspace.lease() as ws:
