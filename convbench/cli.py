@@ -49,7 +49,16 @@ class _Finite(click.FloatRange):
         return rv
 
 
+def _debug() -> bool:
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx and ctx.find_root().params.get("debug"))
+
+
 def _bad(option: str, message: str) -> click.BadParameter:
+    """The error of a bad `option` value; under --debug, called while handling an exception,
+    that exception goes on instead, with its traceback."""
+    if _debug() and sys.exc_info()[1] is not None:
+        raise  # noqa: PLE0704 - re-raises the exception being handled, for --debug
     return click.BadParameter(message, param_hint=option)
 
 
@@ -305,8 +314,12 @@ def run(suite, backend_list, batch, direction, dtype, threads, oversubscribe, ou
                    f"(continue with --resume --out {out_dir})", err=True)
         sys.exit(130)
     except OSError as e:
+        click.echo("", err=True)               # after the progress line
         raise Failure(f"{_one_line(e)}: the rows finished so far are kept in {out_dir}; make "
                       f"room and continue with --resume --out {out_dir}") from e
+    except Exception:
+        click.echo("", err=True)
+        raise
     base = choose_baseline(frame, baseline)
     for s in summary(frame, base).itertuples(index=False):
         sp = "" if math.isnan(s.speedup) else f"{s.speedup:.2f}x vs {base}"

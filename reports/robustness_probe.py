@@ -25,7 +25,8 @@ from pathlib import Path
 
 SUITE = "mb1ic4ih8oc4kh3ph1\nmax:mb1ic2ih8kh2\n"
 SUITE_OTHER = "mb1ic2ih6oc2kh3ph1\n"
-SUITE_SLOW = "".join(f"mb1ic{c}ih12oc8kh3ph1\n" for c in range(4, 12))
+SUITE_SLOW = "".join(f"mb2ic{c}ih16oc8kh3ph1\n" for c in range(4, 28))
+SLOW_ROWS = 24 * 2          # rows of one complete run of SUITE_SLOW on two conv backends
 RUN = ["--budget", "0.02", "--no-peaks", "--backends", "im2col,numpy"]
 TRAIN = ["--epochs", "2", "--backend", "im2col", "--patience", "5"]
 
@@ -103,6 +104,15 @@ def csv_rows(path: Path):
     try:
         return len(pd.read_csv(path))
     except Exception as e:  # noqa: BLE001 - the probe reports whatever happens
+        return f"unreadable ({type(e).__name__})"
+
+
+def incomplete_rows(path: Path):
+    """Rows of a results.csv with an empty `bytes` column (always set in a whole row)."""
+    import pandas as pd
+    try:
+        return int(pd.read_csv(path)["bytes"].isna().sum())
+    except Exception as e:  # noqa: BLE001
         return f"unreadable ({type(e).__name__})"
 
 
@@ -296,8 +306,34 @@ def _(c):
     expected = csv_rows(run / "results.csv")
     (run / "results.csv").write_bytes(data[:-40])
     r = c.cli(["run", "--suite", c.suite(), "--out", run, "--resume", *RUN])
-    r["note"] = f"rows after: {csv_rows(run / 'results.csv')} (complete run: {expected})"
+    r["note"] = (f"rows after: {csv_rows(run / 'results.csv')} (complete run: {expected}), "
+                 f"{incomplete_rows(run / 'results.csv')} incomplete")
     return r
+
+
+@probe("resume-text-csv", "--resume on a results.csv of text that is not convbench's")
+def _(c):
+    run = c.copy_run("rt")
+    (run / "results.csv").write_text("name,value\nfoo,1\nbar,2\n")
+    before = (run / "results.csv").read_bytes()
+    r = c.cli(["run", "--suite", c.suite(), "--out", run, "--resume", *RUN])
+    r["note"] = ("results.csv untouched" if (run / "results.csv").read_bytes() == before
+                 else "results.csv APPENDED TO")
+    return r
+
+
+@probe("resume-locked", "--resume into a folder a live run holds")
+def _(c):
+    suite = c.suite(SUITE_SLOW, "slow.txt")
+    out = c.p("rl")
+    args = ["run", "--suite", suite, "--out", out, "--budget", "0.3", "--no-peaks",
+            "--backends", "im2col,numba-cpu"]
+    a = c.start(args)
+    _wait_rows(out / "results.csv", a)
+    b = c.cli([*args, "--resume"])
+    a.communicate(timeout=600)
+    b["note"] = f"first run exit {a.returncode}, rows {csv_rows(out / 'results.csv')}"
+    return b
 
 
 @probe("resume-corrupt-meta", "--resume with a corrupt meta.json")
@@ -347,10 +383,9 @@ def _(c):
     _wait_rows(out / "results.csv", a)
     b = c.cli(args)
     a_out, a_err = a.communicate(timeout=600)
-    expected = 8 * 2           # 8 conv cases x 2 conv backends (numpy does no conv: 8 more)
     rows = csv_rows(out / "results.csv")
     b["note"] = (f"first run exit {a.returncode}; results.csv rows {rows} "
-                 f"(one run makes {expected + 8})")
+                 f"(one run makes {24 * 3})")
     return b
 
 
@@ -378,12 +413,14 @@ def _(c):
             "--backends", "im2col,numba-cpu"]
     a = c.start(args)
     _wait_rows(out / "results.csv", a, rows=2)
+    running = a.poll() is None
     a.send_signal(signal.SIGINT)
     a_out, a_err = a.communicate(timeout=300)
     kept = csv_rows(out / "results.csv")
     r = c.cli([*args, "--resume"])
-    r["note"] = (f"interrupted run exit {a.returncode}, rows kept {kept}; resume rows "
-                 f"{csv_rows(out / 'results.csv')} (complete: 16)")
+    r["note"] = (f"{'signalled while running' if running else 'FINISHED BEFORE THE SIGNAL'}: "
+                 f"exit {a.returncode}, rows kept {kept}; resume rows "
+                 f"{csv_rows(out / 'results.csv')} (complete: {SLOW_ROWS})")
     return r
 
 
@@ -395,13 +432,16 @@ def _(c):
             "--backends", "im2col,numba-cpu"]
     a = c.start(args)
     _wait_rows(out / "results.csv", a, rows=2)
+    running = a.poll() is None
     a.kill()
     a.communicate()
     with open(out / "results.csv", "rb+") as f:      # a kill in the middle of a row
         f.seek(0, 2)
         f.truncate(max(0, f.tell() - 25))
     r = c.cli([*args, "--resume"])
-    r["note"] = f"rows after resume: {csv_rows(out / 'results.csv')} (complete: 16)"
+    r["note"] = (f"{'killed while running' if running else 'FINISHED BEFORE THE KILL'}; rows "
+                 f"after resume: {csv_rows(out / 'results.csv')} (complete: {SLOW_ROWS}), "
+                 f"{incomplete_rows(out / 'results.csv')} incomplete")
     return r
 
 
@@ -497,12 +537,21 @@ def _(c):
     return c.cli(["report", c.copy_run("pb"), "--baseline", "nope"])
 
 
-@probe("report-full-disk", "report when report.html cannot be written (disk full)")
+@probe("report-full-disk", "report when the disk is full (results in a 48 KiB tmpfs)")
 def _(c):
-    run = c.copy_run("pf")
-    (run / "report.html").unlink()
-    os.symlink("/dev/full", run / "report.html")
-    return c.cli(["report", run])
+    good = c.good_run()
+    mnt = c.p("fullreport")
+    if not tinyfs(mnt, "48k"):
+        return {"rc": None, "out": "", "err": "", "note": "not run (mount needs root)"}
+    try:
+        for name in ("results.csv", "meta.json", "samples.jsonl"):
+            shutil.copy(good / name, mnt / name)
+        r = c.cli(["report", mnt])
+        left = sorted(f.name for f in mnt.iterdir())
+        r["note"] = f"files left: {', '.join(left)}"
+        return r
+    finally:
+        untinyfs(mnt)
 
 
 @probe("compare-nothing-common", "compare two runs with no case in common")
@@ -602,10 +651,10 @@ probe("train-out-file", "train --out an existing file",
       lambda c: ["train", *TRAIN, "--out", c.write("tfile", "x")])
 
 
-@probe("train-lr-diverge", "train --lr 50 (the loss turns NaN)")
+@probe("train-lr-diverge", "train --optimizer sgd --lr 1000 (the loss turns NaN)")
 def _(c):
-    r = c.cli(["train", "--epochs", "6", "--backend", "im2col", "--out", c.p("div"),
-               "--optimizer", "sgd", "--lr", "50", "--schedule", "constant"])
+    r = c.cli(["train", "--epochs", "4", "--backend", "im2col", "--out", c.p("div"),
+               "--optimizer", "sgd", "--lr", "1000", "--schedule", "constant"])
     best = c.p("div", "best.npz")
     r["note"] = f"best.npz: {best.stat().st_size if best.exists() else 'missing'} bytes"
     return r
@@ -642,10 +691,10 @@ def _(c):
 @probe("train-full-disk", "a full disk during training (tmpfs too small for the curves)")
 def _(c):
     mnt = c.p("fulltrain")
-    if not tinyfs(mnt, "100k"):
+    if not tinyfs(mnt, "200k"):
         return {"rc": None, "out": "", "err": "", "note": "not run (mount needs root)"}
     try:
-        r = c.cli(["train", *TRAIN, "--out", mnt / "t"])
+        r = c.cli(["train", "--epochs", "4", "--backend", "im2col", "--out", mnt / "t"])
         best = mnt / "t" / "best.npz"
         size = best.stat().st_size if best.exists() else None
         ok = "loads" if size and _loads(best) else "does not load"
@@ -725,6 +774,18 @@ probe("inspect-channels-zero", "inspect --channels 0",
       lambda c: ["inspect", c.checkpoint(), "--channels", "0", "--out", c.p("i")])
 probe("inspect-image-out-of-range", "inspect --image 99999",
       lambda c: ["inspect", c.checkpoint(), "--image", "99999", "--out", c.p("i")])
+probe("train-cifar-garbage", "train --data cifar10:DIR holding a data_batch_1 that is not a pickle",
+      lambda c: ["train", *TRAIN, "--out", c.p("t"), "--data",
+                 f"cifar10:{c.write('cf/data_batch_1', 'hello').parent}"])
+probe("inspect-steps-negative", "inspect --steps -1",
+      lambda c: ["inspect", c.checkpoint(), "--steps", "-1", "--out", c.p("i")])
+probe("inspect-backend-unknown", "inspect --backend bogus",
+      lambda c: ["inspect", c.checkpoint(), "--backend", "bogus", "--out", c.p("i")])
+probe("evaluate-directory", "evaluate a folder", lambda c: ["evaluate", c.work])
+probe("run-max-memory-tiny", "--max-memory 512 (no unit)",
+      lambda c: ["run", "--suite", c.suite(), "--out", c.p("o"), *RUN, "--max-memory", "512"])
+probe("verify-nonfinite-cuda-sim", "verify --cases nonfinite on numba-cuda (CUDA simulator)",
+      lambda c: ["verify", "--cases", "nonfinite", "--backends", "numba-cuda", "--cuda-sim"])
 probe("debug-traceback", "--debug before a failing command (the traceback is wanted)",
       lambda c: ["--debug", "evaluate", c.write("text.npz", "not a checkpoint\n")])
 

@@ -110,7 +110,8 @@ class Backend:
         and outputs, at its peak: padded and unfolded copies, transforms, temporaries (device
         memory for a device backend). The harness adds it to a case's memory estimate before
         allocating anything (verify.memory_need), so derive it from the allocations the code
-        makes. The default, 0, is for a backend that allocates only its outputs."""
+        makes. Asked only where `check` passes. The default, 0, is for a backend that allocates
+        only its outputs."""
         return 0
 
     def tolerance_terms(self, op, problem) -> float:

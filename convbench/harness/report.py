@@ -64,7 +64,9 @@ def summary(frame: pd.DataFrame, baseline: str | None) -> pd.DataFrame:
     best = [row.idxmin() if row.notna().any() else None for _, row in med.iterrows()]
     fastest = med.min(axis=1)
     base = med[baseline] if baseline in med else pd.Series(np.nan, index=med.index)
-    out = pd.DataFrame({"best": best, "speedup": (base / fastest).to_numpy()}, index=med.index)
+    # object dtype: pandas would otherwise infer text and turn a missing best into NaN
+    out = pd.DataFrame({"best": pd.Series(best, index=med.index, dtype=object),
+                        "speedup": (base / fastest).to_numpy()}, index=med.index)
     return out.reset_index()
 
 

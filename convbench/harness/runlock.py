@@ -57,6 +57,7 @@ class RunLock:
         self.path = self.dir / LOCK_NAME
         self.warn = warn or (lambda message: None)
         self._fd: int | None = None
+        self.dir.mkdir(parents=True, exist_ok=True)
         self._acquire()
 
     def _acquire(self) -> None:

@@ -112,6 +112,10 @@ def iter_case(case: Case, op_name: str, backends, settings: Settings):
 def _make_room(backend, op, problem, dtype, settings: Settings, limit: int) -> None:
     """Release the scratch memory backends keep between calls when, with it, this backend's
     estimated need would exceed the limit (it fits without)."""
+    try:
+        backend.check(op, problem, dtype)
+    except ConvbenchError:
+        return                      # it will not run: its result says why
     need = memory_need(backend, op, problem, dtype, settings.cold_cache).total
     if need <= limit < need + held_workspace_bytes():
         free_workspace()

@@ -152,10 +152,13 @@ def load_checkpoint(path):
     def broken(why):
         return CheckpointError(f"{path} is not a convbench checkpoint ({why})")
 
+    with open(path, "rb") as f:
+        if f.read(4) != b"PK\x03\x04":
+            raise broken("not an .npz archive, which is a zip file")
     try:
         z = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise broken(f"not an .npz archive: {e}") from None
+        raise broken(f"the archive cannot be read: {e}") from None
     if not isinstance(z, np.lib.npyio.NpzFile):
         raise broken("a single array, not an .npz archive")
     with z:
@@ -270,6 +273,8 @@ def train(cfg: TrainConfig, out_dir=None, verbose: bool = True, resume: str | No
     history, stale, epoch = [], 0, start_epoch - 1
     progress = _Progress(verbose and sys.stderr.isatty())
     interrupted, diverged = False, None
+    # overflow on the way to a NaN loss is reported once, as `diverged`, not as warnings
+    fp_state = np.seterr(over="ignore", invalid="ignore", divide="ignore")
     try:
         for epoch in range(start_epoch, cfg.epochs):
             opt.lr = schedule.lr(epoch)
@@ -331,6 +336,8 @@ def train(cfg: TrainConfig, out_dir=None, verbose: bool = True, resume: str | No
         if out:
             save_checkpoint(out / "interrupted.npz", model, cfg, max(epoch, 0), opt, (mean, std))
         log("interrupted: checkpoint saved" + (f" to {out / 'interrupted.npz'}" if out else ""))
+    finally:
+        np.seterr(**fp_state)
     if diverged and verbose:
         sys.stderr.write("\n")
     for p, q in zip(model.params, best["params"]):
