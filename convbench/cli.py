@@ -471,8 +471,10 @@ def train(out_dir, resume, **kw):
     except DataError as e:
         raise _bad("--data", str(e)) from None
     except OSError as e:
-        raise Failure(f"{_one_line(e)}; the best checkpoint so far, if any, is whole in "
-                      f"{out_dir}/best.npz") from e
+        best = Path(out_dir) / "best.npz"
+        kept = (f"the best checkpoint so far is whole in {best}" if best.exists() else
+                "no checkpoint was written")
+        raise Failure(f"{_one_line(e)}; {kept}") from e
     if s["diverged"]:
         kept = (f"the best checkpoint (epoch {s['best_epoch']}) is kept in {out_dir}/best.npz"
                 if s["best_epoch"] else "no epoch finished, so no checkpoint was written")
@@ -559,6 +561,8 @@ def inspect_command(checkpoint, out_dir, image_index, channels, steps, backend, 
     from convbench.train.inspection import inspect_checkpoint  # per command
     from convbench.train.trainer import CheckpointError  # per command
     _backend_list(backend, "--backend")
+    if out_dir is not None:
+        _out_dir(out_dir)
     try:
         r = inspect_checkpoint(checkpoint, out_dir, image_index=image_index, channels=channels,
                                steps=steps, backend=backend, seed=seed, log=click.echo)

@@ -5,7 +5,7 @@ never a truncated one; the temporary file is removed when the write fails.
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -16,19 +16,21 @@ def atomic_path(path):
     without an exception, removed otherwise. Yields the temporary path (its suffix is path's, so
     writers that add a suffix unless present, such as numpy.savez, keep the name)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix or ".tmp",
-                               dir=path.parent)
-    os.close(fd)
+    # created like any new file (the umask decides its mode; mkstemp's would be 0600)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}{path.suffix or '.tmp'}"
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
         yield Path(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(e, OSError) and not e.filename:    # a write says not which file
+            raise OSError(e.errno, e.strerror, str(path)) from e
         raise
 
 

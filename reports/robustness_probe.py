@@ -14,6 +14,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -54,14 +55,18 @@ class Ctx:
         return [sys.executable, "-m", "convbench.cli", *map(str, args)]
 
     def cli(self, args, timeout=600, env=None):
+        self.last_cmd = "convbench " + " ".join(
+            a if a and " " not in a else repr(a) for a in map(str, args))
         t0 = time.time()
         r = subprocess.run(self.argv(args), cwd=self.work, env={**self.env, **(env or {})},
                            capture_output=True, text=True, timeout=timeout)
         return {"rc": r.returncode, "out": r.stdout, "err": r.stderr, "s": time.time() - t0}
 
     def start(self, args):
+        # a shell's background job ignores Ctrl-C (SIGINT); the run should hear it as a user's
         return subprocess.Popen(self.argv(args), cwd=self.work, env=self.env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
     # fixtures, made once per tree
     def suite(self, text=SUITE, name="suite.txt") -> Path:
@@ -108,10 +113,12 @@ def csv_rows(path: Path):
 
 
 def incomplete_rows(path: Path):
-    """Rows of a results.csv with an empty `bytes` column (always set in a whole row)."""
+    """Rows of a results.csv missing one of the columns every whole row has (flops, bytes and
+    intensity, the last column)."""
     import pandas as pd
     try:
-        return int(pd.read_csv(path)["bytes"].isna().sum())
+        f = pd.read_csv(path)
+        return int(f[["flops", "bytes", "intensity"]].isna().any(axis=1).sum())
     except Exception as e:  # noqa: BLE001
         return f"unreadable ({type(e).__name__})"
 
@@ -248,9 +255,9 @@ def _(c):
     return r
 
 
-@probe("run-max-memory-small", "--max-memory 1M (every case over the limit)")
+@probe("run-max-memory-small", "--max-memory 2K (every case over the limit)")
 def _(c):
-    r = c.cli(["run", "--suite", c.suite(), "--out", c.p("o"), *RUN, "--max-memory", "1M"])
+    r = c.cli(["run", "--suite", c.suite(), "--out", c.p("o"), *RUN, "--max-memory", "2K"])
     if c.p("o", "results.csv").exists():
         import pandas as pd
         f = pd.read_csv(c.p("o", "results.csv"))
@@ -384,7 +391,8 @@ def _(c):
     b = c.cli(args)
     a_out, a_err = a.communicate(timeout=600)
     rows = csv_rows(out / "results.csv")
-    b["note"] = (f"first run exit {a.returncode}; results.csv rows {rows} "
+    both = "TWO RUNS WROTE INTO ONE FOLDER; " if a.returncode == 0 and b["rc"] == 0 else ""
+    b["note"] = (f"{both}first run exit {a.returncode}; results.csv rows {rows} "
                  f"(one run makes {24 * 3})")
     return b
 
@@ -688,10 +696,10 @@ def _(c):
     return r
 
 
-@probe("train-full-disk", "a full disk during training (tmpfs too small for the curves)")
+@probe("train-full-disk", "a full disk during training (600 KiB tmpfs: room for one checkpoint)")
 def _(c):
     mnt = c.p("fulltrain")
-    if not tinyfs(mnt, "200k"):
+    if not tinyfs(mnt, "600k"):
         return {"rc": None, "out": "", "err": "", "note": "not run (mount needs root)"}
     try:
         r = c.cli(["train", "--epochs", "4", "--backend", "im2col", "--out", mnt / "t"])
@@ -790,6 +798,42 @@ probe("debug-traceback", "--debug before a failing command (the traceback is wan
       lambda c: ["--debug", "evaluate", c.write("text.npz", "not a checkpoint\n")])
 
 
+#: What each probe should end in, where not an error: "ok" (exit 0, nothing lost), "finding"
+#: (exit 1 with the result's reasons), "traceback" (asked for with --debug).
+EXPECT = {pid: "ok" for pid in (
+    "run-threads-oversubscribe", "run-huge-case", "run-max-memory-small", "resume-cut-line",
+    "resume-empty-folder", "resume-same", "run-stale-lock", "run-sigint", "run-sigkill",
+    "verify-nonfinite", "report-corrupt-json", "report-json-list", "report-json-missing",
+    "compare-corrupt-json", "train-sigkill")}
+EXPECT.update({"verify-nonfinite-cuda-sim": "finding", "debug-traceback": "traceback"})
+
+#: Notes that show data lost or a result silently wrong.
+RED_FLAGS = ("CHANGED", "APPENDED TO", "TWO RUNS", "unreadable", "does not load",
+             "FINISHED BEFORE", "best.npz: missing", "summary.json written", "no log.csv")
+
+
+def verdict(r) -> str:
+    """The outcome as one of: ok, traceback, accepted silently, silently wrong or lost, refused,
+    not run."""
+    note = r["outcome"]
+    if r.get("rc") is None and "killed" not in note:
+        return "not run"
+    lost = any(flag in note for flag in RED_FLAGS) or re.search(r"[1-9]\d* incomplete", note)
+    expect = r.get("expect", "error")
+    tb = note.startswith("traceback")
+    if lost:
+        return "silently wrong or lost"
+    if expect == "traceback":
+        return "ok" if tb else "refused"
+    if tb:
+        return "traceback"
+    if expect == "error":
+        return "accepted silently" if r["rc"] == 0 else "ok"
+    if expect == "finding":
+        return "ok" if r["rc"] == 1 else "refused"
+    return "ok" if r["rc"] in (0, -9) else "refused"
+
+
 # --- driver --------------------------------------------------------------------------------------
 def outcome(r) -> str:
     if r.get("rc") is None:
@@ -845,9 +889,11 @@ def main():
             except Exception as e:  # noqa: BLE001 - a probe that breaks is recorded
                 r = {"rc": None, "out": "", "err": "", "note": f"probe broke: {e!r}"}
             r["title"] = title
+            r["cmd"] = getattr(ctx, "last_cmd", "").replace(str(sub), "DIR")
+            r["expect"] = EXPECT.get(pid, "error")
             r["outcome"] = outcome(r).replace(str(sub), "DIR").replace(str(ctx.root), "SRC")
             r["s"] = round(time.time() - t0, 1)
-            results[pid] = {k: r[k] for k in ("title", "rc", "outcome", "s")}
+            results[pid] = {k: r[k] for k in ("title", "cmd", "expect", "rc", "outcome", "s")}
             print(f"{pid:<30} {r['s']:6.1f}s {r['outcome'][:150]}", flush=True)
             a.json.write_text(json.dumps(results, indent=1))
     finally:
@@ -857,13 +903,32 @@ def main():
 def render(before_path: Path, after_path: Path):
     before = json.loads(before_path.read_text())
     after = json.loads(after_path.read_text())
-    print("| # | bad input or fault | before | after |")
-    print("| --- | --- | --- | --- |")
+    kinds = ("ok", "traceback", "accepted silently", "silently wrong or lost", "refused",
+             "not run")
+    count_b = {k: 0 for k in kinds}
+    count_a = {k: 0 for k in kinds}
+    for pid, r in after.items():
+        count_a[verdict(r)] += 1
+        if pid in before:
+            count_b[verdict({**before[pid], "expect": r.get("expect", "error")})] += 1
+    print(f"{len(after)} kinds of bad input and fault, each run from the command line.\n")
+    print("| outcome | before | after |")
+    print("| --- | --- | --- |")
+    for k in kinds:
+        if count_b[k] or count_a[k]:
+            print(f"| {k} | {count_b[k]} | {count_a[k]} |")
+    print()
+    print("| # | bad input or fault | command | before | after |")
+    print("| --- | --- | --- | --- | --- |")
     for i, (pid, r) in enumerate(after.items(), 1):
-        b = before.get(pid, {}).get("outcome", "-")
-        cell = r["outcome"]
-        print(f"| {i} | {r['title']} (`{pid}`) | {b.replace('|', '/')} | "
-              f"{'same' if b == cell else cell.replace('|', '/')} |")
+        b = before.get(pid)
+        cell_b = "-" if b is None else f"{verdict({**b, 'expect': r.get('expect', 'error')})}: " \
+            f"{b['outcome']}"
+        cell_a = f"{verdict(r)}: {r['outcome']}"
+        same = b is not None and b["outcome"] == r["outcome"]
+        esc = lambda t: t.replace("|", "\\|").replace("\n", " ")  # noqa: E731
+        print(f"| {i} | {esc(r['title'])} | `{esc(r.get('cmd', ''))[:160]}` | {esc(cell_b)} | "
+              f"{'same' if same else esc(cell_a)} |")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ layout that multiplies zeros of its own (the gaps of a wide or tall layout, an i
 computed as a padded forward convolution) makes NaN products where the reference has none.
 
 `exact(direction)` wraps such a conv method: with finite inputs it runs the method as it is (one
-float64 sum over each operand it checks decides that); otherwise it runs the method on the inputs
+sum over each operand it checks decides that); otherwise it runs the method on the inputs
 with their non-finite values replaced by zero, which gives every finite output, and then sets the
 non-finite outputs from counts of each output's NaN, +inf and -inf products. Each count is the
 method itself, in float64, applied to 0/1 indicator arrays (the method is a verified linear map,
@@ -36,10 +36,10 @@ PADDED_OPERAND = {"fwd": 0, "bwd-weights": 1, "bwd-data": None}
 
 
 def all_finite(a) -> bool:
-    """Whether every value of `a` is finite, in one pass and no allocation (a sum in float64 is
-    non-finite when a value is; it can overflow only for float64 values near the largest float,
-    which then take the exact path needlessly but correctly)."""
-    return bool(np.isfinite(np.add.reduce(a, axis=None, dtype=np.float64)))
+    """Whether every value of `a` is finite, in one pass and no allocation: a sum is NaN or
+    infinite when a value is. It can also overflow, for values near the largest float; those then
+    take the exact path needlessly but correctly."""
+    return bool(np.isfinite(np.add.reduce(a, axis=None)))
 
 
 def _explicitly_padded(p, operands, index):

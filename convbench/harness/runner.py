@@ -41,7 +41,7 @@ from convbench.harness.suites import Case
 from convbench.machine import fingerprint, measure_peaks
 from convbench.ops import get_op, ops_of
 from convbench.result import COLUMNS, FAILED, STATUSES, Result
-from convbench.threads import get_threads, set_threads
+from convbench.threads import cpu_count, set_threads
 from convbench.timing import TimingPolicy
 from convbench.verify import Reference, check_backend, memory_need, new_result, shared_bytes
 
@@ -165,7 +165,7 @@ def comparable_settings(config: RunConfig) -> dict:
     return {"suite": config.suite, "suite_hash": suite_hash(config.cases),
             "backends": list(config.backends), "directions": list(config.directions),
             "dtype": config.dtype, "batch": config.batch,
-            "threads": config.threads or get_threads(), "cold_cache": config.cold_cache,
+            "threads": config.threads or cpu_count(), "cold_cache": config.cold_cache,
             "seed": config.seed}
 
 
@@ -262,12 +262,19 @@ class ResultStore:
         self._samples = open(self.samples_path, "a")
 
     def add(self, result: Result) -> None:
-        table.write_csv(table.to_frame([result]), self._csv, header=self._header)
-        self._header = False
-        self._csv.flush()
-        self._samples.write(json.dumps({"key": list(result.key()), "samples_s": result.samples_s,
-                                        "warmup_s": result.warmup_s}) + "\n")
-        self._samples.flush()
+        try:
+            table.write_csv(table.to_frame([result]), self._csv, header=self._header)
+            self._header = False
+            self._csv.flush()
+        except OSError as e:          # a write says not which file
+            raise OSError(e.errno, e.strerror, str(self.csv_path)) from e
+        try:
+            self._samples.write(json.dumps({"key": list(result.key()),
+                                            "samples_s": result.samples_s,
+                                            "warmup_s": result.warmup_s}) + "\n")
+            self._samples.flush()
+        except OSError as e:
+            raise OSError(e.errno, e.strerror, str(self.samples_path)) from e
         self.results.append(result)
         self.done.add(result.key())
 

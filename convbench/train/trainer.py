@@ -240,8 +240,11 @@ class _EpochLog:
     def add(self, row: dict) -> None:
         if self.path is None:
             return
-        with open(self.path, "a", newline="") as f:
-            csv.DictWriter(f, LOG_COLUMNS, extrasaction="ignore").writerow(row)
+        try:
+            with open(self.path, "a", newline="") as f:
+                csv.DictWriter(f, LOG_COLUMNS, extrasaction="ignore").writerow(row)
+        except OSError as e:          # a write says not which file
+            raise OSError(e.errno, e.strerror, str(self.path)) from e
 
 
 def train(cfg: TrainConfig, out_dir=None, verbose: bool = True, resume: str | None = None,
