@@ -696,10 +696,10 @@ def _(c):
     return r
 
 
-@probe("train-full-disk", "a full disk during training (600 KiB tmpfs: room for one checkpoint)")
+@probe("train-full-disk", "a full disk during training (300 KiB tmpfs: less than a checkpoint)")
 def _(c):
     mnt = c.p("fulltrain")
-    if not tinyfs(mnt, "600k"):
+    if not tinyfs(mnt, "300k"):
         return {"rc": None, "out": "", "err": "", "note": "not run (mount needs root)"}
     try:
         r = c.cli(["train", "--epochs", "4", "--backend", "im2col", "--out", mnt / "t"])
@@ -809,7 +809,7 @@ EXPECT.update({"verify-nonfinite-cuda-sim": "finding", "debug-traceback": "trace
 
 #: Notes that show data lost or a result silently wrong.
 RED_FLAGS = ("CHANGED", "APPENDED TO", "TWO RUNS", "unreadable", "does not load",
-             "FINISHED BEFORE", "best.npz: missing", "summary.json written", "no log.csv")
+             "FINISHED BEFORE", "summary.json written", "no log.csv")
 
 
 def verdict(r) -> str:
@@ -818,7 +818,8 @@ def verdict(r) -> str:
     note = r["outcome"]
     if r.get("rc") is None and "killed" not in note:
         return "not run"
-    lost = any(flag in note for flag in RED_FLAGS) or re.search(r"[1-9]\d* incomplete", note)
+    lost = (any(flag in note for flag in RED_FLAGS) or re.search(r"[1-9]\d* incomplete", note)
+            or (r["rc"] == 0 and "best.npz: missing" in note))   # said it wrote it
     expect = r.get("expect", "error")
     tb = note.startswith("traceback")
     if lost:
