@@ -9,7 +9,14 @@ from __future__ import annotations
 import numpy as np
 
 from convbench.backends import get_backend
-from convbench.ops import RNNProblem, conv1d_problem, conv2d_problem, get_op, pool2d_problem
+from convbench.ops import (
+    RNNProblem,
+    conv1d_problem,
+    conv2d_problem,
+    get_op,
+    pool1d_problem,
+    pool2d_problem,
+)
 
 #: The backend used when none is named: BLAS-backed, no compilation, every conv parameter.
 DEFAULT_BACKEND = "im2col"
@@ -125,6 +132,11 @@ def conv1d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1,
 
 
 # --- pooling --------------------------------------------------------------------------------------
+POOL_PADDING = ("padding: int, (ph, pw), ((top, bottom), (left, right)), 'valid', 'same' "
+                "(TensorFlow's/ONNX's SAME_UPPER) or 'same_lower'; each side up to the kernel's "
+                "extent - 1")
+
+
 def _pool(kind, x, kernel_size, stride, padding, dilation, ceil_mode, count_include_pad):
     x = check_array("x", x, "N, C, H, W")
     return x, pool2d_problem(kind, x.shape, kernel_size, stride, padding, dilation, ceil_mode,
@@ -134,7 +146,7 @@ def _pool(kind, x, kernel_size, stride, padding, dilation, ceil_mode, count_incl
 def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                backend=DEFAULT_POOL_BACKEND):
     """PyTorch's max_pool2d: x (N, C, H, W) -> (N, C, P, Q); padding is minus infinity; stride
-    defaults to kernel_size; padding at most half the kernel."""
+    defaults to kernel_size. A window lying entirely in the padding is an error."""
     x, p = _pool("max", x, kernel_size, stride, padding, dilation, ceil_mode, True)
     return execute("max_pool2d:fwd", backend, p, (x,))
 
@@ -166,6 +178,52 @@ def avg_pool2d_backward(dy, x, kernel_size, stride=None, padding=0, ceil_mode=Fa
     return execute("avg_pool2d:bwd", backend, p, (dy, x))
 
 
+for _f in (max_pool2d, max_pool2d_backward, avg_pool2d, avg_pool2d_backward):
+    _f.__doc__ += "\n\n    " + POOL_PADDING + "."
+
+
+def _pool1d(kind, x, kernel_size, stride, padding, dilation, ceil_mode, count_include_pad):
+    x = check_array("x", x, "N, C, L")
+    return x, pool1d_problem(kind, x.shape, kernel_size, stride, padding, dilation, ceil_mode,
+                             count_include_pad)
+
+
+def _pool1d_grads(dy, x, p):
+    """dy and x of a 1D pooling as the 2D problem's (N, C, 1, L') and (N, C, 1, L)."""
+    dy = check_array("dy", dy, "N, C, L'", x.dtype)
+    check_shape("dy", dy, (p.N, p.C, p.Q))
+    return dy[:, :, None, :], x[:, :, None, :]
+
+
+def max_pool1d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               backend=DEFAULT_POOL_BACKEND):
+    """PyTorch's max_pool1d: x (N, C, L) -> (N, C, L'). padding: int, (left, right), 'valid',
+    'same' or 'same_lower'; stride defaults to kernel_size."""
+    x, p = _pool1d("max", x, kernel_size, stride, padding, dilation, ceil_mode, True)
+    return execute("max_pool2d:fwd", backend, p, (x[:, :, None, :],))[:, :, 0, :]
+
+
+def max_pool1d_backward(dy, x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+                        backend=DEFAULT_POOL_BACKEND):
+    """Gradient of max_pool1d w.r.t. x: dy (N, C, L') -> (N, C, L)."""
+    x, p = _pool1d("max", x, kernel_size, stride, padding, dilation, ceil_mode, True)
+    return execute("max_pool2d:bwd", backend, p, _pool1d_grads(dy, x, p))[:, :, 0, :]
+
+
+def avg_pool1d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               backend=DEFAULT_POOL_BACKEND):
+    """PyTorch's avg_pool1d: x (N, C, L) -> (N, C, L'); padding as max_pool1d's."""
+    x, p = _pool1d("avg", x, kernel_size, stride, padding, 1, ceil_mode, count_include_pad)
+    return execute("avg_pool2d:fwd", backend, p, (x[:, :, None, :],))[:, :, 0, :]
+
+
+def avg_pool1d_backward(dy, x, kernel_size, stride=None, padding=0, ceil_mode=False,
+                        count_include_pad=True, backend=DEFAULT_POOL_BACKEND):
+    """Gradient of avg_pool1d w.r.t. x: dy (N, C, L') -> (N, C, L)."""
+    x, p = _pool1d("avg", x, kernel_size, stride, padding, 1, ceil_mode, count_include_pad)
+    return execute("avg_pool2d:bwd", backend, p, _pool1d_grads(dy, x, p))[:, :, 0, :]
+
+
 def global_avg_pool2d(x, backend=DEFAULT_POOL_BACKEND):
     """Mean over each plane: x (N, C, H, W) -> (N, C, 1, 1), like adaptive_avg_pool2d(x, 1)."""
     x = check_array("x", x, "N, C, H, W")
@@ -176,6 +234,20 @@ def global_avg_pool2d_backward(dy, x, backend=DEFAULT_POOL_BACKEND):
     """Gradient of global_avg_pool2d: dy (N, C, 1, 1) -> (N, C, H, W)."""
     x = check_array("x", x, "N, C, H, W")
     return avg_pool2d_backward(dy, x, x.shape[2:], backend=backend)
+
+
+def global_max_pool2d(x, backend=DEFAULT_POOL_BACKEND):
+    """Maximum over each plane: x (N, C, H, W) -> (N, C, 1, 1), like adaptive_max_pool2d(x, 1)
+    (a NaN in a plane gives NaN)."""
+    x = check_array("x", x, "N, C, H, W")
+    return max_pool2d(x, x.shape[2:], backend=backend)
+
+
+def global_max_pool2d_backward(dy, x, backend=DEFAULT_POOL_BACKEND):
+    """Gradient of global_max_pool2d: dy (N, C, 1, 1) goes to each plane's first maximum in
+    row-major order -> (N, C, H, W)."""
+    x = check_array("x", x, "N, C, H, W")
+    return max_pool2d_backward(dy, x, x.shape[2:], backend=backend)
 
 
 # --- recurrent cells ------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import numpy as np
 
 from convbench.errors import UnknownNameError
 from convbench.ops.conv import Conv2dProblem, conv1d_problem, conv2d_problem
-from convbench.ops.pool import pool2d_problem
+from convbench.ops.pool import pool1d_problem, pool2d_problem
 from convbench.ops.rnn import RNNProblem
 
 
@@ -91,6 +91,43 @@ def pool_edge_cases():
               dilation=2),
         _pool("avg count_include_pad=False", "avg", (2, 2, 7, 7), kernel_size=3, stride=2,
               padding=1, ceil_mode=True, count_include_pad=False),
+    ]
+    return out + pool_padding_cases()
+
+
+def _pool1d(label, kind, x, **kw):
+    return (label, f"{kind}_pool2d", pool1d_problem(kind, x, **kw))
+
+
+def pool_padding_cases():
+    """Padding beyond PyTorch's: asymmetric, SAME_UPPER/SAME_LOWER, up to kernel - 1; 1D and
+    global pooling."""
+    out = []
+    for kind in ("max", "avg"):
+        out += [
+            _pool(f"{kind} asymmetric padding", kind, (2, 2, 7, 8), kernel_size=3, stride=2,
+                  padding=((2, 0), (1, 2))),
+            _pool(f"{kind} padding 'same' stride 2", kind, (1, 2, 7, 6), kernel_size=3, stride=2,
+                  padding="same"),
+            _pool(f"{kind} padding 'same_lower' even kernel", kind, (1, 2, 5, 6), kernel_size=4,
+                  stride=1, padding="same_lower"),
+            _pool(f"{kind} padding = kernel - 1", kind, (2, 2, 5, 5), kernel_size=3, stride=1,
+                  padding=2),
+            _pool(f"{kind} asymmetric padding, ceil_mode", kind, (1, 2, 6, 7), kernel_size=3,
+                  stride=2, padding=((0, 2), (2, 1)), ceil_mode=True),
+            _pool1d(f"{kind} 1d stride 2 padding (2, 1)", kind, (2, 3, 9), kernel_size=3,
+                    stride=2, padding=(2, 1)),
+            _pool1d(f"{kind} 1d padding 'same'", kind, (1, 2, 10), kernel_size=4, stride=3,
+                    padding="same"),
+            _pool(f"{kind} global", kind, (2, 3, 4, 5), kernel_size=(4, 5)),
+        ]
+    out += [
+        _pool("max dilation 2, padding 3 > half the kernel", "max", (1, 2, 8, 8), kernel_size=3,
+              stride=2, padding=3, dilation=2),
+        _pool("avg 'same', count_include_pad=False (TensorFlow)", "avg", (2, 2, 7, 7),
+              kernel_size=3, stride=2, padding="same", count_include_pad=False),
+        _pool("avg padding = kernel - 1, count_include_pad=False", "avg", (1, 2, 5, 4),
+              kernel_size=(3, 2), stride=1, padding=((2, 2), (1, 1)), count_include_pad=False),
     ]
     return out
 

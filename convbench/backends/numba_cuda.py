@@ -139,7 +139,8 @@ class NumbaCUDABackend(Backend):
 
     # --- pooling ----------------------------------------------------------------------------------
     def _pool_geom(self, p):
-        return (*p.kernel, *p.stride, *p.padding)
+        # windows start at -pad_begin; the padding after sets only P, Q and the divisors
+        return (*p.kernel, *p.stride, *p.pad_begin)
 
     def _divisors(self, p, dtype):
         return _cuda().to_device(avg_divisors(p).astype(dtype))

@@ -76,18 +76,46 @@ class TorchBackend(Backend):
         return dw.numpy()
 
     # --- pooling ----------------------------------------------------------------------------------
-    def _pool_kwargs(self, p):
-        kw = dict(kernel_size=p.kernel, stride=p.stride, padding=p.padding, ceil_mode=p.ceil_mode)
-        if p.kind == "max":
-            kw["dilation"] = p.dilation
-        else:
-            kw["count_include_pad"] = p.count_include_pad
-        return kw
+    def _pool_native(self, p):
+        """torch's own pooling takes symmetric padding of at most half the kernel."""
+        sym = p.symmetric_padding
+        return sym is not None and all(q <= k // 2 for q, k in zip(sym, p.kernel))
 
     def _pool(self, p, x):
         F = _torch().nn.functional
-        fn = F.max_pool2d if p.kind == "max" else F.avg_pool2d
-        return fn(x, **self._pool_kwargs(p))
+        if self._pool_native(p):
+            kw = dict(kernel_size=p.kernel, stride=p.stride, padding=p.symmetric_padding,
+                      ceil_mode=p.ceil_mode)
+            if p.kind == "max":
+                return F.max_pool2d(x, dilation=p.dilation, **kw)
+            return F.avg_pool2d(x, count_include_pad=p.count_include_pad, **kw)
+        return self._pool_padded(p, x)
+
+    def _pool_padded(self, p, x):
+        """Padding torch's pooling does not take, applied with F.pad: minus infinity for the
+        maximum, zeros for the average, plus room on the bottom/right for ceil_mode's last window
+        (so torch pools in floor mode and gives our P, Q). The average's divisors, which depend
+        on where each window sits (count_include_pad), come from pooling an indicator of the
+        counted cells with the same windows."""
+        torch = _torch()
+        F = torch.nn.functional
+        ((pt, pb), (pl, pr)), (kh, kw), (sh, sw), (dh, dw) = (p.padding, p.kernel, p.stride,
+                                                              p.dilation)
+        eh = max(0, (p.P - 1) * sh + dh * (kh - 1) + 1 - (p.H + pt + pb))
+        ew = max(0, (p.Q - 1) * sw + dw * (kw - 1) + 1 - (p.W + pl + pr))
+        pads = (pl, pr + ew, pt, pb + eh)
+        if p.kind == "max":
+            xp = F.pad(x, pads, value=float("-inf"))
+            return F.max_pool2d(xp, p.kernel, p.stride, 0, p.dilation)
+        sums = F.avg_pool2d(F.pad(x, pads), p.kernel, p.stride, 0, divisor_override=1)
+        counted = torch.ones((1, 1, p.H, p.W), dtype=x.dtype)
+        if p.count_include_pad:       # the padded input counts, ceil_mode's extra room does not
+            counted = F.pad(counted, (pl, pr, pt, pb), value=1.0)
+            counted = F.pad(counted, (0, ew, 0, eh))
+        else:
+            counted = F.pad(counted, pads)
+        divisors = F.avg_pool2d(counted, p.kernel, p.stride, 0, divisor_override=1)
+        return sums / divisors
 
     def _pool_fwd(self, p, x):
         torch = _torch()

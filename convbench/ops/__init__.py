@@ -13,11 +13,11 @@ import numpy as np
 from convbench.errors import UnknownNameError
 from convbench.ops import reference as ref
 from convbench.ops.conv import Conv2dProblem, conv1d_problem, conv2d_problem
-from convbench.ops.pool import Pool2dProblem, pool2d_problem
+from convbench.ops.pool import Pool2dProblem, pool1d_problem, pool2d_problem
 from convbench.ops.rnn import RNNProblem
 
 __all__ = ["OPS", "OpSpec", "get_op", "ops_of", "Conv2dProblem", "Pool2dProblem", "RNNProblem",
-           "conv1d_problem", "conv2d_problem", "pool2d_problem"]
+           "conv1d_problem", "conv2d_problem", "pool1d_problem", "pool2d_problem"]
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,8 @@ _NAME = re.compile(r'(?:n"([^"]*)"|_([A-Za-z][\w.-]*))$')
 
 CONV_KEYS = ("g", "mb", "ic", "ih", "iw", "oc", "oh", "ow", "kh", "kw", "sh", "sw", "ph", "pw",
              "pb", "pr", "dh", "dw")
-POOL_KEYS = ("mb", "ic", "ih", "iw", "kh", "kw", "sh", "sw", "ph", "pw", "dh", "dw", "cm", "cip")
+POOL_KEYS = ("mb", "ic", "ih", "iw", "oh", "ow", "kh", "kw", "sh", "sw", "ph", "pw", "pb", "pr",
+             "dh", "dw", "cm", "cip")
 RNN_KEYS = ("t", "mb", "slc", "sic", "b")
 POOL_TAGS = ("max", "avg")
 RNN_TAGS = ("lstm", "gru", "rnn_tanh")
@@ -84,6 +85,22 @@ def _require(f, keys, text):
         raise ValueError(f"descriptor {text!r}: missing {', '.join(missing)}")
 
 
+def _far_pad(text, i, k, s, p, d, o, explicit, names):
+    """The bottom/right padding: given outright (pb/pr), implied by the output size (oh/ow, as
+    benchdnn does), or the same as the top/left."""
+    if explicit is not None:
+        if o is not None:
+            raise ValueError(f"descriptor {text!r}: give {names[0]} or {names[1]}, not both")
+        return explicit
+    if o is None:
+        return p
+    far = (o - 1) * s + (k - 1) * (d + 1) + 1 - i - p
+    if far < 0:
+        raise ValueError(f"descriptor {text!r}: output size {names[0]}{o} larger than the "
+                         f"input allows")
+    return far
+
+
 def _parse_conv(body, text):
     f = _fields(body, CONV_KEYS, text)
     _require(f, ("ic", "ih", "oc", "kh"), text)
@@ -97,19 +114,8 @@ def _parse_conv(body, text):
     dh = f.get("dh", 0)
     dw = f.get("dw", dh)
 
-    def far_pad(i, k, s, p, d, o, explicit, names):
-        if explicit is not None:
-            if o is not None:
-                raise ValueError(f"descriptor {text!r}: give {names[0]} or {names[1]}, not both")
-            return explicit
-        if o is None:
-            return p
-        return (o - 1) * s + (k - 1) * (d + 1) + 1 - i - p
-
-    pb = far_pad(ih, kh, sh, ph, dh, f.get("oh"), f.get("pb"), ("oh", "pb"))
-    pr = far_pad(iw, kw, sw, pw, dw, f.get("ow"), f.get("pr"), ("ow", "pr"))
-    if pb < 0 or pr < 0:
-        raise ValueError(f"descriptor {text!r}: output size oh/ow larger than the input allows")
+    pb = _far_pad(text, ih, kh, sh, ph, dh, f.get("oh"), f.get("pb"), ("oh", "pb"))
+    pr = _far_pad(text, iw, kw, sw, pw, dw, f.get("ow"), f.get("pr"), ("ow", "pr"))
     return Conv2dProblem(mb, f["ic"], ih, iw, f["oc"], kh, kw, (sh, sw), ((ph, pb), (pw, pr)),
                          (dh + 1, dw + 1), g)
 
@@ -127,8 +133,13 @@ def _parse_pool(kind, body, text):
     dw = f.get("dw", dh)
     if kind == "avg" and (dh or dw):
         raise ValueError(f"descriptor {text!r}: average pooling takes no dilation")
-    return Pool2dProblem(kind, f.get("mb", 2), f["ic"], ih, iw, (kh, kw), (sh, sw), (ph, pw),
-                         (dh + 1, dw + 1), bool(f.get("cm", 0)), bool(f.get("cip", 1)))
+    ceil = bool(f.get("cm", 0))
+    if ceil and ("oh" in f or "ow" in f):
+        raise ValueError(f"descriptor {text!r}: give oh/ow or cm1, not both")
+    pb = _far_pad(text, ih, kh, sh, ph, dh, f.get("oh"), f.get("pb"), ("oh", "pb"))
+    pr = _far_pad(text, iw, kw, sw, pw, dw, f.get("ow"), f.get("pr"), ("ow", "pr"))
+    return Pool2dProblem(kind, f.get("mb", 2), f["ic"], ih, iw, (kh, kw), (sh, sw),
+                         ((ph, pb), (pw, pr)), (dh + 1, dw + 1), ceil, bool(f.get("cip", 1)))
 
 
 def _parse_rnn(cell, body, text):

@@ -171,9 +171,9 @@ def conv2d_bwd_weights_chunked(p: Conv2dProblem, dy, x):
 # --- pooling --------------------------------------------------------------------------------------
 def _reads(p, axis: int, offset: int):
     """The input index each output's window reads at `offset` along axis 0 (H) or 1 (W); may lie
-    in the padding (< 0 or >= the size)."""
+    in the padding (< 0 or >= the size). Windows start at -(the padding before) + i * stride."""
     n = p.P if axis == 0 else p.Q
-    return np.arange(n) * p.stride[axis] - p.padding[axis] + offset * p.dilation[axis]
+    return np.arange(n) * p.stride[axis] - p.padding[axis][0] + offset * p.dilation[axis]
 
 
 def _window_positions(p, i: int, j: int):
@@ -188,8 +188,8 @@ def _divisors(p):
     (count_include_pad), or inside the input itself; counted cell by cell."""
     per_axis = []
     for axis, size, k in ((0, p.H, p.kernel[0]), (1, p.W, p.kernel[1])):
-        low, high = (-p.padding[axis], size + p.padding[axis]) if p.count_include_pad \
-            else (0, size)
+        before, after = p.padding[axis]
+        low, high = (-before, size + after) if p.count_include_pad else (0, size)
         per_axis.append(sum(((_reads(p, axis, t) >= low) & (_reads(p, axis, t) < high))
                             for t in range(k)))
     return np.outer(per_axis[0], per_axis[1]).astype(np.float64)
