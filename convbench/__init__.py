@@ -17,6 +17,10 @@ from convbench.api import (
     conv1d_backward,
     conv2d,
     conv2d_backward,
+    conv_transpose1d,
+    conv_transpose1d_backward,
+    conv_transpose2d,
+    conv_transpose2d_backward,
     global_avg_pool2d,
     global_avg_pool2d_backward,
     global_max_pool2d,
@@ -51,6 +55,8 @@ __version__ = "0.1.0"
 __all__ = [
     # convolution
     "conv2d", "conv2d_backward", "conv1d", "conv1d_backward", "conv2d_matrix",
+    "conv_transpose2d", "conv_transpose2d_backward", "conv_transpose1d",
+    "conv_transpose1d_backward",
     # pooling
     "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
     "global_avg_pool2d", "global_avg_pool2d_backward", "global_max_pool2d",

@@ -13,6 +13,8 @@ from convbench.ops import (
     RNNProblem,
     conv1d_problem,
     conv2d_problem,
+    conv_transpose1d_problem,
+    conv_transpose2d_problem,
     get_op,
     pool1d_problem,
     pool2d_problem,
@@ -128,6 +130,72 @@ def conv1d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1,
     dy4 = dy[:, :, None, :]
     dx = execute("conv2d:bwd-data", backend, p, (dy4, w[:, :, None, :]))
     dw = execute("conv2d:bwd-weights", backend, p, (dy4, x[:, :, None, :]))
+    return dx[:, :, 0, :], dw[:, :, 0, :], bias_grad(dy4)
+
+
+# --- transposed convolution ------------------------------------------------------------------------
+def conv_transpose2d(x, w, bias=None, *, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1, backend=DEFAULT_BACKEND):
+    """PyTorch's conv_transpose2d (the input gradient of a convolution; "deconvolution").
+
+    x (N, C, H, W), w (C, K/groups, R, S), bias (K,) or None -> (N, K, P, Q), where
+    P = (H - 1)*stride - pad_top - pad_bottom + dilation*(R - 1) + output_padding + 1 (Q likewise).
+    padding: int, (ph, pw) or ((top, bottom), (left, right)); output_padding < stride or dilation.
+    """
+    x = check_array("x", x, "N, C, H, W")
+    w = check_array("w", w, "C, K/groups, R, S", x.dtype)
+    p = conv_transpose2d_problem(x.shape, w.shape, stride=stride, padding=padding,
+                                 output_padding=output_padding, dilation=dilation, groups=groups,
+                                 bias=bias is not None)
+    if bias is not None:
+        bias = check_array("bias", bias, "K", x.dtype)
+        check_shape("bias", bias, (p.K,))
+    return execute("conv_transpose2d:fwd", backend, p, (x, w, bias))
+
+
+def conv_transpose2d_backward(dy, x, w, *, stride=1, padding=0, output_padding=0, groups=1,
+                              dilation=1, backend=DEFAULT_BACKEND):
+    """Gradients of conv_transpose2d: dy (N, K, P, Q), x, w as in the forward -> (dx, dw, db)."""
+    x = check_array("x", x, "N, C, H, W")
+    w = check_array("w", w, "C, K/groups, R, S", x.dtype)
+    dy = check_array("dy", dy, "N, K, P, Q", x.dtype)
+    p = conv_transpose2d_problem(x.shape, w.shape, stride=stride, padding=padding,
+                                 output_padding=output_padding, dilation=dilation, groups=groups)
+    check_shape("dy", dy, p.y_shape)
+    dx = execute("conv_transpose2d:bwd-data", backend, p, (dy, w))
+    dw = execute("conv_transpose2d:bwd-weights", backend, p, (dy, x))
+    return dx, dw, bias_grad(dy)
+
+
+def conv_transpose1d(x, w, bias=None, *, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1, backend=DEFAULT_BACKEND):
+    """PyTorch's conv_transpose1d: x (N, C, L), w (C, K/groups, S) -> (N, K, L'); padding an int
+    or (left, right)."""
+    x = check_array("x", x, "N, C, L")
+    w = check_array("w", w, "C, K/groups, S", x.dtype)
+    p = conv_transpose1d_problem(x.shape, w.shape, stride=stride, padding=padding,
+                                 output_padding=output_padding, dilation=dilation, groups=groups,
+                                 bias=bias is not None)
+    if bias is not None:
+        bias = check_array("bias", bias, "K", x.dtype)
+        check_shape("bias", bias, (p.K,))
+    y = execute("conv_transpose2d:fwd", backend, p, (x[:, :, None, :], w[:, :, None, :], bias))
+    return y[:, :, 0, :]
+
+
+def conv_transpose1d_backward(dy, x, w, *, stride=1, padding=0, output_padding=0, groups=1,
+                              dilation=1, backend=DEFAULT_BACKEND):
+    """Gradients of conv_transpose1d: dy (N, K, L'), x (N, C, L), w (C, K/groups, S)
+    -> (dx, dw, db)."""
+    x = check_array("x", x, "N, C, L")
+    w = check_array("w", w, "C, K/groups, S", x.dtype)
+    dy = check_array("dy", dy, "N, K, L'", x.dtype)
+    p = conv_transpose1d_problem(x.shape, w.shape, stride=stride, padding=padding,
+                                 output_padding=output_padding, dilation=dilation, groups=groups)
+    check_shape("dy", dy, (p.N, p.K, p.Q))
+    dy4 = dy[:, :, None, :]
+    dx = execute("conv_transpose2d:bwd-data", backend, p, (dy4, w[:, :, None, :]))
+    dw = execute("conv_transpose2d:bwd-weights", backend, p, (dy4, x[:, :, None, :]))
     return dx[:, :, 0, :], dw[:, :, 0, :], bias_grad(dy4)
 
 

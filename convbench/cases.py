@@ -8,6 +8,7 @@ import numpy as np
 
 from convbench.errors import UnknownNameError
 from convbench.ops.conv import Conv2dProblem, conv1d_problem, conv2d_problem
+from convbench.ops.conv_transpose import conv_transpose1d_problem, conv_transpose2d_problem
 from convbench.ops.pool import pool1d_problem, pool2d_problem
 from convbench.ops.rnn import RNNProblem
 
@@ -64,6 +65,36 @@ def random_conv_cases(count: int = 20, seed: int = 0):
     rng = np.random.default_rng(seed)
     return [(f"random #{i} (seed {seed})", "conv2d", random_conv_problem(rng))
             for i in range(count)]
+
+
+def _t(label, x, w, **kw):
+    return (label, "conv_transpose2d", conv_transpose2d_problem(x, w, **kw))
+
+
+def deconv_edge_cases():
+    """Transposed convolutions: PyTorch's padding and output_padding, ONNX's asymmetric pads,
+    groups, dilation, 1D."""
+    return [
+        _t("4x4 stride 2 padding 1 (DCGAN)", (2, 4, 4, 4), (4, 3, 4, 4), stride=2, padding=1),
+        _t("2x2 stride 2 (U-Net up-conv)", (2, 4, 3, 5), (4, 2, 2, 2), stride=2),
+        _t("3x3 stride 2 padding 1 output_padding 1", (2, 3, 4, 5), (3, 4, 3, 3), stride=2,
+           padding=1, output_padding=1),
+        _t("output_padding beyond the padding", (1, 2, 3, 3), (2, 3, 3, 3), stride=2,
+           output_padding=(1, 0)),
+        _t("output_padding < dilation at stride 1", (1, 2, 5, 4), (2, 2, 3, 2), dilation=2,
+           output_padding=1, padding=1),
+        _t("3x3 stride 1 padding 1", (2, 3, 6, 6), (3, 4, 3, 3), padding=1),
+        _t("1x1", (2, 5, 3, 4), (5, 3, 1, 1)),
+        _t("asymmetric padding (ONNX pads)", (2, 3, 5, 4), (3, 2, 3, 3), stride=2,
+           padding=((2, 0), (0, 1))),
+        _t("groups 2, dilation 2, stride 3", (1, 4, 4, 3), (4, 3, 3, 2), stride=3, dilation=2,
+           groups=2, padding=1),
+        _t("depthwise stride 2", (2, 3, 4, 4), (3, 1, 3, 3), stride=2, groups=3, padding=1,
+           output_padding=1),
+        _t("bias", (2, 3, 4, 4), (3, 5, 3, 3), stride=2, padding=1, bias=True),
+        ("conv_transpose1d stride 2", "conv_transpose2d",
+         conv_transpose1d_problem((2, 3, 7), (3, 4, 5), stride=2, padding=2, output_padding=1)),
+    ]
 
 
 def _pool(label, kind, x, **kw):
@@ -149,6 +180,7 @@ def rnn_edge_cases():
 CASE_LISTS = {
     "conv-edge": conv_edge_cases,
     "conv-random": random_conv_cases,
+    "deconv-edge": deconv_edge_cases,
     "pool-edge": pool_edge_cases,
     "rnn-edge": rnn_edge_cases,
 }

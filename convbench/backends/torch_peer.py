@@ -75,6 +75,25 @@ class TorchBackend(Backend):
             dw = torch.nn.grad.conv2d_weight(xt, p.w_shape, torch.from_numpy(dy), **kw)
         return dw.numpy()
 
+    # --- transposed convolution: torch's own forward; the gradients through the convolution
+    # kernels above (backends.lowering), which is what torch's autograd runs for them -----------
+    def conv_transpose2d_fwd(self, p, x, w, b):
+        torch = _torch()
+        F = torch.nn.functional
+        # torch takes padding p on both sides and output_padding o: the far crop is p - o
+        (pt, pb), (pl, pr) = p.padding
+        out_pad = (pt - pb + p.output_padding[0], pl - pr + p.output_padding[1])
+        native = all(0 <= o < max(s, d) for o, s, d in zip(out_pad, p.stride, p.dilation))
+        kw = dict(stride=p.stride, groups=p.groups, dilation=p.dilation,
+                  padding=(pt, pl) if native else 0,
+                  output_padding=out_pad if native else p.output_padding)
+        with torch.inference_mode():
+            y = F.conv_transpose2d(torch.from_numpy(x), torch.from_numpy(w),
+                                   None if b is None else torch.from_numpy(b), **kw)
+            if not native:
+                y = y[:, :, pt:pt + p.P, pl:pl + p.Q].contiguous()
+        return y.numpy()
+
     # --- pooling ----------------------------------------------------------------------------------
     def _pool_native(self, p):
         """torch's own pooling takes symmetric padding of at most half the kernel."""

@@ -13,11 +13,18 @@ import numpy as np
 from convbench.errors import UnknownNameError
 from convbench.ops import reference as ref
 from convbench.ops.conv import Conv2dProblem, conv1d_problem, conv2d_problem
+from convbench.ops.conv_transpose import (
+    ConvTranspose2dProblem,
+    conv_transpose1d_problem,
+    conv_transpose2d_problem,
+)
 from convbench.ops.pool import Pool2dProblem, pool1d_problem, pool2d_problem
 from convbench.ops.rnn import RNNProblem
 
-__all__ = ["OPS", "OpSpec", "get_op", "ops_of", "Conv2dProblem", "Pool2dProblem", "RNNProblem",
-           "conv1d_problem", "conv2d_problem", "pool1d_problem", "pool2d_problem"]
+__all__ = ["OPS", "OpSpec", "get_op", "ops_of", "Conv2dProblem", "ConvTranspose2dProblem",
+           "Pool2dProblem", "RNNProblem", "conv1d_problem", "conv2d_problem",
+           "conv_transpose1d_problem", "conv_transpose2d_problem", "pool1d_problem",
+           "pool2d_problem"]
 
 
 @dataclass(frozen=True)
@@ -126,6 +133,34 @@ _register(OpSpec("conv2d", "bwd-data", ref.conv2d_bwd_data, _conv_inputs("bwd-da
 _register(OpSpec("conv2d", "bwd-weights", ref.conv2d_bwd_weights, _conv_inputs("bwd-weights"),
                  _conv_scale("bwd-weights"), lambda p: p.reduction_length("bwd-weights"),
                  ("dy", "x"), ("dw",), ref.conv2d_bwd_weights_chunked))
+
+
+def _conv_transpose_inputs(direction):
+    def make(p: ConvTranspose2dProblem, rng, dtype):
+        x = _uniform(rng, p.x_shape, dtype)
+        w = _uniform(rng, p.w_shape, dtype, 1.0 / np.sqrt(p.Cg * p.R * p.S))
+        if direction == "fwd":
+            return (x, w, _uniform(rng, (p.K,), dtype) if p.bias else None)
+        dy = _uniform(rng, p.y_shape, dtype)
+        return (dy, w) if direction == "bwd-data" else (dy, x)
+    return make
+
+
+def _conv_transpose_scale(direction):
+    # linear in each input, as the convolution: the same op on absolute values bounds every term
+    def scale(p, inputs, outputs):
+        fn = OPS[f"conv_transpose2d:{direction}"].reference
+        return (float(np.nanmax(fn(p, *_abs(*inputs)), initial=0.0)),)
+    return scale
+
+
+for _direction, _names in (("fwd", (("x", "w", "b"), ("y",))),
+                           ("bwd-data", (("dy", "w"), ("dx",))),
+                           ("bwd-weights", (("dy", "x"), ("dw",)))):
+    _register(OpSpec("conv_transpose2d", _direction,
+                     getattr(ref, f"conv_transpose2d_{_direction.replace('-', '_')}"),
+                     _conv_transpose_inputs(_direction), _conv_transpose_scale(_direction),
+                     (lambda d: lambda p: p.reduction_length(d))(_direction), *_names))
 
 
 def _pool_inputs(direction):

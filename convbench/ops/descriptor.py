@@ -9,8 +9,15 @@ Convolution (benchdnn's keys and defaults; an optional "conv:" tag):
   oh/ow, when given, set the bottom/right padding (asymmetric padding) from the output size, as
   benchdnn does; pb/pr (convbench's own keys) give the bottom/right padding outright, for the
   cases oh/ow cannot express (a stride that leaves the last rows unused).
+Transposed convolution (benchdnn's deconvolution driver): "deconv:" then the convolution keys,
+  with ic/ih/iw the input and oc/oh/ow the output (oh/ow, when given, set the bottom/right crop,
+  or the output padding where the output is larger than the padding allows):
+
+    deconv:mb8ic512ih4oc256oh8kh4sh2ph1     DCGAN: 4x4 -> 8x8, kernel 4, stride 2, padding 1
+
 Pooling: "max:" or "avg:" then mb ic ih iw kh kw sh sw ph pw dh dw as above, plus cm1 for
   ceil_mode and cip0 for count_include_pad=False (average only). Stride defaults to the kernel.
+  Bottom/right padding unlike the top/left: pb/pr, or oh/ow as for convolutions.
 Recurrent: "lstm:", "gru:" or "rnn_tanh:" then t (steps) mb slc (input size) sic (hidden size),
   and b0 for no bias.
 
@@ -25,6 +32,7 @@ import re
 
 from convbench.errors import UnknownNameError
 from convbench.ops.conv import Conv2dProblem
+from convbench.ops.conv_transpose import ConvTranspose2dProblem
 from convbench.ops.pool import Pool2dProblem
 from convbench.ops.rnn import RNNProblem
 
@@ -71,11 +79,13 @@ def parse(text: str):
     tag, _, body = s.rpartition(":")
     if tag in ("", "conv"):
         return _parse_conv(body, text), name
+    if tag == "deconv":
+        return _parse_deconv(body, text), name
     if tag in POOL_TAGS:
         return _parse_pool(tag, body, text), name
     if tag in RNN_TAGS:
         return _parse_rnn(tag, body, text), name
-    raise UnknownNameError(f"descriptor {text!r}: unknown op {tag!r}; valid: conv, "
+    raise UnknownNameError(f"descriptor {text!r}: unknown op {tag!r}; valid: conv, deconv, "
                            f"{', '.join(POOL_TAGS + RNN_TAGS)}")
 
 
@@ -118,6 +128,33 @@ def _parse_conv(body, text):
     pr = _far_pad(text, iw, kw, sw, pw, dw, f.get("ow"), f.get("pr"), ("ow", "pr"))
     return Conv2dProblem(mb, f["ic"], ih, iw, f["oc"], kh, kw, (sh, sw), ((ph, pb), (pw, pr)),
                          (dh + 1, dw + 1), g)
+
+
+def _parse_deconv(body, text):
+    """benchdnn's deconvolution: ic/ih the input, oc the output channels, oh/ow the output size
+    (which sets the bottom/right crop, and the output padding where that would be negative)."""
+    f = _fields(body, CONV_KEYS, text)
+    _require(f, ("ic", "ih", "oc", "kh"), text)
+    for key in ("pb", "pr"):
+        if key in f:
+            raise ValueError(f"descriptor {text!r}: a deconvolution gives its output size "
+                             f"(oh/ow), not {key}")
+    g, mb = f.get("g", 1), f.get("mb", 2)
+    ih, kh = f["ih"], f["kh"]
+    iw, kw = f.get("iw", ih), f.get("kw", kh)
+    sh = f.get("sh", 1)
+    sw = f.get("sw", sh)
+    ph = f.get("ph", 0)
+    pw = f.get("pw", ph)
+    dh = f.get("dh", 0)
+    dw = f.get("dw", dh)
+    pads, out_pads = [], []
+    for i, k, s, p, d, o in ((ih, kh, sh, ph, dh, f.get("oh")), (iw, kw, sw, pw, dw, f.get("ow"))):
+        crop = p if o is None else (i - 1) * s + (k - 1) * (d + 1) + 1 - p - o
+        pads.append((p, max(crop, 0)))
+        out_pads.append(max(-crop, 0))
+    return ConvTranspose2dProblem(mb, f["ic"], ih, iw, f["oc"], kh, kw, (sh, sw), tuple(pads),
+                                  tuple(out_pads), (dh + 1, dw + 1), g)
 
 
 def _parse_pool(kind, body, text):

@@ -168,6 +168,84 @@ def conv2d_bwd_weights_chunked(p: Conv2dProblem, dy, x):
     return dw.reshape(p.w_shape)
 
 
+# --- transposed convolution: the scatter form, stated on its own ---------------------------------
+def _scatter_extent(p):
+    """Rows and columns of the uncropped scatter: (H-1)*stride + dilation*(R-1) + 1, plus the
+    output padding's rows that nothing reaches."""
+    return tuple((n - 1) * s + d * (k - 1) + 1 + o for n, s, d, k, o in
+                 zip((p.H, p.W), p.stride, p.dilation, (p.R, p.S), p.output_padding))
+
+
+def _tap_patch(p, r: int, s: int):
+    """Where tap (r, s) of every input pixel lands in the uncropped scatter: input pixel (i, j)
+    lands on (i*sh + r*dh, j*sw + s*dw)."""
+    (sh, sw), (dh, dw_) = p.stride, p.dilation
+    return (slice(r * dh, r * dh + (p.H - 1) * sh + 1, sh),
+            slice(s * dw_, s * dw_ + (p.W - 1) * sw + 1, sw))
+
+
+def _scatter_crop(p):
+    """The part of the uncropped scatter that is the output."""
+    (pt, _), (pl, _) = p.padding
+    return (slice(None), slice(None), slice(pt, pt + p.P), slice(pl, pl + p.Q))
+
+
+def conv_transpose2d_fwd(p, x, w, b=None):
+    """Each input pixel x[n, c, i, j] adds x * w[c, k, r, s] to output pixel
+    (i*sh + r*dh - pad_top, j*sw + s*dw - pad_left) of every output channel k of its group;
+    pixels outside the output (the padding) are dropped.
+
+    x (N, C, H, W), w (C, K/groups, R, S), b (K,) or None -> y (N, K, P, Q).
+    """
+    x, w, b = _f64(x, w, b)
+    full = np.zeros((p.N, p.K) + _scatter_extent(p))
+    for g in range(p.groups):
+        ci, ko = slice(g * p.Cg, (g + 1) * p.Cg), slice(g * p.Kg, (g + 1) * p.Kg)
+        for r in range(p.R):
+            for s in range(p.S):
+                rows, cols = _tap_patch(p, r, s)
+                full[:, ko, rows, cols] += np.einsum("nchw,ck->nkhw", x[:, ci], w[ci, :, r, s])
+    y = full[_scatter_crop(p)].copy()
+    if b is not None:
+        y += b[None, :, None, None]
+    return y
+
+
+def conv_transpose2d_bwd_data(p, dy, w):
+    """dx[n, c, i, j] = sum over k, r, s of w[c, k, r, s] times dy at the output pixel that
+    x[n, c, i, j]'s tap (r, s) reached (0 where that pixel was cropped off).
+
+    dy (N, K, P, Q), w (C, K/groups, R, S) -> dx (N, C, H, W).
+    """
+    dy, w = _f64(dy, w)
+    full = np.zeros((p.N, p.K) + _scatter_extent(p))
+    full[_scatter_crop(p)] = dy
+    dx = np.zeros(p.x_shape)
+    for g in range(p.groups):
+        ci, ko = slice(g * p.Cg, (g + 1) * p.Cg), slice(g * p.Kg, (g + 1) * p.Kg)
+        for r in range(p.R):
+            for s in range(p.S):
+                rows, cols = _tap_patch(p, r, s)
+                dx[:, ci] += np.einsum("nkhw,ck->nchw", full[:, ko, rows, cols], w[ci, :, r, s])
+    return dx
+
+
+def conv_transpose2d_bwd_weights(p, dy, x):
+    """dw[c, k, r, s] = sum over n, i, j of x[n, c, i, j] times dy at the output pixel its tap
+    (r, s) reached. dy (N, K, P, Q), x (N, C, H, W) -> dw (C, K/groups, R, S)."""
+    dy, x = _f64(dy, x)
+    full = np.zeros((p.N, p.K) + _scatter_extent(p))
+    full[_scatter_crop(p)] = dy
+    dw = np.zeros(p.w_shape)
+    for g in range(p.groups):
+        ci, ko = slice(g * p.Cg, (g + 1) * p.Cg), slice(g * p.Kg, (g + 1) * p.Kg)
+        for r in range(p.R):
+            for s in range(p.S):
+                rows, cols = _tap_patch(p, r, s)
+                dw[ci, :, r, s] = np.einsum("nchw,nkhw->ck", x[:, ci], full[:, ko, rows, cols])
+    return dw
+
+
 # --- pooling --------------------------------------------------------------------------------------
 def _reads(p, axis: int, offset: int):
     """The input index each output's window reads at `offset` along axis 0 (H) or 1 (W); may lie
