@@ -1,9 +1,11 @@
 """Benchmark suites: named lists of problems from real networks, user files, and a fuzzer.
 
 ResNet-50 (He et al. 2015, table 1; the v1.5 layout with the stride on the 3x3 convolution),
-VGG-16 (Simonyan and Zisserman 2014, configuration D) and MobileNet v1 (Howard et al. 2017,
-table 1) are written from the papers' architecture tables; DeepBench's lists come from
-baidu-research/DeepBench (package data).
+VGG-16 (Simonyan and Zisserman 2014, configuration D), MobileNet v1 (Howard et al. 2017,
+table 1) and the decoders of DCGAN (Radford et al. 2015) and U-Net (Ronneberger et al. 2015) are
+written from the papers' architectures; DeepBench's lists come from baidu-research/DeepBench
+(package data). A suite can also be read from the user's own model (harness.model: an ONNX file,
+or a torch module through forward hooks).
 """
 from __future__ import annotations
 
@@ -17,17 +19,24 @@ import pandas as pd
 
 from convbench.cases import random_conv_problem
 from convbench.errors import UnknownNameError
+from convbench.ops.conv_transpose import ConvTranspose2dProblem
 from convbench.ops.descriptor import parse
 
 
 @dataclass(frozen=True)
 class Case:
+    """A named problem; `count` is how many times a model runs it (a suite read from a model
+    merges identical layers)."""
+
     name: str
     problem: object
+    count: int = 1
 
     @property
     def family(self) -> str:
         p = self.problem
+        if isinstance(p, ConvTranspose2dProblem):
+            return "conv_transpose2d"
         if hasattr(p, "kind"):
             return f"{p.kind}_pool2d"
         if hasattr(p, "cell"):
@@ -146,6 +155,27 @@ def rnn(batch: int = 16) -> list[Case]:
     ])
 
 
+def decoders(batch: int | None = None) -> list[Case]:
+    """Transposed convolutions of two decoders. DCGAN's generator (Radford et al. 2015, figure 1:
+    z -> 4x4x1024 -> 8x8x512 -> 16x16x256 -> 32x32x128 -> 64x64x3) with the 4x4 kernels, stride 2,
+    padding 1 of the PyTorch DCGAN example (the projection of z as a 4x4 transposed convolution of
+    a 1x1 input), batch 8 by default. U-Net's expansive path (Ronneberger et al. 2015, figure 1:
+    2x2 up-convolutions, stride 2, halving the channels: 28 -> 56 -> ... -> 392 for a 572x572
+    tile), batch 1 by default as in the paper."""
+    g, u = f"mb{batch or 8}", f"mb{batch or 1}"
+    return _cases([
+        ("dcgan project z 100 -> 4x4x1024", f"deconv:{g}ic100ih1oc1024kh4"),
+        ("dcgan 4 -> 8, 1024 -> 512", f"deconv:{g}ic1024ih4oc512kh4sh2ph1"),
+        ("dcgan 8 -> 16, 512 -> 256", f"deconv:{g}ic512ih8oc256kh4sh2ph1"),
+        ("dcgan 16 -> 32, 256 -> 128", f"deconv:{g}ic256ih16oc128kh4sh2ph1"),
+        ("dcgan 32 -> 64, 128 -> 3", f"deconv:{g}ic128ih32oc3kh4sh2ph1"),
+        ("unet up-conv 28 -> 56, 1024 -> 512", f"deconv:{u}ic1024ih28oc512kh2sh2"),
+        ("unet up-conv 52 -> 104, 512 -> 256", f"deconv:{u}ic512ih52oc256kh2sh2"),
+        ("unet up-conv 100 -> 200, 256 -> 128", f"deconv:{u}ic256ih100oc128kh2sh2"),
+        ("unet up-conv 196 -> 392, 128 -> 64", f"deconv:{u}ic128ih196oc64kh2sh2"),
+    ])
+
+
 def quick(batch: int = 2) -> list[Case]:
     """A handful of small real layers: the whole suite runs in well under a minute."""
     return _cases([
@@ -169,6 +199,7 @@ SUITES = {
     "deepbench-rnn": deepbench_rnn,
     "pooling": pooling,
     "rnn": rnn,
+    "decoders": decoders,
 }
 
 
