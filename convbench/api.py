@@ -319,7 +319,7 @@ def global_max_pool2d_backward(dy, x, backend=DEFAULT_POOL_BACKEND):
 
 
 # --- recurrent cells ------------------------------------------------------------------------------
-def _rnn_args(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
+def _rnn_args(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse=False, linear_before_reset=True):
     """Validate a recurrent layer's arrays against each other and build the problem."""
     x = check_array("x", x, "T, N, I")
     h0 = check_array("h0", h0, "N, H", x.dtype)
@@ -349,7 +349,10 @@ def _rnn_args(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
     if cell == "lstm":
         c0 = check_array("c0", c0, "N, H", x.dtype)
         check_shape("c0", c0, h0.shape)
-    p = RNNProblem(cell, T, N, I, H, b_ih is not None)
+    for name, v in (("reverse", reverse), ("linear_before_reset", linear_before_reset)):
+        if not isinstance(v, (bool, np.bool_)):
+            raise TypeError(f"{name}={v!r} must be a bool")
+    p = RNNProblem(cell, T, N, I, H, b_ih is not None, bool(reverse), bool(linear_before_reset))
     return p, (x, h0, c0, w_ih, w_hh, b_ih, b_hh)
 
 
@@ -371,54 +374,73 @@ def _state_pair(state):
     return state
 
 
-def lstm(x, state, w_ih, w_hh, b_ih=None, b_hh=None, backend=DEFAULT_RNN_BACKEND):
+def lstm(x, state, w_ih, w_hh, b_ih=None, b_hh=None, backend=DEFAULT_RNN_BACKEND, *,
+         reverse=False):
     """An LSTM layer over a sequence (PyTorch's layout; gates i, f, g, o).
 
     x (T, N, I), state (h0, c0) each (N, H), w_ih (4H, I), w_hh (4H, H), biases (4H,) or None
-    -> (y (T, N, H), (hT, cT)).
+    -> (y (T, N, H), (hT, cT)). reverse: run from the last step to the first (the backward half
+    of a bidirectional layer); y stays in the input's time order.
     """
     h0, c0 = _state_pair(state)
-    p, args = _rnn_args("lstm", x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+    p, args = _rnn_args("lstm", x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse)
     y, hT, cT = execute("lstm:fwd", backend, p, args)
     return y, (hT, cT)
 
 
 def lstm_backward(dy, dstate, x, state, w_ih, w_hh, b_ih=None, b_hh=None,
-                  backend=DEFAULT_RNN_BACKEND):
+                  backend=DEFAULT_RNN_BACKEND, *, reverse=False):
     """Backpropagation through time for lstm. dy (T, N, H); dstate (dhT, dcT) (either may be None)
     -> (dx, (dh0, dc0), dw_ih, dw_hh, db_ih, db_hh); bias gradients None without biases."""
     h0, c0 = _state_pair(state)
     dhT, dcT = (None, None) if dstate is None else _state_pair(dstate)
-    p, args = _rnn_args("lstm", x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+    p, args = _rnn_args("lstm", x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse)
     grads = _check_grads(p, args[0], dy, dhT, dcT)
     dx, dh0, dc0, dwi, dwh, dbi, dbh = execute("lstm:bwd", backend, p, grads + args)
     return dx, (dh0, dc0), dwi, dwh, dbi, dbh
 
 
-def _rnn_family(cell):
-    def forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, backend=DEFAULT_RNN_BACKEND):
-        p, args = _rnn_args(cell, x, h0, None, w_ih, w_hh, b_ih, b_hh)
-        y, hT, _ = execute(f"{cell}:fwd", backend, p, args)
-        return y, hT
+def gru(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, backend=DEFAULT_RNN_BACKEND, *, reverse=False,
+        linear_before_reset=True):
+    """A GRU layer over a sequence (PyTorch's layout; gates r, z, n). x (T, N, I), h0 (N, H),
+    w_ih (3H, I), w_hh (3H, H), biases (3H,) or None -> (y (T, N, H), hT).
 
-    def backward(dy, dhT, x, h0, w_ih, w_hh, b_ih=None, b_hh=None, backend=DEFAULT_RNN_BACKEND):
-        p, args = _rnn_args(cell, x, h0, None, w_ih, w_hh, b_ih, b_hh)
-        grads = _check_grads(p, args[0], dy, dhT, None)
-        dx, dh0, _, dwi, dwh, dbi, dbh = execute(f"{cell}:bwd", backend, p, grads + args)
-        return dx, dh0, dwi, dwh, dbi, dbh
-
-    gates = {"gru": "3H (gates r, z, n)", "rnn_tanh": "H"}[cell]
-    forward.__name__, backward.__name__ = cell, f"{cell}_backward"
-    forward.__doc__ = (f"A {cell} layer over a sequence (PyTorch's layout). x (T, N, I), "
-                       f"h0 (N, H), w_ih ({gates}, I), w_hh ({gates}, H), biases or None "
-                       "-> (y (T, N, H), hT).")
-    backward.__doc__ = (f"Backpropagation through time for {cell}: dy (T, N, H), dhT (N, H) or "
-                        "None -> (dx, dh0, dw_ih, dw_hh, db_ih, db_hh).")
-    return forward, backward
+    linear_before_reset=True is PyTorch's and cuDNN's GRU, n = tanh(gi_n + r*(h w_hn^T + b_hn));
+    False the original of Cho et al. (2014), ONNX's default and Keras's reset_after=False,
+    n = tanh(gi_n + (r*h) w_hn^T + b_hn). reverse: run from the last step to the first.
+    """
+    p, args = _rnn_args("gru", x, h0, None, w_ih, w_hh, b_ih, b_hh, reverse, linear_before_reset)
+    y, hT, _ = execute("gru:fwd", backend, p, args)
+    return y, hT
 
 
-gru, gru_backward = _rnn_family("gru")
-rnn_tanh, rnn_tanh_backward = _rnn_family("rnn_tanh")
+def gru_backward(dy, dhT, x, h0, w_ih, w_hh, b_ih=None, b_hh=None, backend=DEFAULT_RNN_BACKEND,
+                 *, reverse=False, linear_before_reset=True):
+    """Backpropagation through time for gru: dy (T, N, H), dhT (N, H) or None
+    -> (dx, dh0, dw_ih, dw_hh, db_ih, db_hh)."""
+    p, args = _rnn_args("gru", x, h0, None, w_ih, w_hh, b_ih, b_hh, reverse, linear_before_reset)
+    grads = _check_grads(p, args[0], dy, dhT, None)
+    dx, dh0, _, dwi, dwh, dbi, dbh = execute("gru:bwd", backend, p, grads + args)
+    return dx, dh0, dwi, dwh, dbi, dbh
+
+
+def rnn_tanh(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, backend=DEFAULT_RNN_BACKEND, *,
+             reverse=False):
+    """A tanh RNN layer over a sequence (PyTorch's layout). x (T, N, I), h0 (N, H), w_ih (H, I),
+    w_hh (H, H), biases (H,) or None -> (y (T, N, H), hT). reverse: last step to first."""
+    p, args = _rnn_args("rnn_tanh", x, h0, None, w_ih, w_hh, b_ih, b_hh, reverse)
+    y, hT, _ = execute("rnn_tanh:fwd", backend, p, args)
+    return y, hT
+
+
+def rnn_tanh_backward(dy, dhT, x, h0, w_ih, w_hh, b_ih=None, b_hh=None,
+                      backend=DEFAULT_RNN_BACKEND, *, reverse=False):
+    """Backpropagation through time for rnn_tanh: dy (T, N, H), dhT (N, H) or None
+    -> (dx, dh0, dw_ih, dw_hh, db_ih, db_hh)."""
+    p, args = _rnn_args("rnn_tanh", x, h0, None, w_ih, w_hh, b_ih, b_hh, reverse)
+    grads = _check_grads(p, args[0], dy, dhT, None)
+    dx, dh0, _, dwi, dwh, dbi, dbh = execute("rnn_tanh:bwd", backend, p, grads + args)
+    return dx, dh0, dwi, dwh, dbi, dbh
 
 
 def lstm_cell(x, state, w_ih, w_hh, b_ih=None, b_hh=None, backend=DEFAULT_RNN_BACKEND):
@@ -428,10 +450,12 @@ def lstm_cell(x, state, w_ih, w_hh, b_ih=None, b_hh=None, backend=DEFAULT_RNN_BA
     return h, c
 
 
-def gru_cell(x, h, w_ih, w_hh, b_ih=None, b_hh=None, backend=DEFAULT_RNN_BACKEND):
+def gru_cell(x, h, w_ih, w_hh, b_ih=None, b_hh=None, backend=DEFAULT_RNN_BACKEND, *,
+             linear_before_reset=True):
     """One GRU step: x (N, I), h (N, H) -> h'."""
     x = check_array("x", x, "N, I")
-    return gru(x[None], h, w_ih, w_hh, b_ih, b_hh, backend=backend)[1]
+    return gru(x[None], h, w_ih, w_hh, b_ih, b_hh, backend=backend,
+               linear_before_reset=linear_before_reset)[1]
 
 
 def rnn_tanh_cell(x, h, w_ih, w_hh, b_ih=None, b_hh=None, backend=DEFAULT_RNN_BACKEND):

@@ -176,6 +176,24 @@ def rnn_edge_cases():
     return out
 
 
+def rnn_variant_cases():
+    """Reversed layers (the backward half of a bidirectional layer) and the original GRU
+    (linear_before_reset=False)."""
+    out = []
+    for cell in ("rnn_tanh", "lstm", "gru"):
+        out += [(f"{cell} reverse T=5 N=3 I=4 H=6", cell, RNNProblem(cell, 5, 3, 4, 6,
+                                                                      reverse=True)),
+                (f"{cell} reverse no bias", cell, RNNProblem(cell, 3, 2, 5, 3, bias=False,
+                                                             reverse=True))]
+    out += [("gru linear_before_reset=False", "gru",
+             RNNProblem("gru", 5, 3, 4, 6, linear_before_reset=False)),
+            ("gru linear_before_reset=False reverse no bias", "gru",
+             RNNProblem("gru", 4, 2, 3, 5, bias=False, reverse=True, linear_before_reset=False)),
+            ("gru linear_before_reset=False T=1", "gru",
+             RNNProblem("gru", 1, 2, 3, 4, linear_before_reset=False))]
+    return out
+
+
 #: name -> function returning the cases. Other op families add their lists here.
 CASE_LISTS = {
     "conv-edge": conv_edge_cases,
@@ -183,6 +201,7 @@ CASE_LISTS = {
     "deconv-edge": deconv_edge_cases,
     "pool-edge": pool_edge_cases,
     "rnn-edge": rnn_edge_cases,
+    "rnn-variants": rnn_variant_cases,
 }
 
 

@@ -91,6 +91,12 @@ class NumbaCUDABackend(Backend):
                 "compute_capability": ".".join(map(str, dev.compute_capability)),
                 "driver": str(cuda.cudadrv.driver.driver.get_version())}
 
+    def unsupported(self, op, p, dtype):
+        if getattr(p, "original_gru", False):
+            return ("linear_before_reset=False (the GRU kernel applies the reset gate after the "
+                    "hidden product)")
+        return None
+
     # --- data movement --------------------------------------------------------------------------
     def to_device(self, a):
         return _cuda().to_device(np.ascontiguousarray(a))
@@ -190,7 +196,7 @@ class NumbaCUDABackend(Backend):
         y = cuda.device_array(p.y_shape, dtype=dt)
         one = np.dtype(dt).type(1)
         h, c = h0, c0
-        for t in range(p.T):
+        for t in p.steps:
             self._gemm(h, w_hh, b_hh, gh)
             hn = y[t]
             if p.cell == "lstm":

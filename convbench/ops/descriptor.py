@@ -19,7 +19,8 @@ Pooling: "max:" or "avg:" then mb ic ih iw kh kw sh sw ph pw dh dw as above, plu
   ceil_mode and cip0 for count_include_pad=False (average only). Stride defaults to the kernel.
   Bottom/right padding unlike the top/left: pb/pr, or oh/ow as for convolutions.
 Recurrent: "lstm:", "gru:" or "rnn_tanh:" then t (steps) mb slc (input size) sic (hidden size),
-  and b0 for no bias.
+  and b0 for no bias, rev1 for a reversed sequence (benchdnn's right2left direction), lbr0 for
+  the original GRU (linear_before_reset=False; benchdnn's VANILLA_GRU, where gru: is its LBR_GRU).
 
 A trailing n"name" (or _name) names the problem; it is kept apart from the problem itself.
 
@@ -43,7 +44,7 @@ CONV_KEYS = ("g", "mb", "ic", "ih", "iw", "oc", "oh", "ow", "kh", "kw", "sh", "s
              "pb", "pr", "dh", "dw")
 POOL_KEYS = ("mb", "ic", "ih", "iw", "oh", "ow", "kh", "kw", "sh", "sw", "ph", "pw", "pb", "pr",
              "dh", "dw", "cm", "cip")
-RNN_KEYS = ("t", "mb", "slc", "sic", "b")
+RNN_KEYS = ("t", "mb", "slc", "sic", "b", "rev", "lbr")
 POOL_TAGS = ("max", "avg")
 RNN_TAGS = ("lstm", "gru", "rnn_tanh")
 
@@ -182,4 +183,5 @@ def _parse_pool(kind, body, text):
 def _parse_rnn(cell, body, text):
     f = _fields(body, RNN_KEYS, text)
     _require(f, ("t", "slc", "sic"), text)
-    return RNNProblem(cell, f["t"], f.get("mb", 2), f["slc"], f["sic"], bool(f.get("b", 1)))
+    return RNNProblem(cell, f["t"], f.get("mb", 2), f["slc"], f["sic"], bool(f.get("b", 1)),
+                      bool(f.get("rev", 0)), bool(f.get("lbr", 1)))
