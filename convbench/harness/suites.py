@@ -147,11 +147,21 @@ def pooling(batch: int = 8) -> list[Case]:
 
 
 def rnn(batch: int = 16) -> list[Case]:
+    """Single layers, and a 2-layer bidirectional LSTM over 80 filterbank features (a speech
+    encoder's shape) as its four layer-direction problems: each layer's reverse half runs with
+    reverse=True, and the second layer reads both halves of the first (2 x 256 features)."""
+    b = f"mb{batch}"
     return _cases([
-        ("lstm h256 t64", f"lstm:t64mb{batch}slc256sic256"),
-        ("gru h256 t64", f"gru:t64mb{batch}slc256sic256"),
-        ("rnn_tanh h256 t64", f"rnn_tanh:t64mb{batch}slc256sic256"),
-        ("lstm h512 t25", f"lstm:t25mb{batch}slc512sic512"),
+        ("lstm h256 t64", f"lstm:t64{b}slc256sic256"),
+        ("gru h256 t64", f"gru:t64{b}slc256sic256"),
+        ("rnn_tanh h256 t64", f"rnn_tanh:t64{b}slc256sic256"),
+        ("lstm h512 t25", f"lstm:t25{b}slc512sic512"),
+        ("bilstm 2-layer h256 t100: l0 forward", f"lstm:t100{b}slc80sic256"),
+        ("bilstm 2-layer h256 t100: l0 reverse", f"lstm:t100{b}slc80sic256rev1"),
+        ("bilstm 2-layer h256 t100: l1 forward", f"lstm:t100{b}slc512sic256"),
+        ("bilstm 2-layer h256 t100: l1 reverse", f"lstm:t100{b}slc512sic256rev1"),
+        ("gru (original, linear_before_reset=False) h256 t64",
+         f"gru:t64{b}slc256sic256lbr0"),
     ])
 
 
