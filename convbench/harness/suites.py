@@ -19,6 +19,7 @@ import pandas as pd
 
 from convbench.cases import random_conv_problem
 from convbench.errors import UnknownNameError
+from convbench.harness.model import merge, onnx_problems, parse_input_shapes, torch_problems
 from convbench.ops.conv_transpose import ConvTranspose2dProblem
 from convbench.ops.descriptor import parse
 
@@ -246,17 +247,46 @@ def from_file(path: str) -> list[Case]:
     return out
 
 
+def from_onnx(source, batch: int | None = None, input_shapes=None) -> list[Case]:
+    """The layers of an ONNX model (a path, bytes or onnx.ModelProto) as a suite, identical
+    layers merged with their count (harness.model). batch sets a dynamic first input dimension;
+    input_shapes ({input name, or None for the only input: shape}, or strings
+    'NAME:1,3,224,224') fixes inputs whose shapes are dynamic."""
+    if input_shapes is not None and not isinstance(input_shapes, dict):
+        input_shapes = parse_input_shapes(input_shapes)
+    return [Case(name, p, count) for name, p, count in
+            merge(onnx_problems(source, batch, input_shapes))]
+
+
+def from_torch(module, example_input) -> list[Case]:
+    """The layers a torch module runs on example_input (recorded by forward hooks) as a suite,
+    identical layers merged with their count."""
+    return [Case(name, p, count) for name, p, count in
+            merge(torch_problems(module, example_input))]
+
+
 def with_batch(case: Case, batch: int) -> Case:
-    return Case(case.name, dataclasses.replace(case.problem, N=batch))
+    return Case(case.name, dataclasses.replace(case.problem, N=batch), case.count)
 
 
-def load_suite(spec: str, batch: int | None = None) -> list[Case]:
-    """A built-in suite name, 'fuzz[:SEED[:COUNT]]', or a path to a suite file."""
+def is_model_file(spec: str) -> bool:
+    return str(spec).lower().endswith(".onnx")
+
+
+def load_suite(spec: str, batch: int | None = None, input_shapes=None) -> list[Case]:
+    """A built-in suite name, 'fuzz[:SEED[:COUNT]]', a path to a suite file, or an ONNX model
+    (*.onnx; input_shapes as from_onnx's)."""
+    if input_shapes and not is_model_file(spec):
+        raise ValueError("input shapes are for a suite read from an ONNX model (*.onnx)")
     if spec in SUITES:
         cases = SUITES[spec]()
     elif spec == "fuzz" or spec.startswith("fuzz:"):
         parts = spec.split(":")[1:]
         cases = fuzz(*(int(v) for v in parts))
+    elif is_model_file(spec):
+        if not Path(spec).is_file():
+            raise FileNotFoundError(f"model {spec!r} does not exist")
+        cases = from_onnx(spec, batch, input_shapes)
     elif Path(spec).is_file():
         cases = from_file(spec)
     else:
