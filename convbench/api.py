@@ -133,7 +133,7 @@ def conv1d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1,
     return dx[:, :, 0, :], dw[:, :, 0, :], bias_grad(dy4)
 
 
-# --- transposed convolution ------------------------------------------------------------------------
+# --- transposed convolution ----------------------------------------------------------------------
 def conv_transpose2d(x, w, bias=None, *, stride=1, padding=0, output_padding=0, groups=1,
                      dilation=1, backend=DEFAULT_BACKEND):
     """PyTorch's conv_transpose2d (the input gradient of a convolution; "deconvolution").

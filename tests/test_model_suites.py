@@ -1,13 +1,14 @@
 """Suites read from a model: ONNX graphs built in the tests with onnx.helper (translated
 attributes checked against ONNX's own reference evaluator), torch modules through forward hooks,
 merging, the errors, and the command line with its whole-model report."""
+import json
+
 import numpy as np
 import pytest
 
 onnx = pytest.importorskip("onnx")
-from onnx.reference import ReferenceEvaluator  # noqa: E402
-
 import onnx_models as om  # noqa: E402
+from onnx.reference import ReferenceEvaluator  # noqa: E402
 
 from convbench.harness.model import ModelError, onnx_rnn_weights  # noqa: E402
 from convbench.harness.suites import from_onnx, from_torch, load_suite  # noqa: E402
@@ -130,7 +131,7 @@ def test_recurrent_nodes_translate_gate_orders_directions_and_layouts(op, direct
                                                                       extra, rng):
     cell = {"LSTM": "lstm", "GRU": "gru", "RNN": "rnn_tanh"}[op]
     G = {"LSTM": 4, "GRU": 3, "RNN": 1}[op]
-    T, N, I, H = 4, 2, 3, 5
+    T, N, I, H = 4, 2, 3, 5  # noqa: E741 - PyTorch's name for the input size
     D = 2 if direction == "bidirectional" else 1
     W = rng.standard_normal((D, G * H, I)).astype(np.float32) * 0.5
     R = rng.standard_normal((D, G * H, H)).astype(np.float32) * 0.5
@@ -245,3 +246,66 @@ def test_from_torch_names_what_it_cannot_express():
     with pytest.raises(ModelError, match="PackedSequence"):
         packed = nn.utils.rnn.pack_padded_sequence(torch.zeros(5, 2, 3), [5, 3])
         from_torch(nn.GRU(3, 4), packed)
+
+
+def test_whole_model_sums_count_times_median_and_mixes_the_fastest():
+    import pandas as pd
+
+    from convbench.harness.report import whole_model
+    from convbench.harness.table import to_frame
+    rows = []
+    times = {"a": {"im2col": 2.0, "numpy": 1.0, "torch": 1.5},
+             "b": {"im2col": 1.0, "numpy": None, "torch": 4.0}}
+    for case, by in times.items():
+        for backend, t in by.items():
+            rows.append(dict(case=case, descriptor=case, family="conv2d", direction="fwd",
+                             backend=backend, status="PASSED" if t else "UNIMPLEMENTED",
+                             median_s=t))
+    totals, mix = whole_model(to_frame(rows), {"a": 3, "b": 2}, "torch")
+    t = totals.set_index("backend")
+    assert t.loc["torch", "total_s"] == 3 * 1.5 + 2 * 4.0
+    assert pd.isna(t.loc["numpy", "total_s"]) and t.loc["numpy", "layers"] == 1
+    assert t.loc["best per layer", "total_s"] == 3 * 1.0 + 2 * 1.0
+    assert t.loc["best per layer", "speedup"] == pytest.approx(12.5 / 5.0)
+    m = mix.set_index("backend")
+    assert (m.loc["numpy", "calls"], m.loc["im2col", "calls"]) == (3, 2)
+    assert m.loc["numpy", "share"] == pytest.approx(0.6)
+
+
+def test_run_reads_an_onnx_model_and_reports_the_whole_model(tmp_path):
+    from click.testing import CliRunner
+
+    from convbench.cli import main
+    g = om.Graph()
+    x = g.node("Conv", ["x", g.weight((4, 3, 3, 3))], name="c1", kernel_shape=[3, 3],
+               pads=[1, 1, 1, 1])
+    x = g.node("Conv", [x, g.weight((4, 4, 3, 3))], name="c2", kernel_shape=[3, 3],
+               pads=[1, 1, 1, 1])
+    x = g.node("Conv", [x, g.weight((4, 4, 3, 3))], name="c3", kernel_shape=[3, 3],
+               pads=[1, 1, 1, 1])
+    x = g.node("MaxPool", [x], name="pool", kernel_shape=[2, 2], strides=[2, 2])
+    path = tmp_path / "tiny.onnx"
+    onnx.save(g.model([om.tensor("x", ["batch", 3, "h", "w"])], x), str(path))
+    out = tmp_path / "run"
+    args = ["run", "--suite", str(path), "--batch", "2", "--backends", "numpy,im2col",
+            "--budget", "0.01", "--no-peaks", "--out", str(out)]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 2 and "give its shape with --input-shape" in r.output
+    r = CliRunner().invoke(main, args + ["--input-shape", "x:1,3,8,8"])
+    assert r.exit_code == 0, r.output
+    assert "whole model (3 distinct layers, 4 calls)" in r.output
+    assert "best per layer" in r.output
+    report = (out / "report.html").read_text()
+    assert "<h2>Whole model</h2>" in report
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["counts"] == {"c1": 1, "c2": 2, "pool": 1}
+
+
+def test_bad_model_files_are_a_usage_error(tmp_path):
+    from click.testing import CliRunner
+
+    from convbench.cli import main
+    path = tmp_path / "model.onnx"
+    path.write_text("not a model")
+    r = CliRunner().invoke(main, ["run", "--suite", str(path), "--no-peaks"])
+    assert r.exit_code == 2 and "not an ONNX model" in r.output

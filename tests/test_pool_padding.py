@@ -6,7 +6,7 @@ from conftest import available_backends
 
 import convbench as cb
 from convbench.cases import pool_padding_cases
-from convbench.ops import descriptor, pool1d_problem, pool2d_problem
+from convbench.ops import descriptor, pool2d_problem
 from convbench.ops import reference as ref
 
 POOL_BACKENDS = available_backends("max_pool2d:fwd")

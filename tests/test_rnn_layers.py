@@ -93,7 +93,7 @@ def _torch_layer(torch, cls, **kw):
 ], ids=["2-layer bidirectional batch_first", "1-layer no bias", "3-layer"])
 def test_layer_equals_torch_nn_outputs_and_gradients(cls, config, backend, rng):
     torch = pytest.importorskip("torch")
-    I, H, T, N = 3, 4, 5, 2
+    I, H, T, N = 3, 4, 5, 2  # noqa: E741 - PyTorch's name for the input size
     tm = _torch_layer(torch, cls, input_size=I, hidden_size=H, **config)
     layer = cls(I, H, backend=backend, **config)
     layer.load_state_dict(tm.state_dict())

@@ -64,7 +64,7 @@ def merge(items) -> list[tuple[str, object, int]]:
     return [(first[p], p, counts[p]) for p in first]
 
 
-# --- ONNX --------------------------------------------------------------------------------------------
+# --- ONNX -----------------------------------------------------------------------------------------
 def _onnx():
     try:
         import onnx  # lazy: an optional extra (pip install "convbench[onnx]"), needed only here
@@ -151,9 +151,9 @@ def _fix_inputs(model, batch: int | None, input_shapes: dict, source) -> None:
             dynamic = [(k, d) for k, d in enumerate(fixed) if not isinstance(d, int)]
             if dynamic:
                 what = ", ".join(f"axis {k} ({d or '?'})" for k, d in dynamic)
+                hint = ",".join(str(d) if isinstance(d, int) else "N" for d in fixed)
                 raise ModelError(f"{source}: input {inp.name!r} has dynamic dimensions {what}; "
-                                 f"give its shape with --input-shape "
-                                 f"{inp.name}:{','.join(str(d) if isinstance(d, int) else 'N' for d in fixed)}")
+                                 f"give its shape with --input-shape {inp.name}:{hint}")
         else:
             if dims is not None and len(dims) != len(given):
                 raise ModelError(f"{source}: --input-shape for {inp.name!r} has {len(given)} "
@@ -422,7 +422,7 @@ def onnx_rnn_weights(W, R, B=None, cell: str = "lstm"):
     return out
 
 
-# --- torch -------------------------------------------------------------------------------------------
+# --- torch ----------------------------------------------------------------------------------------
 def _torch_padding(module, n):
     if getattr(module, "padding_mode", "zeros") != "zeros":
         raise ModelError(f"{module!r}: padding_mode={module.padding_mode!r} (convbench pads "
