@@ -9,7 +9,7 @@ from convbench.verify import PASSED, UNAVAILABLE, UNSUPPORTED, check_backend
 
 CASES = pool_edge_cases() + rnn_edge_cases()
 # What each backend is expected to implement (a missing op must say UNSUPPORTED, not crash).
-EXPECTED_UNSUPPORTED = {("numba-cuda", "bwd", "rnn"), ("naive", "*", "rnn"), ("im2col", "*", "*"),
+EXPECTED_UNSUPPORTED = {("naive", "*", "rnn"), ("im2col", "*", "*"),
                         ("winograd-f2", "*", "*"), ("winograd-f4", "*", "*"),
                         ("fft", "*", "*")}
 

@@ -57,7 +57,7 @@ class Tiles:
 
 
 #: Tiny tiles for the CPU simulator, which runs every GPU thread as an OS thread.
-SIM = {"conv": Tiles(8, 8, 4, 2, 2), "gemm": Tiles(8, 8, 4, 2, 2), "step": Tiles(4, 4, 4, 2, 2)}
+SIM = {"conv": Tiles(16, 16, 16, 8, 8), "gemm": Tiles(16, 16, 16, 8, 8), "step": Tiles(4, 4, 8, 2, 2)}
 #: Threads per block of the element-wise kernels (pooling, depthwise, gates).
 SIM_THREADS, GPU_THREADS = 8, 256
 
@@ -69,11 +69,21 @@ GPU_STEP = [Tiles(32, 16, 16, 4, 2), Tiles(16, 16, 16, 2, 2), Tiles(32, 32, 8, 4
             Tiles(32, 8, 32, 4, 1)]
 
 
-def default_tiles(kind: str, simulated: bool, columns: int | None = None) -> Tiles:
-    """The tiles a kernel kind ('conv', 'gemm', 'step') uses unless told otherwise. On a GPU a
-    conv whose output has few columns (channels) takes a narrower block."""
+def _pow2_at_least(n: int, cap: int) -> int:
+    return min(cap, 1 << max(0, (max(n, 1) - 1).bit_length()))
+
+
+def default_tiles(kind: str, simulated: bool, rows: int | None = None,
+                  columns: int | None = None) -> Tiles:
+    """The tiles a kernel kind ('conv', 'gemm', 'step') uses unless told otherwise, for an output
+    of `rows` x `columns` per group where known. On a GPU a conv whose output has few columns
+    (channels) takes a narrower block. The simulator's cost is mostly per block and per tile
+    step, so there a block covers as much of a small output as it can with 2 x 2 threads."""
     if simulated:
-        return SIM[kind]
+        if kind == "step" or rows is None or columns is None:
+            return SIM[kind]
+        bm, bn = _pow2_at_least(rows, 64), _pow2_at_least(columns, 64)
+        return Tiles(bm, bn, 32, max(1, bm // 2), max(1, bn // 2))
     if kind == "conv":
         return GPU_CONV[0] if columns is None or columns > 64 else GPU_CONV[1]
     return (GPU_GEMM if kind == "gemm" else GPU_STEP)[0]

@@ -112,8 +112,8 @@ class NumbaCUDABackend(Backend):
         return cuda.event_elapsed_time(start, end) * 1e-3
 
     # --- launch settings ------------------------------------------------------------------------
-    def tiles_for(self, kind: str, columns: int | None = None) -> Tiles:
-        return self.tiles.get(kind) or default_tiles(kind, simulated(), columns)
+    def tiles_for(self, kind: str, rows: int | None = None, columns: int | None = None) -> Tiles:
+        return self.tiles.get(kind) or default_tiles(kind, simulated(), rows, columns)
 
     @property
     def threads(self) -> int:
@@ -141,7 +141,7 @@ class NumbaCUDABackend(Backend):
             conv.depthwise_fwd(p, _flat(x), _flat(w), bf, y, self.threads)
         else:
             conv.conv_fwd(self.plans(), p, _flat(x), _flat(w), bf, y,
-                          self.tiles_for("conv", p.Kg))
+                          self.tiles_for("conv", p.N * p.P * p.Q, p.Kg))
         return y.reshape(p.y_shape)
 
     def conv2d_bwd_data(self, p, dy, w):
@@ -151,7 +151,7 @@ class NumbaCUDABackend(Backend):
             conv.depthwise_bwd_data(p, _flat(dy), _flat(w), dx, self.threads)
         else:
             conv.conv_bwd_data(self.plans(), p, _flat(dy), _flat(w), dx,
-                               self.tiles_for("conv", p.Cg))
+                               self.tiles_for("conv", p.N * p.H * p.W, p.Cg))
         return dx.reshape(p.x_shape)
 
     def conv2d_bwd_weights(self, p, dy, x):
@@ -161,7 +161,7 @@ class NumbaCUDABackend(Backend):
             conv.depthwise_bwd_weights(p, _flat(dy), _flat(x), dw, self.threads)
         else:
             conv.conv_bwd_weights(p, _flat(dy), _flat(x), dw,
-                                  self.tiles_for("conv", p.Cg * p.R * p.S),
+                                  self.tiles_for("conv", p.Kg, p.Cg * p.R * p.S),
                                   self.multiprocessors(), self.threads)
         return dw.reshape(p.w_shape)
 
