@@ -134,20 +134,26 @@ def igemm(t: Tiles, dtype):
                 for i in range(TM):
                     for j in range(TN):
                         acc[i, j] += af[i] * bf[j]
+        # output offsets first, in a loop of their own: the store loop below then stays small
+        # enough to unroll, which keeps `acc` in registers
+        obase = cuda.local.array(TM, np.int64)
         for i in range(TM):
             gm = m0 + tm + i * SM
+            obase[i] = -1
             if gm < M:
                 n = gm // MM
                 rem = gm - n * MM
                 ii = rem // Mj
-                obase = n * o_n + g * o_g + (ii * ora + orb) * OW + (rem - ii * Mj) * oca + ocb
-                for j in range(TN):
-                    gc = n0 + tn + j * SN
-                    if gc < Ncol:
-                        v = acc[i, j]
-                        if has_bias:
-                            v += bias[g * Ncol + gc]
-                        out[obase + gc * o_c] = v
+                obase[i] = (n * o_n + g * o_g + (ii * ora + orb) * OW + (rem - ii * Mj) * oca
+                            + ocb)
+        for i in range(TM):
+            for j in range(TN):
+                gc = n0 + tn + j * SN
+                if obase[i] >= 0 and gc < Ncol:
+                    v = acc[i, j]
+                    if has_bias:
+                        v += bias[g * Ncol + gc]
+                    out[obase[i] + gc * o_c] = v
 
     _kernels[key] = kernel
     return kernel
