@@ -102,14 +102,17 @@ class NumbaCUDABackend(Backend):
         _cuda().synchronize()
 
     def time_call(self, fn):
-        """Device events around the launches, one synchronisation: kernel time, no host copies."""
+        """Device events around the launches, one synchronisation: kernel time, no host copies.
+        The simulator runs kernels synchronously and its events record no time: a host clock."""
+        if simulated():
+            return super().time_call(fn)
         cuda = _cuda()
         start, end = cuda.event(), cuda.event()
         start.record()
         fn()
         end.record()
         end.synchronize()
-        return cuda.event_elapsed_time(start, end) * 1e-3
+        return start.elapsed_time(end) * 1e-3
 
     # --- launch settings ------------------------------------------------------------------------
     def tiles_for(self, kind: str, rows: int | None = None, columns: int | None = None) -> Tiles:

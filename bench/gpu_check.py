@@ -1,0 +1,537 @@
+#!/usr/bin/env python3
+"""The GPU half of convbench in one run: verify every numba-cuda kernel, then time it against cuDNN.
+
+On the device machine, from the copied working tree, on the image's own packages:
+
+    PYTHONPATH=. PYTHONUNBUFFERED=1 python3 bench/gpu_check.py
+
+Rehearsal on Numba's CUDA simulator (same code paths, tiny shapes, no torch CUDA):
+
+    python bench/gpu_check.py --sim
+
+Steps, each written to $OUT/gpu_check.json as soon as it is done (OUT defaults to ./out), so a run
+cut short keeps what it finished:
+  1. the environment (versions, device, multiprocessors);
+  2. every kernel on convbench's small case lists against the float64 reference (all conv
+     parameters, depthwise, pooling edge cases, every RNN cell forward and backward);
+  3. the measured shapes with the default tiles: ResNet-50's convolutions at N=32 in all three
+     directions, max pooling 3x3/2 on (32, 64, 112, 112), an LSTM with T=100, N=32, H=1024; each
+     verified against a float64 reference (torch float64 on the GPU for the convolutions,
+     convbench's own reference for pooling and the LSTM), then timed with CUDA events against
+     torch's cuDNN in float32 with TF32 off;
+  4. a sweep of the tile shapes per shape, time-boxed, each variant verified before it is timed;
+  5. the registers, local memory and shared memory of every compiled kernel.
+The table printed last is the summary: per shape the best numba-cuda time, cuDNN's, and the ratio.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+import traceback
+
+T0 = time.monotonic()
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sim", "--tiny", dest="sim", action="store_true",
+                    help="rehearse on Numba's CUDA simulator with tiny shapes (no torch CUDA)")
+    ap.add_argument("--budget", type=float, default=None,
+                    help="seconds from start after which the tile sweep stops (default 330 on a "
+                         "GPU, 25 with --sim)")
+    ap.add_argument("--out", default=os.environ.get("OUT", "out"),
+                    help="folder for gpu_check.json (default $OUT, else ./out)")
+    return ap.parse_args(argv)
+
+
+ARGS = parse_args()
+if ARGS.sim:
+    os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
+elif not os.environ.get("CUDA_HOME") and os.path.isdir("/usr/local/cuda"):
+    # where numba-cuda looks for NVVM and libdevice when no pip wheel provides them
+    os.environ["CUDA_HOME"] = "/usr/local/cuda"
+
+# this working tree's convbench, whatever else is installed
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+
+from convbench.backends import get_backend  # noqa: E402
+from convbench.backends._numba_cuda_tiles import (GPU_CONV, GPU_GEMM, GPU_STEP, SIM,  # noqa: E402
+                                                   Tiles)
+from convbench.cases import conv_edge_cases, pool_edge_cases, random_conv_cases  # noqa: E402
+from convbench.cases import rnn_edge_cases  # noqa: E402
+from convbench.harness.descriptor import parse  # noqa: E402
+from convbench.harness.suites import resnet50  # noqa: E402
+from convbench.ops import get_op, ops_of  # noqa: E402
+from convbench.verify import (PASSED, check_backend, compare, reference_outputs,  # noqa: E402
+                              relative_error, tolerance)
+
+BUDGET = ARGS.budget if ARGS.budget is not None else (25.0 if ARGS.sim else 330.0)
+OUT = os.path.abspath(ARGS.out)
+RESULT: dict = {"script": "bench/gpu_check.py", "mode": "simulator" if ARGS.sim else "gpu",
+                "started": time.strftime("%Y-%m-%d %H:%M:%S"), "sections": {}}
+
+
+def log(msg: str) -> None:
+    print(f"[{time.monotonic() - T0:6.1f}s] {msg}", flush=True)
+
+
+def save() -> None:
+    os.makedirs(OUT, exist_ok=True)
+    RESULT["elapsed_s"] = round(time.monotonic() - T0, 2)
+    path = os.path.join(OUT, "gpu_check.json")
+    with open(path + ".tmp", "w") as f:
+        json.dump(RESULT, f, indent=1, default=_jsonable)
+    os.replace(path + ".tmp", path)
+
+
+def _jsonable(v):
+    if isinstance(v, (np.floating, np.integer)):
+        return v.item()
+    if isinstance(v, Tiles):
+        return str(v)
+    return str(v)
+
+
+def _num(v):
+    v = float(v)
+    return None if math.isnan(v) or math.isinf(v) else v
+
+
+BACKEND = get_backend("numba-cuda")
+CUDA = None          # numba.cuda, once the backend imported it
+TORCH = None         # torch with CUDA, GPU mode only
+
+
+# --- 1. environment ---------------------------------------------------------------------------------
+def environment() -> dict:
+    global CUDA, TORCH
+    import numba
+    env = {"python": sys.version.split()[0], "platform": platform.platform(),
+           "numpy": np.__version__, "numba": numba.__version__,
+           "has_np_row_stack": hasattr(np, "row_stack")}
+    try:
+        from importlib.metadata import version
+        env["numba_cuda"] = version("numba-cuda")
+    except Exception as e:  # the package metadata may be missing in a copied tree
+        env["numba_cuda"] = f"unknown ({e})"
+    reason = BACKEND.unavailable_reason()
+    env["numba_cuda_available"] = reason or "yes"
+    if reason:
+        raise SystemExit(f"numba-cuda cannot run: {reason}")
+    from convbench.backends.numba_cuda import _cuda
+    CUDA = _cuda()
+    env["np_row_stack_after_import"] = hasattr(np, "row_stack")
+    if ARGS.sim:
+        env["device"] = "Numba CUDA simulator"
+        return env
+    dev = CUDA.get_current_device()
+    env["device"] = dev.name.decode() if isinstance(dev.name, bytes) else str(dev.name)
+    env["compute_capability"] = list(dev.compute_capability)
+    env["multiprocessors"] = BACKEND.multiprocessors()
+    env["CUDA_HOME"] = os.environ.get("CUDA_HOME")
+    import torch
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.benchmark = True
+    TORCH = torch
+    env["torch"] = torch.__version__
+    env["cudnn"] = torch.backends.cudnn.version()
+    env["torch_device"] = torch.cuda.get_device_name()
+    env["tf32"] = {"cudnn": torch.backends.cudnn.allow_tf32,
+                   "matmul": torch.backends.cuda.matmul.allow_tf32}
+    return env
+
+
+# --- 2. small case lists against convbench's float64 reference -------------------------------------
+def case_lists():
+    conv = conv_edge_cases() + random_conv_cases(20, seed=0)
+    pool, rnn = pool_edge_cases(), rnn_edge_cases()
+    if ARGS.sim:        # the simulator runs every GPU thread as an OS thread: a sample
+        conv, pool, rnn = conv[:17:4], pool[::4], rnn[::4]
+    return conv + pool + rnn
+
+
+def small_cases() -> dict:
+    rows, failed = [], 0
+    for label, family, problem in case_lists():
+        for op in ops_of(family):
+            c = check_backend("numba-cuda", op, problem, np.float32, seed=1)
+            rows.append({"case": label, "op": op.name, "problem": str(problem),
+                         "status": c.status, "error": _num(c.error), "tol": _num(c.tol),
+                         "reason": c.reason})
+            failed += c.status != PASSED
+            if c.status != PASSED:
+                log(f"  {c.status}: {label} {op.name} {c.reason}")
+    return {"checks": len(rows), "failed": failed, "rows": rows}
+
+
+# --- 3/4. the measured shapes ----------------------------------------------------------------------
+def measured_shapes():
+    """(name, family, problem, directions, tile kind or None)."""
+    if ARGS.sim:
+        convs = [("tiny 1x1", "mb2ic6ih5oc10kh1"), ("tiny 3x3 /2", "mb2ic4ih7oc5kh3sh2ph1")]
+        convs = [(n, parse(d)[0]) for n, d in convs]
+        pool = parse("max:mb2ic3ih9kh3sh2ph1")[0]
+        lstm = parse("lstm:t3mb2slc4sic5")[0]
+    else:
+        convs = [(c.name, c.problem) for c in resnet50(32)]
+        pool = parse("max:mb32ic64ih112kh3sh2ph1")[0]
+        lstm = parse("lstm:t100mb32slc1024sic1024")[0]
+    out = [(n, "conv2d", p, ("fwd", "bwd-data", "bwd-weights"), "conv") for n, p in convs]
+    out.append(("maxpool 3x3/2", "max_pool2d", pool, ("fwd", "bwd"), None))
+    out.append(("lstm", "lstm", lstm, ("fwd", "bwd"), "step"))
+    return out
+
+
+def candidates(kind):
+    if kind is None:
+        return [None]
+    if ARGS.sim:
+        return {"conv": [None, Tiles(32, 8, 8, 16, 4)], "step": [None, Tiles(2, 4, 4, 1, 2)],
+                "gemm": [None, SIM["gemm"]]}[kind]
+    return {"conv": GPU_CONV, "step": GPU_STEP, "gemm": GPU_GEMM}[kind]
+
+
+class Shape:
+    """Inputs on the host and the device, the reference, and runners for one shape+direction."""
+
+    def __init__(self, name, family, problem, direction, seed):
+        self.name, self.problem = name, problem
+        self.op = get_op(f"{family}:{direction}")
+        self.direction = direction
+        self.inputs = self.op.make_inputs(problem, np.random.default_rng(seed), np.float32)
+        self.dev = [None if a is None else BACKEND.to_device(a) for a in self.inputs]
+        self.tol = tolerance(self.op, problem, np.float32, BACKEND)
+        self.ref, self.scale = self._reference()
+
+    def _reference(self):
+        if TORCH is not None and self.op.family == "conv2d":
+            return torch_conv_reference(self.op.direction, self.problem, self.inputs)
+        ref = reference_outputs(self.op, self.problem, self.inputs)
+        return ref, None
+
+    def run(self):
+        return BACKEND.run(self.op, self.problem, *self.dev)
+
+    def verify(self):
+        """(status, worst relative error): the outputs against the float64 reference."""
+        out = self.run()
+        out = out if isinstance(out, tuple) else (out,)
+        out = tuple(None if o is None else np.asarray(BACKEND.to_host(o)) for o in out)
+        if self.scale is None:
+            err, ok = compare(self.op, self.problem, self.inputs, out, self.ref, self.tol)
+        else:
+            err = max(relative_error(o, r, s) for o, r, s in zip(out, self.ref, self.scale))
+            ok = err <= self.tol
+        return ("PASSED" if ok else "FAILED"), err
+
+    def time(self, fn=None, budget=0.25):
+        """Median seconds per call over CUDA events, after a warm-up call."""
+        fn = fn or self.run
+        if ARGS.sim:        # a rehearsal of the path; the simulator's time means nothing
+            return BACKEND.time_call(fn)
+        fn()
+        BACKEND.synchronize()
+        first = BACKEND.time_call(fn)
+        reps = int(min(20, max(3, budget / max(first, 1e-6))))
+        return statistics.median([BACKEND.time_call(fn) for _ in range(reps)])
+
+    def free(self):
+        self.dev = None
+
+
+def torch_conv_reference(direction, p, inputs):
+    """The conv in float64 on the GPU (torch), and the same op on absolute values (the scale
+    verify.py divides by)."""
+    torch = TORCH
+    F = torch.nn.functional
+    (sh, sw), ((pt, pb), (pl, pr)), (dh, dw) = p.stride, p.padding, p.dilation
+    if (pt, pl) != (pb, pr):
+        raise ValueError(f"{p}: the torch reference here takes symmetric padding only")
+    kw = dict(stride=(sh, sw), padding=(pt, pl), dilation=(dh, dw), groups=p.groups)
+
+    def run(arrays):
+        t = [None if a is None else torch.from_numpy(np.ascontiguousarray(a)).cuda().double()
+             for a in arrays]
+        if direction == "fwd":
+            y = F.conv2d(t[0], t[1], t[2], **kw)
+        elif direction == "bwd-data":
+            y = torch.nn.grad.conv2d_input(p.x_shape, t[1], t[0], **kw)
+        else:
+            y = torch.nn.grad.conv2d_weight(t[1], p.w_shape, t[0], **kw)
+        return y.cpu().numpy()
+
+    ref = run(inputs)
+    scale = float(np.abs(run([None if a is None else np.abs(a) for a in inputs])).max())
+    return (ref,), (scale,)
+
+
+def torch_runner(s: Shape):
+    """A zero-argument function running the cuDNN equivalent of s on device tensors."""
+    torch = TORCH
+    F = torch.nn.functional
+    p, d = s.problem, s.direction
+    cu = [None if a is None else torch.from_numpy(np.ascontiguousarray(a)).cuda()
+          for a in s.inputs]
+    if s.op.family == "conv2d":
+        (sh, sw), ((pt, _), (pl, _)), (dh, dw) = p.stride, p.padding, p.dilation
+        kw = dict(stride=(sh, sw), padding=(pt, pl), dilation=(dh, dw), groups=p.groups)
+        if d == "fwd":
+            return lambda: F.conv2d(cu[0], cu[1], cu[2], **kw)
+        if d == "bwd-data":
+            return lambda: torch.nn.grad.conv2d_input(p.x_shape, cu[1], cu[0], **kw)
+        return lambda: torch.nn.grad.conv2d_weight(cu[1], p.w_shape, cu[0], **kw)
+    if s.op.family == "max_pool2d":
+        pk = dict(kernel_size=p.kernel, stride=p.stride, padding=p.padding, dilation=p.dilation,
+                  ceil_mode=p.ceil_mode)
+        if d == "fwd":
+            return lambda: F.max_pool2d(cu[0], **pk)
+        x, dy = cu[1], cu[0]
+        _, idx = F.max_pool2d(x, return_indices=True, **pk)
+        return lambda: torch.ops.aten.max_pool2d_with_indices_backward(
+            dy, x, list(p.kernel), list(p.stride), list(p.padding), list(p.dilation),
+            p.ceil_mode, idx)
+    # LSTM: cuDNN's, with convbench's inputs as its weights
+    lstm = torch.nn.LSTM(p.I, p.H).cuda()
+    off = 0 if d == "fwd" else 3
+    x, h0, c0, w_ih, w_hh, b_ih, b_hh = cu[off:off + 7]
+    with torch.no_grad():
+        for name, t in (("weight_ih_l0", w_ih), ("weight_hh_l0", w_hh), ("bias_ih_l0", b_ih),
+                        ("bias_hh_l0", b_hh)):
+            getattr(lstm, name).copy_(t)
+    lstm.flatten_parameters()
+    if d == "fwd":
+        def fwd():
+            with torch.no_grad():
+                return lstm(x, (h0[None], c0[None]))
+        return fwd
+    dy, dhT, dcT = cu[:3]
+    xs, hs, cs = (t.clone().requires_grad_() for t in (x, h0[None], c0[None]))
+    params = list(lstm.parameters())
+
+    def fwd_bwd():
+        y, (hT, cT) = lstm(xs, (hs, cs))
+        return torch.autograd.grad((y, hT, cT), [xs, hs, cs] + params,
+                                   (dy, dhT[None], dcT[None]))
+    return fwd_bwd
+
+
+def torch_time(fn, budget=0.25):
+    torch = TORCH
+    fn()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+
+    def once():
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) * 1e-3
+    first = once()
+    reps = int(min(20, max(3, budget / max(first, 1e-6))))
+    return statistics.median([once() for _ in range(reps)])
+
+
+def _set_tiles(kind, tiles):
+    if kind is None:
+        return
+    if tiles is None:
+        BACKEND.tiles.pop(kind, None)
+    else:
+        BACKEND.tiles[kind] = tiles
+
+
+def measure(sweep: bool, rows: dict) -> None:
+    """Verify and time every measured shape: the default tiles first (sweep False), then the
+    other tile shapes until the budget runs out (sweep True). rows: key -> result dict."""
+    deadline = T0 + BUDGET
+    for name, family, problem, directions, kind in measured_shapes():
+        for direction in directions:
+            key = f"{name} [{direction}]"
+            if sweep and (time.monotonic() > deadline or key not in rows):
+                continue
+            try:
+                s = Shape(name, family, problem, direction, seed=7)
+            except Exception as e:  # a shape whose set-up fails is recorded, not fatal
+                rows[key] = {"name": name, "direction": direction, "error": repr(e)}
+                log(f"{key}: set-up failed: {e!r}")
+                continue
+            row = rows.setdefault(key, {
+                "name": name, "descriptor": str(problem), "family": family,
+                "direction": direction, "flops": s.op.flops(problem),
+                "min_bytes": s.op.min_bytes(problem), "tol": s.tol, "variants": []})
+            if not sweep and TORCH is not None:
+                try:
+                    row["cudnn_s"] = torch_time(torch_runner(s))
+                except Exception as e:
+                    row["cudnn_error"] = repr(e)
+            kinds = [kind] if kind != "step" else ["step", "gemm"]
+            for k in kinds:
+                if not sweep and k != kinds[0]:
+                    continue        # one default run covers every kind's default
+                tried = {v["tiles"] for v in row["variants"] if v["kind"] == k}
+                todo = candidates(k)[:1] if not sweep else candidates(k)[1:]
+                for tiles in todo:
+                    if sweep and time.monotonic() > deadline:
+                        break
+                    label = str(tiles) if tiles is not None else "default"
+                    if label in tried:
+                        continue
+                    _set_tiles(k, tiles)
+                    v = {"kind": k, "tiles": label}
+                    try:
+                        t0 = time.monotonic()
+                        v["status"], v["error"] = s.verify()
+                        v["first_call_s"] = time.monotonic() - t0
+                        if v["status"] == PASSED:
+                            v["time_s"] = s.time()
+                    except Exception as e:
+                        v["status"], v["reason"] = "ERROR", f"{type(e).__name__}: {e}"
+                        log(f"{key} {label}: {v['reason']}")
+                    row["variants"].append(v)
+                    _set_tiles(k, None)
+                if kind == "step" and k == "step":
+                    best_step = _best(row, "step")
+                    if best_step:
+                        BACKEND.tiles["step"] = _tiles_of(best_step["tiles"], "step")
+            BACKEND.tiles.clear()
+            _summarise_row(row)
+            log(f"{key}: " + _row_text(row))
+            s.free()
+            save()
+
+
+def _tiles_of(label, kind):
+    return None if label == "default" else Tiles.parse(label)
+
+
+def _best(row, kind=None):
+    ok = [v for v in row.get("variants", []) if v.get("time_s") is not None
+          and (kind is None or v["kind"] == kind)]
+    return min(ok, key=lambda v: v["time_s"]) if ok else None
+
+
+def _summarise_row(row):
+    best = _best(row)
+    row["verified"] = all(v.get("status") == PASSED for v in row.get("variants", []))
+    if best is None:
+        return
+    row["best"] = {"kind": best["kind"], "tiles": best["tiles"], "time_s": best["time_s"]}
+    t = best["time_s"]
+    if row["family"] == "conv2d" or row["family"] == "lstm":
+        row["tflops"] = row["flops"] / t / 1e12
+    row["tb_per_s"] = row["min_bytes"] / t / 1e12
+    if row.get("cudnn_s"):
+        row["speed_vs_cudnn"] = row["cudnn_s"] / t
+
+
+def _row_text(row):
+    if "best" not in row:
+        return "no verified variant " + "; ".join(
+            f"{v['tiles']} {v.get('status')} {v.get('reason', '')}" for v in row["variants"])
+    b = row["best"]
+    txt = f"{b['kind'] or '':>4s} {b['tiles']:>18s} {b['time_s'] * 1e3:9.3f} ms"
+    if "tflops" in row:
+        txt += f" {row['tflops']:6.2f} TFLOP/s"
+    else:
+        txt += f" {row['tb_per_s']:6.2f} TB/s"
+    if row.get("cudnn_s"):
+        txt += f"  cuDNN {row['cudnn_s'] * 1e3:8.3f} ms  x{row['speed_vs_cudnn']:.2f}"
+    return txt
+
+
+# --- 5. kernel resources ----------------------------------------------------------------------------
+def resources() -> dict:
+    if ARGS.sim:
+        return {"note": "the simulator compiles nothing"}
+    from convbench.backends._numba_cuda_gemm import _kernels
+    out = {}
+    for key, k in _kernels.items():
+        name = "/".join(str(x) for x in key)
+        try:
+            regs = k.get_regs_per_thread()
+            local = k.get_local_mem_per_thread()
+            shared = k.get_shared_mem_per_block()
+            out[name] = {"registers": list(regs.values()), "local_bytes": list(local.values()),
+                         "shared_bytes": list(shared.values())}
+        except Exception as e:
+            out[name] = {"error": repr(e)}
+    return out
+
+
+def summary(rows) -> dict:
+    def geomean(xs):
+        xs = [x for x in xs if x]
+        return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else None
+    conv = [r for r in rows.values() if r.get("family") == "conv2d"]
+    out = {"conv_geomean_vs_cudnn": geomean([r.get("speed_vs_cudnn") for r in conv])}
+    for d in ("fwd", "bwd-data", "bwd-weights"):
+        out[f"conv_geomean_vs_cudnn_{d}"] = geomean(
+            [r.get("speed_vs_cudnn") for r in conv if r["direction"] == d])
+    for r in rows.values():
+        if r.get("family") == "max_pool2d":
+            out[f"maxpool_{r['direction']}_tb_per_s"] = r.get("tb_per_s")
+            out[f"maxpool_{r['direction']}_vs_cudnn"] = r.get("speed_vs_cudnn")
+        if r.get("family") == "lstm":
+            out[f"lstm_{r['direction']}_vs_cudnn"] = r.get("speed_vs_cudnn")
+    out["targets"] = {"conv geomean >= 0.5x cuDNN": out["conv_geomean_vs_cudnn"],
+                      "maxpool >= 2.5 TB/s effective": [out.get("maxpool_fwd_tb_per_s"),
+                                                         out.get("maxpool_bwd_tb_per_s")],
+                      "lstm >= 0.5x cuDNN": [out.get("lstm_fwd_vs_cudnn"),
+                                             out.get("lstm_bwd_vs_cudnn")]}
+    out["unverified_rows"] = [k for k, r in rows.items() if not r.get("verified", False)]
+    return out
+
+
+def print_table(rows):
+    print(f"\n{'shape [direction]':<48s} {'best tiles':>23s} {'time':>12s} {'rate':>14s}"
+          f" {'cuDNN':>15s}  speed")
+    for key, r in rows.items():
+        print(f"{key[:48]:<48s} {_row_text(r)}")
+
+
+def section(name, fn):
+    log(f"== {name}")
+    try:
+        RESULT["sections"][name] = fn()
+    except SystemExit:
+        raise
+    except Exception as e:  # keep going: the other sections still say something
+        RESULT["sections"][name] = {"error": f"{type(e).__name__}: {e}",
+                                    "traceback": traceback.format_exc()}
+        log(f"{name} failed: {e!r}")
+    save()
+    return RESULT["sections"][name]
+
+
+def main() -> int:
+    log(f"gpu_check ({RESULT['mode']}), output {OUT}/gpu_check.json, sweep budget {BUDGET:.0f}s")
+    env = section("environment", environment)
+    log(json.dumps(env, default=str))
+    small = section("small_cases", small_cases)
+    log(f"small cases: {small.get('checks')} checks, {small.get('failed')} not passed")
+    rows: dict = {}
+    RESULT["sections"]["measured"] = rows
+    section("measured", lambda: (measure(False, rows), rows)[1])
+    section("sweep", lambda: (measure(True, rows), {"stopped_at_s": time.monotonic() - T0})[1])
+    section("resources", resources)
+    RESULT["summary"] = summary(rows)
+    save()
+    print_table(rows)
+    print(json.dumps(RESULT["summary"], indent=1, default=str))
+    log("done")
+    bad = small.get("failed", 1) or RESULT["summary"]["unverified_rows"]
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
