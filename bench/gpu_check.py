@@ -45,6 +45,8 @@ def parse_args(argv=None):
     ap.add_argument("--budget", type=float, default=None,
                     help="seconds from start after which the tile sweep stops (default 330 on a "
                          "GPU, 25 with --sim)")
+    ap.add_argument("--numba-allocator", action="store_true",
+                    help="leave numba-cuda on its own allocator (cudaMalloc per array)")
     ap.add_argument("--out", default=os.environ.get("OUT", "out"),
                     help="folder for gpu_check.json (default $OUT, else ./out)")
     return ap.parse_args(argv)
@@ -60,23 +62,39 @@ elif not os.environ.get("CUDA_HOME") and os.path.isdir("/usr/local/cuda"):
 # this working tree's convbench, whatever else is installed
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from convbench.backends import get_backend  # noqa: E402
-from convbench.backends._numba_cuda_tiles import (GPU_CONV, GPU_GEMM, GPU_STEP, SIM,  # noqa: E402
-                                                   Tiles)
-from convbench.cases import conv_edge_cases, pool_edge_cases, random_conv_cases  # noqa: E402
-from convbench.cases import rnn_edge_cases  # noqa: E402
-from convbench.harness.descriptor import parse  # noqa: E402
-from convbench.harness.suites import resnet50  # noqa: E402
-from convbench.ops import get_op, ops_of  # noqa: E402
-from convbench.verify import (PASSED, check_backend, compare, reference_outputs,  # noqa: E402
-                              relative_error, tolerance)
+from convbench.backends import get_backend
+from convbench.backends._numba_cuda_tiles import GPU_CONV, GPU_GEMM, GPU_STEP, SIM, Tiles
+from convbench.cases import (
+    conv_edge_cases,
+    pool_edge_cases,
+    random_conv_cases,
+    rnn_edge_cases,
+)
+from convbench.harness.descriptor import parse
+from convbench.harness.suites import resnet50
+from convbench.ops import get_op, ops_of
+from convbench.verify import (
+    PASSED,
+    check_backend,
+    compare,
+    reference_outputs,
+    relative_error,
+    tolerance,
+)
 
 BUDGET = ARGS.budget if ARGS.budget is not None else (25.0 if ARGS.sim else 330.0)
 OUT = os.path.abspath(ARGS.out)
 RESULT: dict = {"script": "bench/gpu_check.py", "mode": "simulator" if ARGS.sim else "gpu",
-                "started": time.strftime("%Y-%m-%d %H:%M:%S"), "sections": {}}
+                "started": time.strftime("%Y-%m-%d %H:%M:%S"), "sections": {}, "notes": [
+                    ("times are medians of CUDA-event timings of one op call, outputs allocated "
+                     "inside the call (both sides through torch's caching allocator)"),
+                    ("numba-cuda's LSTM backward recomputes the forward (the op takes the "
+                     "forward's inputs); its cuDNN time is forward plus backward through autograd"),
+                    ("max pooling's cuDNN-side backward is aten.max_pool2d_with_indices_backward "
+                     "given the forward's indices; numba-cuda's finds the arg-max itself"),
+                    "speed_vs_cudnn = cuDNN time / numba-cuda time (above 1: numba-cuda faster)"]}
 
 
 def log(msg: str) -> None:
@@ -110,7 +128,7 @@ CUDA = None          # numba.cuda, once the backend imported it
 TORCH = None         # torch with CUDA, GPU mode only
 
 
-# --- 1. environment ---------------------------------------------------------------------------------
+# --- 1. environment -------------------------------------------------------------------------------
 def environment() -> dict:
     global CUDA, TORCH
     import numba
@@ -120,14 +138,16 @@ def environment() -> dict:
     try:
         from importlib.metadata import version
         env["numba_cuda"] = version("numba-cuda")
-    except Exception as e:  # the package metadata may be missing in a copied tree
+    except Exception as e:  # noqa: BLE001 - package metadata may be missing in a copied tree
         env["numba_cuda"] = f"unknown ({e})"
+    from convbench.backends.numba_cuda import _cuda
+    CUDA = _cuda()
+    if not ARGS.sim and not ARGS.numba_allocator:
+        env["allocator"] = use_torch_allocator()
     reason = BACKEND.unavailable_reason()
     env["numba_cuda_available"] = reason or "yes"
     if reason:
         raise SystemExit(f"numba-cuda cannot run: {reason}")
-    from convbench.backends.numba_cuda import _cuda
-    CUDA = _cuda()
     env["np_row_stack_after_import"] = hasattr(np, "row_stack")
     if ARGS.sim:
         env["device"] = "Numba CUDA simulator"
@@ -150,7 +170,48 @@ def environment() -> dict:
     return env
 
 
-# --- 2. small case lists against convbench's float64 reference -------------------------------------
+def use_torch_allocator() -> str:
+    """Make numba-cuda allocate through torch's caching allocator, before its context exists.
+    Each op returns new arrays; with numba-cuda's own allocator every timed call would pay a
+    cudaMalloc that torch's calls do not, so both sides allocate the same way here."""
+    import ctypes
+    import weakref
+
+    import torch
+    cuda = CUDA
+
+    class TorchMemoryManager(cuda.HostOnlyCUDAMemoryManager):
+        def memalloc(self, size):
+            ptr = torch.cuda.caching_allocator_alloc(max(int(size), 1))
+            return cuda.cudadrv.driver.AutoFreePointer(
+                weakref.proxy(self.context), ctypes.c_void_p(ptr), size,
+                finalizer=lambda: torch.cuda.caching_allocator_delete(ptr))
+
+        def initialize(self):
+            pass
+
+        def reset(self):
+            torch.cuda.empty_cache()
+
+        def get_memory_info(self):
+            free, total = torch.cuda.mem_get_info()
+            return cuda.MemoryInfo(free=free, total=total)
+
+        def get_ipc_handle(self, memory):
+            raise NotImplementedError("no IPC through torch's allocator")
+
+        @property
+        def interface_version(self):
+            return 1
+
+    try:
+        cuda.set_memory_manager(TorchMemoryManager)
+    except Exception as e:  # noqa: BLE001 - numba-cuda's own allocator still works
+        return f"numba-cuda's own (torch's could not be set: {e!r})"
+    return "torch's caching allocator for both"
+
+
+# --- 2. small case lists against convbench's float64 reference ------------------------------------
 def case_lists():
     conv = conv_edge_cases() + random_conv_cases(20, seed=0)
     pool, rnn = pool_edge_cases(), rnn_edge_cases()
@@ -173,7 +234,7 @@ def small_cases() -> dict:
     return {"checks": len(rows), "failed": failed, "rows": rows}
 
 
-# --- 3/4. the measured shapes ----------------------------------------------------------------------
+# --- 3/4. the measured shapes ---------------------------------------------------------------------
 def measured_shapes():
     """(name, family, problem, directions, tile kind or None)."""
     if ARGS.sim:
@@ -256,7 +317,7 @@ def torch_conv_reference(direction, p, inputs):
     (sh, sw), ((pt, pb), (pl, pr)), (dh, dw) = p.stride, p.padding, p.dilation
     if (pt, pl) != (pb, pr):
         raise ValueError(f"{p}: the torch reference here takes symmetric padding only")
-    kw = dict(stride=(sh, sw), padding=(pt, pl), dilation=(dh, dw), groups=p.groups)
+    kw = {"stride": (sh, sw), "padding": (pt, pl), "dilation": (dh, dw), "groups": p.groups}
 
     def run(arrays):
         t = [None if a is None else torch.from_numpy(np.ascontiguousarray(a)).cuda().double()
@@ -283,15 +344,15 @@ def torch_runner(s: Shape):
           for a in s.inputs]
     if s.op.family == "conv2d":
         (sh, sw), ((pt, _), (pl, _)), (dh, dw) = p.stride, p.padding, p.dilation
-        kw = dict(stride=(sh, sw), padding=(pt, pl), dilation=(dh, dw), groups=p.groups)
+        kw = {"stride": (sh, sw), "padding": (pt, pl), "dilation": (dh, dw), "groups": p.groups}
         if d == "fwd":
             return lambda: F.conv2d(cu[0], cu[1], cu[2], **kw)
         if d == "bwd-data":
             return lambda: torch.nn.grad.conv2d_input(p.x_shape, cu[1], cu[0], **kw)
         return lambda: torch.nn.grad.conv2d_weight(cu[1], p.w_shape, cu[0], **kw)
     if s.op.family == "max_pool2d":
-        pk = dict(kernel_size=p.kernel, stride=p.stride, padding=p.padding, dilation=p.dilation,
-                  ceil_mode=p.ceil_mode)
+        pk = {"kernel_size": p.kernel, "stride": p.stride, "padding": p.padding,
+              "dilation": p.dilation, "ceil_mode": p.ceil_mode}
         if d == "fwd":
             return lambda: F.max_pool2d(cu[0], **pk)
         x, dy = cu[1], cu[0]
@@ -361,7 +422,7 @@ def measure(sweep: bool, rows: dict) -> None:
                 continue
             try:
                 s = Shape(name, family, problem, direction, seed=7)
-            except Exception as e:  # a shape whose set-up fails is recorded, not fatal
+            except Exception as e:  # noqa: BLE001 - a failed set-up is recorded, not fatal
                 rows[key] = {"name": name, "direction": direction, "error": repr(e)}
                 log(f"{key}: set-up failed: {e!r}")
                 continue
@@ -372,7 +433,7 @@ def measure(sweep: bool, rows: dict) -> None:
             if not sweep and TORCH is not None:
                 try:
                     row["cudnn_s"] = torch_time(torch_runner(s))
-                except Exception as e:
+                except Exception as e:  # noqa: BLE001 - recorded in the JSON
                     row["cudnn_error"] = repr(e)
             kinds = [kind] if kind != "step" else ["step", "gemm"]
             for k in kinds:
@@ -394,7 +455,7 @@ def measure(sweep: bool, rows: dict) -> None:
                         v["first_call_s"] = time.monotonic() - t0
                         if v["status"] == PASSED:
                             v["time_s"] = s.time()
-                    except Exception as e:
+                    except Exception as e:  # noqa: BLE001 - recorded in the JSON
                         v["status"], v["reason"] = "ERROR", f"{type(e).__name__}: {e}"
                         log(f"{key} {label}: {v['reason']}")
                     row["variants"].append(v)
@@ -449,7 +510,7 @@ def _row_text(row):
     return txt
 
 
-# --- 5. kernel resources ----------------------------------------------------------------------------
+# --- 5. kernel resources --------------------------------------------------------------------------
 def resources() -> dict:
     if ARGS.sim:
         return {"note": "the simulator compiles nothing"}
@@ -463,7 +524,7 @@ def resources() -> dict:
             shared = k.get_shared_mem_per_block()
             out[name] = {"registers": list(regs.values()), "local_bytes": list(local.values()),
                          "shared_bytes": list(shared.values())}
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - recorded in the JSON
             out[name] = {"error": repr(e)}
     return out
 
@@ -505,7 +566,7 @@ def section(name, fn):
         RESULT["sections"][name] = fn()
     except SystemExit:
         raise
-    except Exception as e:  # keep going: the other sections still say something
+    except Exception as e:  # noqa: BLE001 - the other sections still say something
         RESULT["sections"][name] = {"error": f"{type(e).__name__}: {e}",
                                     "traceback": traceback.format_exc()}
         log(f"{name} failed: {e!r}")

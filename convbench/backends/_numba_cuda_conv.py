@@ -19,10 +19,21 @@ GEMM: they get direct kernels, one thread per output (or input, or filter tap).
 import numpy as np
 from numba import cuda
 
-from convbench.backends._numba_cuda_gemm import (PAD, _kernels, _tile_constants, elementwise,
-                                                  float_type, launch_1d, sum_slices)
-from convbench.backends._numba_cuda_tiles import (Tiles, forward_table, input_gradient_phases,
-                                                   weight_grad_splits)
+from convbench.backends._numba_cuda_gemm import (
+    PAD,
+    _kernels,
+    _tile_constants,
+    elementwise,
+    float_type,
+    launch_1d,
+    sum_slices,
+)
+from convbench.backends._numba_cuda_tiles import (
+    Tiles,
+    forward_table,
+    input_gradient_phases,
+    weight_grad_splits,
+)
 
 
 def igemm(t: Tiles, dtype):
@@ -278,7 +289,7 @@ def wgrad(t: Tiles, dtype):
     return kernel
 
 
-# --- depthwise (groups = C, one input channel per group) -------------------------------------------
+# --- depthwise (groups = C, one input channel per group) ------------------------------------------
 def _make_dw_fwd(ft):
     @cuda.jit(cache=True)
     def dw_fwd(x, w, bias, has_bias, y, total, C, H, W, K, P, Q, R, S, sh, sw, pt, pl, dh, dw):
@@ -367,7 +378,7 @@ def _make_dw_bwd_weights(ft, threads):
     return dw_bwd_weights
 
 
-# --- host drivers: flat device arrays in, flat device arrays out -----------------------------------
+# --- host drivers: flat device arrays in, flat device arrays out ----------------------------------
 class ConvPlans:
     """Device copies of the tables of each problem, made once (uploads stay out of timed calls)."""
 

@@ -9,6 +9,8 @@ arg-max (flat h*W + w, chosen as the forward chooses it: first maximum in row-ma
 a NaN replaces it), the second has every input element gather the gradients of the windows that
 chose it. Average pooling's divisors are computed in place (count_include_pad or not).
 """
+import math
+
 from numba import cuda
 
 from convbench.backends._numba_cuda_gemm import elementwise, launch_1d
@@ -26,7 +28,7 @@ def _window_max(x, base, h0, w0, H, W, kh, kw, dh, dw, init):
                 w = w0 + b * dw
                 if w >= 0 and w < W:
                     v = x[base + h * W + w]
-                    if pos < 0 or v > best or v != v:
+                    if pos < 0 or v > best or math.isnan(v):
                         best = v
                         pos = h * W + w
     return best, pos
@@ -39,8 +41,8 @@ def _make_max_fwd(ft):
             plane = idx // (P * Q)
             ij = idx - plane * P * Q
             i = ij // Q
-            best, pos = _window_max(x, plane * H * W, i * sh - ph, (ij - i * Q) * sw - pw, H, W,
-                                    kh, kw, dh, dw, ft(0))
+            best, _ = _window_max(x, plane * H * W, i * sh - ph, (ij - i * Q) * sw - pw, H, W,
+                                  kh, kw, dh, dw, ft(0))
             y[idx] = best
     return max_fwd
 
@@ -52,8 +54,8 @@ def _make_max_argmax(ft):
             plane = idx // (P * Q)
             ij = idx - plane * P * Q
             i = ij // Q
-            best, pos = _window_max(x, plane * H * W, i * sh - ph, (ij - i * Q) * sw - pw, H, W,
-                                    kh, kw, dh, dw, ft(0))
+            _, pos = _window_max(x, plane * H * W, i * sh - ph, (ij - i * Q) * sw - pw, H, W,
+                                 kh, kw, dh, dw, ft(0))
             arg[idx] = pos
     return max_argmax
 

@@ -19,8 +19,16 @@ import math
 import numpy as np
 from numba import cuda
 
-from convbench.backends._numba_cuda_gemm import (PAD, _kernels, _tile_constants, column_sums,
-                                                  elementwise, float_type, launch_1d, run_gemm)
+from convbench.backends._numba_cuda_gemm import (
+    PAD,
+    _kernels,
+    _tile_constants,
+    column_sums,
+    elementwise,
+    float_type,
+    launch_1d,
+    run_gemm,
+)
 from convbench.backends._numba_cuda_tiles import Tiles
 
 CELLS = {"rnn_tanh": 0, "lstm": 1, "gru": 2}
@@ -323,7 +331,7 @@ def _make_gates_bwd_last(cell):
     return make
 
 
-# --- host drivers: flat device arrays ---------------------------------------------------------------
+# --- host drivers: flat device arrays -------------------------------------------------------------
 def forward(p, x, h0, c0, w_ih, w_hh, b_ih, b_hh, gemm_tiles, step_tiles, store=False):
     """(hs (T+1)*N*H, cs or None, ws or None): the states of every step, flat."""
     T, N, H, I, G = p.T, p.N, p.H, p.I, p.gates

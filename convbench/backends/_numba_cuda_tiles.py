@@ -44,7 +44,7 @@ class Tiles:
         return f"{self.BM}x{self.BN}x{self.BK}/{self.TM}x{self.TN}"
 
     @classmethod
-    def parse(cls, text: str) -> "Tiles":
+    def parse(cls, text: str) -> Tiles:
         """'128x64x8/8x4' -> Tiles(128, 64, 8, 8, 4)."""
         try:
             block, thread = text.split("/")
@@ -57,7 +57,8 @@ class Tiles:
 
 
 #: Tiny tiles for the CPU simulator, which runs every GPU thread as an OS thread.
-SIM = {"conv": Tiles(16, 16, 16, 8, 8), "gemm": Tiles(16, 16, 16, 8, 8), "step": Tiles(4, 4, 8, 2, 2)}
+SIM = {"conv": Tiles(16, 16, 16, 8, 8), "gemm": Tiles(16, 16, 16, 8, 8),
+       "step": Tiles(4, 4, 8, 2, 2)}
 #: Threads per block of the element-wise kernels (pooling, depthwise, gates).
 SIM_THREADS, GPU_THREADS = 8, 256
 
@@ -89,7 +90,7 @@ def default_tiles(kind: str, simulated: bool, rows: int | None = None,
     return (GPU_GEMM if kind == "gemm" else GPU_STEP)[0]
 
 
-# --- implicit-GEMM tables --------------------------------------------------------------------------
+# --- implicit-GEMM tables -------------------------------------------------------------------------
 # The gathered operand of the forward and input-gradient convolutions is read through a table with
 # one row per reduction index j: (offset of its channel plane in the gathered array, row shift,
 # column shift, offset in the weights). Kernels then need no division in their inner loop.
