@@ -305,10 +305,6 @@ class Shape:
         reps = int(min(20, max(3, budget / max(first, 1e-6))))
         return statistics.median([BACKEND.time_call(fn) for _ in range(reps)])
 
-    def free(self):
-        self.dev = None
-
-
 def torch_conv_reference(direction, p, inputs):
     """The conv in float64 on the GPU (torch), and the same op on absolute values (the scale
     verify.py divides by)."""
@@ -402,77 +398,92 @@ def torch_time(fn, budget=0.25):
     return statistics.median([once() for _ in range(reps)])
 
 
-def _set_tiles(kind, tiles):
+def _variants(kind):
+    """The (kind, tiles) a shape's sweep tries beyond its defaults, most promising first; an
+    LSTM tries its step tiles, then its GEMM tiles with the best step tiles."""
     if kind is None:
-        return
-    if tiles is None:
-        BACKEND.tiles.pop(kind, None)
-    else:
+        return []
+    if kind == "step":
+        return [("step", t) for t in candidates("step")[1:]] + [
+            ("gemm", t) for t in candidates("gemm")[1:]]
+    return [(kind, t) for t in candidates(kind)[1:]]
+
+
+def _run_variant(key, s, row, kind, tiles):
+    """Verify one tile choice on s and, if it passes, time it; appended to row['variants']."""
+    label = str(tiles) if tiles is not None else "default"
+    if kind is not None and tiles is not None:
         BACKEND.tiles[kind] = tiles
+    if kind == "gemm":
+        step = _best(row, "step")
+        if step and step["tiles"] != "default":
+            BACKEND.tiles["step"] = Tiles.parse(step["tiles"])
+    v = {"kind": kind, "tiles": label}
+    try:
+        t0 = time.monotonic()
+        v["status"], v["error"] = s.verify()
+        v["first_call_s"] = time.monotonic() - t0
+        if v["status"] == PASSED:
+            v["time_s"] = s.time()
+    except Exception as e:  # noqa: BLE001 - recorded in the JSON
+        v["status"], v["reason"] = "ERROR", f"{type(e).__name__}: {e}"
+        log(f"{key} {label}: {v['reason']}")
+    finally:
+        BACKEND.tiles.clear()
+    row["variants"].append(v)
 
 
-def measure(sweep: bool, rows: dict) -> None:
-    """Verify and time every measured shape: the default tiles first (sweep False), then the
-    other tile shapes until the budget runs out (sweep True). rows: key -> result dict."""
-    deadline = T0 + BUDGET
+def measure(rows: dict, shapes: dict) -> dict:
+    """Verify and time every measured shape with the default tiles, and cuDNN's time.
+    rows: key -> result dict; shapes: key -> (Shape, tile kind), kept for the sweep."""
     for name, family, problem, directions, kind in measured_shapes():
         for direction in directions:
             key = f"{name} [{direction}]"
-            if sweep and (time.monotonic() > deadline or key not in rows):
-                continue
             try:
                 s = Shape(name, family, problem, direction, seed=7)
             except Exception as e:  # noqa: BLE001 - a failed set-up is recorded, not fatal
                 rows[key] = {"name": name, "direction": direction, "error": repr(e)}
                 log(f"{key}: set-up failed: {e!r}")
                 continue
-            row = rows.setdefault(key, {
+            row = rows[key] = {
                 "name": name, "descriptor": str(problem), "family": family,
                 "direction": direction, "flops": s.op.flops(problem),
-                "min_bytes": s.op.min_bytes(problem), "tol": s.tol, "variants": []})
-            if not sweep and TORCH is not None:
+                "min_bytes": s.op.min_bytes(problem), "tol": s.tol, "variants": []}
+            if TORCH is not None:
                 try:
                     row["cudnn_s"] = torch_time(torch_runner(s))
                 except Exception as e:  # noqa: BLE001 - recorded in the JSON
                     row["cudnn_error"] = repr(e)
-            kinds = [kind] if kind != "step" else ["step", "gemm"]
-            for k in kinds:
-                if not sweep and k != kinds[0]:
-                    continue        # one default run covers every kind's default
-                tried = {v["tiles"] for v in row["variants"] if v["kind"] == k}
-                todo = candidates(k)[:1] if not sweep else candidates(k)[1:]
-                for tiles in todo:
-                    if sweep and time.monotonic() > deadline:
-                        break
-                    label = str(tiles) if tiles is not None else "default"
-                    if label in tried:
-                        continue
-                    _set_tiles(k, tiles)
-                    v = {"kind": k, "tiles": label}
-                    try:
-                        t0 = time.monotonic()
-                        v["status"], v["error"] = s.verify()
-                        v["first_call_s"] = time.monotonic() - t0
-                        if v["status"] == PASSED:
-                            v["time_s"] = s.time()
-                    except Exception as e:  # noqa: BLE001 - recorded in the JSON
-                        v["status"], v["reason"] = "ERROR", f"{type(e).__name__}: {e}"
-                        log(f"{key} {label}: {v['reason']}")
-                    row["variants"].append(v)
-                    _set_tiles(k, None)
-                if kind == "step" and k == "step":
-                    best_step = _best(row, "step")
-                    if best_step:
-                        BACKEND.tiles["step"] = _tiles_of(best_step["tiles"], "step")
-            BACKEND.tiles.clear()
+            _run_variant(key, s, row, "step" if kind == "step" else kind, None)
             _summarise_row(row)
             log(f"{key}: " + _row_text(row))
-            s.free()
+            shapes[key] = (s, kind)
             save()
+    return rows
 
 
-def _tiles_of(label, kind):
-    return None if label == "default" else Tiles.parse(label)
+def sweep(rows: dict, shapes: dict) -> dict:
+    """The other tile shapes, round by round (every shape's next candidate in turn, so that
+    when the budget runs out each shape has tried its most promising ones)."""
+    deadline = T0 + BUDGET
+    rounds = max((len(_variants(kind)) for _, kind in shapes.values()), default=0)
+    done = 0
+    for i in range(rounds):
+        for key, (s, kind) in shapes.items():
+            todo = _variants(kind)
+            if i >= len(todo):
+                continue
+            if time.monotonic() > deadline:
+                return {"stopped_at_s": time.monotonic() - T0, "variants_run": done,
+                        "cut_short": True}
+            _run_variant(key, s, rows[key], *todo[i])
+            _summarise_row(rows[key])
+            done += 1
+        log(f"sweep round {i + 1}/{rounds} done")
+        save()
+    for key in shapes:
+        log(f"{key}: " + _row_text(rows[key]))
+    return {"stopped_at_s": time.monotonic() - T0, "variants_run": done, "cut_short": False}
 
 
 def _best(row, kind=None):
@@ -581,9 +592,11 @@ def main() -> int:
     small = section("small_cases", small_cases)
     log(f"small cases: {small.get('checks')} checks, {small.get('failed')} not passed")
     rows: dict = {}
+    shapes: dict = {}
     RESULT["sections"]["measured"] = rows
-    section("measured", lambda: (measure(False, rows), rows)[1])
-    section("sweep", lambda: (measure(True, rows), {"stopped_at_s": time.monotonic() - T0})[1])
+    section("measured", lambda: measure(rows, shapes))
+    section("sweep", lambda: sweep(rows, shapes))
+    shapes.clear()
     section("resources", resources)
     RESULT["summary"] = summary(rows)
     save()
