@@ -20,9 +20,10 @@ def torch_run(x, y, tr, va, te, epochs, batch, lr, seed):
 
     from convbench.train.data import augment
     torch.manual_seed(seed)
-    model = nn.Sequential(nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1),
-                          nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(),
-                          nn.MaxPool2d(2), nn.Flatten(), nn.Dropout(0.25), nn.Linear(64 * 2 * 2, 10))
+    model = nn.Sequential(nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(),
+                          nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Flatten(), nn.Dropout(0.25), nn.Linear(64 * 2 * 2, 10))
     for m in model:
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_uniform_(m.weight, nonlinearity="relu")
@@ -31,7 +32,7 @@ def torch_run(x, y, tr, va, te, epochs, batch, lr, seed):
     loss_fn = nn.CrossEntropyLoss()
     rng = np.random.default_rng(seed + 1)
     times = []
-    for epoch in range(epochs):
+    for _ in range(epochs):
         model.train()
         t0 = time.perf_counter()
         perm = rng.permutation(len(tr))

@@ -25,7 +25,8 @@ def check_array(name: str, a, layout: str | None = None, dtype=None) -> np.ndarr
     if not isinstance(a, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
     if layout is not None and a.ndim != layout.count(",") + 1:
-        raise ValueError(f"{name} must be {layout.count(',') + 1}-D ({layout}), got shape {a.shape}")
+        raise ValueError(f"{name} must be {layout.count(',') + 1}-D ({layout}), "
+                         f"got shape {a.shape}")
     if dtype is None:
         if a.dtype not in FLOAT_DTYPES:
             raise TypeError(f"{name}.dtype={a.dtype} must be float32 or float64")
@@ -123,7 +124,7 @@ def conv1d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1,
     return dx[:, :, 0, :], dw[:, :, 0, :], bias_grad(dy4)
 
 
-# --- pooling ----------------------------------------------------------------------------------------
+# --- pooling --------------------------------------------------------------------------------------
 def _pool(kind, x, kernel_size, stride, padding, dilation, ceil_mode, count_include_pad):
     x = check_array("x", x, "N, C, H, W")
     return x, pool2d_problem(kind, x.shape, kernel_size, stride, padding, dilation, ceil_mode,
@@ -177,14 +178,14 @@ def global_avg_pool2d_backward(dy, x, backend=DEFAULT_POOL_BACKEND):
     return avg_pool2d_backward(dy, x, x.shape[2:], backend=backend)
 
 
-# --- recurrent cells --------------------------------------------------------------------------------
+# --- recurrent cells ------------------------------------------------------------------------------
 def _rnn_args(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
     """Validate a recurrent layer's arrays against each other and build the problem."""
     x = check_array("x", x, "T, N, I")
     h0 = check_array("h0", h0, "N, H", x.dtype)
     w_ih = check_array("w_ih", w_ih, "gates*H, I", x.dtype)
     w_hh = check_array("w_hh", w_hh, "gates*H, H", x.dtype)
-    T, N, I = x.shape
+    T, N, I = x.shape  # noqa: E741 - PyTorch's name for the input size
     H = h0.shape[1]
     G = RNNProblem(cell, 1, 1, 1, 1).gates
     if h0.shape[0] != N:
@@ -268,10 +269,11 @@ def _rnn_family(cell):
 
     gates = {"gru": "3H (gates r, z, n)", "rnn_tanh": "H"}[cell]
     forward.__name__, backward.__name__ = cell, f"{cell}_backward"
-    forward.__doc__ = (f"A {cell} layer over a sequence (PyTorch's layout). x (T, N, I), h0 (N, H), "
-                       f"w_ih ({gates}, I), w_hh ({gates}, H), biases or None -> (y (T, N, H), hT).")
-    backward.__doc__ = (f"Backpropagation through time for {cell}: dy (T, N, H), dhT (N, H) or None "
-                        "-> (dx, dh0, dw_ih, dw_hh, db_ih, db_hh).")
+    forward.__doc__ = (f"A {cell} layer over a sequence (PyTorch's layout). x (T, N, I), "
+                       f"h0 (N, H), w_ih ({gates}, I), w_hh ({gates}, H), biases or None "
+                       "-> (y (T, N, H), hT).")
+    backward.__doc__ = (f"Backpropagation through time for {cell}: dy (T, N, H), dhT (N, H) or "
+                        "None -> (dx, dh0, dw_ih, dw_hh, db_ih, db_hh).")
     return forward, backward
 
 

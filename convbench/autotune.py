@@ -1,12 +1,13 @@
 """backend="auto": the fastest verified backend for each exact problem, direction and dtype.
 
-On the first request for a problem the candidates are verified against the reference (as the
-harness does) and timed; the winner is kept in a JSON cache keyed by the machine, so later
-processes start at once. The cache is a plain file the user can read and delete:
-$CONVBENCH_CACHE_DIR/autotune.json (default ~/.cache/convbench/autotune.json).
+On the first request for a problem the candidates are verified against the reference and timed
+(verify.check_backend, as the harness does); the winner is kept in a JSON cache keyed by the
+machine, so later processes start at once. The cache is a plain file the user can read and
+delete: $CONVBENCH_CACHE_DIR/autotune.json (default ~/.cache/convbench/autotune.json).
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -16,8 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
+from convbench import __version__
+from convbench.backends import backend_names, get_backend
 from convbench.backends.base import Backend
 from convbench.errors import ConvbenchError, UnsupportedError
+from convbench.machine import cpu_info, git_commit, package_version
+from convbench.threads import get_threads
+from convbench.timing import TimingPolicy
+from convbench.verify import Reference, check_backend
 
 #: Backends never chosen automatically: the loops are for teaching, and torch is the peer that
 #: convbench's own algorithms are measured against (choosing it would compare torch with itself).
@@ -25,8 +32,8 @@ EXCLUDED = ("naive", "torch")
 
 _lock = threading.Lock()
 #: a candidate whose one timed call (after the verifying one) takes this many times the best
-#: median so far is recorded with that time and not measured further (FFT on a ResNet layer:
-#: 0.1 to 0.5 s a call, against 10 to 25 ms)
+#: time so far is recorded with that time and not measured further: an algorithm an order of
+#: magnitude behind would otherwise spend most of the tuning budget
 HOPELESS = 4.0
 
 
@@ -42,9 +49,7 @@ _code_version: list = []
 def code_version() -> str:
     """convbench's version and, in a checkout, its commit: new kernels make old choices stale."""
     if not _code_version:
-        import convbench
-        from convbench.harness.machine import _git_commit
-        _code_version.append(f"{convbench.__version__}+{(_git_commit() or '').split('+')[0]}")
+        _code_version.append(f"{__version__}+{(git_commit() or '').split('+')[0]}")
     return _code_version[0]
 
 
@@ -56,13 +61,11 @@ def machine_key() -> str:
 
     Reading the CPU model and package versions takes about a millisecond, so the key is computed
     once per thread count and simulator setting (the parts that can change within a process)."""
-    from convbench.threads import get_threads
     variable = (get_threads(), os.environ.get("NUMBA_ENABLE_CUDASIM", "0"))
     if variable not in _machine_keys:
-        from convbench.harness.machine import _cpu, _version
-        parts = [_cpu().get("model", platform.machine()), str(os.cpu_count()), str(variable[0]),
-                 np.__version__, str(_version("numba")), str(_version("torch")), variable[1],
-                 code_version()]
+        parts = [cpu_info().get("model", platform.machine()), str(os.cpu_count()),
+                 str(variable[0]), np.__version__, str(package_version("numba")),
+                 str(package_version("torch")), variable[1], code_version()]
         _machine_keys[variable] = hashlib.sha1("|".join(parts).encode()).hexdigest()[:16]
     return _machine_keys[variable]
 
@@ -86,7 +89,6 @@ def _save(data: dict) -> None:
 
 
 def candidates(op, problem, dtype) -> list[str]:
-    from convbench.backends import backend_names, get_backend
     out = []
     for name in backend_names():
         if name in EXCLUDED or name == "auto":
@@ -110,8 +112,8 @@ _memo: dict = {}
 def choose(op, problem, dtype, budget_s: float = 0.05) -> dict:
     """{'backend': name, 'best_s': {name: seconds}, 'median_s': {...}, 'rejected': {...}} for this
     problem, from the cache or timed now. The choice goes by the fastest call of each candidate:
-    on a shared machine interference only ever adds time, and medians of a few calls picked the
-    slower of two close algorithms (F(2x2) for F(4x4) Winograd on res2, 10.1 against 10.5 ms)."""
+    on a shared machine interference only ever adds time, so medians of a few calls can pick the
+    slower of two close algorithms."""
     key = f"{op.name}|{problem.descriptor()}|{np.dtype(dtype).name}"
     mkey = machine_key()
     memo_key = (str(cache_path()), mkey, key)
@@ -124,31 +126,18 @@ def choose(op, problem, dtype, budget_s: float = 0.05) -> dict:
         if hit and hit.get("backend") in candidates(op, problem, dtype):
             _memo[memo_key] = hit
             return hit
-    from convbench.backends import get_backend
-    from convbench.harness.timing import TimingPolicy, measure
-    from convbench.verify import compare, reference_for, tolerance
     inputs = op.make_inputs(problem, np.random.default_rng(0), np.dtype(dtype))
-    ref, _ = reference_for(op, problem, inputs)
+    reference = Reference(op, problem, inputs)
     times, medians, rejected = {}, {}, {}
     policy = TimingPolicy(budget_s=budget_s, warmup_budget_s=budget_s, min_reps=5, max_reps=20)
     for name in candidates(op, problem, dtype):
-        b = get_backend(name)
-        try:
-            out = b.run(op, problem, *inputs)
-            out = out if isinstance(out, tuple) else (out,)
-            err, ok = compare(op, problem, inputs, out, ref, tolerance(op, problem, dtype, b))
-            if not ok:
-                rejected[name] = f"relative error {err:.3g}"
-                continue
-            once = b.time_call(lambda: b.run(op, problem, *inputs))
-            if times and once > HOPELESS * min(times.values()):
-                times[name] = medians[name] = once   # far behind: not worth a full measurement
-                continue
-            m = measure(lambda: b.run(op, problem, *inputs), b.time_call, policy)
-            times[name] = float(np.min(m.samples_s))
-            medians[name] = float(np.median(m.samples_s))
-        except Exception as e:  # noqa: BLE001 - a crashing candidate is just not chosen
-            rejected[name] = f"{type(e).__name__}: {e}"
+        cut = HOPELESS * min(times.values()) if times else None
+        r = check_backend(name, op, problem, dtype, inputs=inputs, reference=reference,
+                          policy=dataclasses.replace(policy, give_up_s=cut))
+        if r.timed:
+            times[name], medians[name] = r.min_s, r.median_s
+        else:           # a wrong answer or a crash: never chosen
+            rejected[name] = r.reason
     if not times:
         raise UnsupportedError(f"auto: no backend can run {op.name} on {problem.descriptor()} "
                                f"({'; '.join(f'{k}: {v}' for k, v in rejected.items()) or 'none'})")
@@ -169,7 +158,6 @@ class AutoBackend(Backend):
     description = "the fastest verified backend per problem, timed once and cached per machine"
 
     def implements(self, op) -> bool:
-        from convbench.backends import backend_names, get_backend
         return any(get_backend(n).implements(op) for n in backend_names()
                    if n not in EXCLUDED and n != "auto")
 
@@ -181,7 +169,9 @@ class AutoBackend(Backend):
     def chosen(self, op, problem, dtype) -> str:
         return choose(op, problem, dtype)["backend"]
 
+    def delegate(self, op, problem, dtype) -> str:
+        return self.chosen(op, problem, dtype)
+
     def run(self, op, problem, *inputs):
-        from convbench.backends import get_backend
         dtype = next(a.dtype for a in inputs if a is not None)
         return get_backend(self.chosen(op, problem, dtype)).run(op, problem, *inputs)

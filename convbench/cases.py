@@ -8,6 +8,8 @@ import numpy as np
 
 from convbench.errors import UnknownNameError
 from convbench.ops.conv import Conv2dProblem, conv1d_problem, conv2d_problem
+from convbench.ops.pool import pool2d_problem
+from convbench.ops.rnn import RNNProblem
 
 
 def _c(label, x, w, **kw):
@@ -60,11 +62,11 @@ def random_conv_problem(rng: np.random.Generator, max_spatial: int = 12,
 
 def random_conv_cases(count: int = 20, seed: int = 0):
     rng = np.random.default_rng(seed)
-    return [(f"random #{i} (seed {seed})", "conv2d", random_conv_problem(rng)) for i in range(count)]
+    return [(f"random #{i} (seed {seed})", "conv2d", random_conv_problem(rng))
+            for i in range(count)]
 
 
 def _pool(label, kind, x, **kw):
-    from convbench.ops.pool import pool2d_problem
     return (label, f"{kind}_pool2d", pool2d_problem(kind, x, **kw))
 
 
@@ -85,7 +87,8 @@ def pool_edge_cases():
             _pool(f"{kind} batch 1, one channel", kind, (1, 1, 4, 4), kernel_size=2),
         ]
     out += [
-        _pool("max dilation 2", "max", (2, 2, 9, 9), kernel_size=3, stride=2, padding=1, dilation=2),
+        _pool("max dilation 2", "max", (2, 2, 9, 9), kernel_size=3, stride=2, padding=1,
+              dilation=2),
         _pool("avg count_include_pad=False", "avg", (2, 2, 7, 7), kernel_size=3, stride=2,
               padding=1, ceil_mode=True, count_include_pad=False),
     ]
@@ -93,7 +96,6 @@ def pool_edge_cases():
 
 
 def rnn_edge_cases():
-    from convbench.ops.rnn import RNNProblem
     out = []
     for cell in ("rnn_tanh", "lstm", "gru"):
         out += [

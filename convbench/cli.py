@@ -1,11 +1,24 @@
-"""The convbench command line (click). Commands import what they need when they run, so
-`convbench --help` loads no backend and compiles nothing."""
+"""The convbench command line (click).
+
+The harness and the trainer, which bring pandas and matplotlib, are imported by the commands that
+use them (the imports marked "per command"), so that `convbench --help` loads no backend, no
+pandas or matplotlib, and compiles nothing.
+"""
 from __future__ import annotations
 
+import json
+import math
 import os
 import sys
+import time
 
 import click
+
+from convbench.backends import backend_names, get_backend, list_backends
+from convbench.filters import gallery, matrix_figure, matrix_path
+from convbench.machine import fingerprint, measure_peaks
+from convbench.threads import set_threads
+from convbench.timing import TimingPolicy
 
 
 def _split(value: str | None):
@@ -15,13 +28,13 @@ def _split(value: str | None):
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="convbench")
 def main():
-    """convbench: deep-learning kernels implemented several ways, proven equal, timed on real shapes."""
+    """convbench: deep-learning kernels implemented several ways, proven equal, timed on real
+    shapes."""
 
 
 @main.command()
 def backends():
     """List the backends, whether each can run here (and why not), and their ops."""
-    from convbench.backends import list_backends
     for info in list_backends():
         state = "available" if info.available else f"unavailable: {info.reason}"
         click.echo(f"{info.name:<11} {state}")
@@ -43,11 +56,11 @@ def backends():
 def verify(cases, backend_list, dtype, seed, cuda_sim):
     """Run every backend on a case list against the float64 reference; print the matrix.
 
-    Exits 1 if any result is FAILED or ERROR.
+    Exits 1 if any result is FAILED.
     """
     if cuda_sim:
         os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
-    from convbench.verify_report import run_matrix
+    from convbench.harness.verify_report import run_matrix  # per command
     ok = run_matrix(cases, _split(backend_list), dtype, seed, click.echo)
     sys.exit(0 if ok else 1)
 
@@ -59,9 +72,10 @@ def verify(cases, backend_list, dtype, seed, cuda_sim):
               type=click.Path(dir_okay=False, writable=True))
 def filters(image, backend, out_path):
     """Apply the classic 3x3 filters to IMAGE (default: matplotlib's sample photograph) and write
-    one figure comparing zero padding with reflect padding."""
-    from convbench.filters import gallery
+    one figure comparing zero padding with reflect padding, and a second (OUT-matrix.png) with a
+    small convolution as one sparse matrix beside im2col's column matrix."""
     click.echo(f"wrote {gallery(image, out_path, backend)}")
+    click.echo(f"wrote {matrix_figure(matrix_path(out_path))}")
 
 
 def _progress(echo_err):
@@ -79,7 +93,8 @@ def _progress(echo_err):
 @main.command()
 @click.option("--suite", "suite", default="quick", show_default=True,
               help="built-in suite (quick, resnet50, vgg16, mobilenet, deepbench-train, "
-                   "deepbench-inference, deepbench-rnn, pooling, rnn), fuzz[:SEED[:COUNT]], or a file")
+                   "deepbench-inference, deepbench-rnn, pooling, rnn), fuzz[:SEED[:COUNT]], "
+                   "or a file")
 @click.option("--backends", "backend_list", default=None,
               help="comma-separated backends (default: every registered one)")
 @click.option("--batch", type=int, default=None, help="batch size for every case")
@@ -94,18 +109,17 @@ def _progress(echo_err):
               help="seconds of timed repetitions per case and backend")
 @click.option("--limit", "per_case_limit", type=float, default=30.0, show_default=True,
               help="skip a backend whose estimated time per call exceeds this (seconds)")
-@click.option("--cold-cache", is_flag=True, help="rotate input copies larger than the last-level cache")
-@click.option("--baseline", default=None, help="backend the report compares against (default torch)")
+@click.option("--cold-cache", is_flag=True,
+              help="rotate input copies larger than the last-level cache")
+@click.option("--baseline", default=None,
+              help="backend the report compares against (default torch)")
 @click.option("--no-peaks", is_flag=True, help="skip measuring the machine's peaks (roofline)")
 def run(suite, backend_list, batch, direction, dtype, threads, out_dir, resume, budget,
         per_case_limit, cold_cache, baseline, no_peaks):
     """Verify, then time, every case of a suite on every backend; write CSV, JSON and HTML."""
-    import time as _time
-
-    from convbench.backends import backend_names, get_backend
-    from convbench.harness.runner import DIRECTIONS, RunConfig, run_suite
-    from convbench.harness.suites import load_suite
-    from convbench.harness.timing import TimingPolicy
+    from convbench.harness.report import choose_baseline, summary  # per command
+    from convbench.harness.runner import DIRECTIONS, RunConfig, run_suite  # per command
+    from convbench.harness.suites import load_suite  # per command
 
     backends = _split(backend_list) or backend_names()
     for b in backends:
@@ -124,35 +138,32 @@ def run(suite, backend_list, batch, direction, dtype, threads, out_dir, resume, 
     try:
         cases = load_suite(suite, batch)
     except (ValueError, OSError) as e:
-        raise click.BadParameter(str(e), param_hint="--suite")
+        raise click.BadParameter(str(e), param_hint="--suite") from e
     if resume and out_dir is None:
         raise click.BadParameter("--resume needs --out (the run directory to continue)",
                                  param_hint="--resume")
-    out_dir = out_dir or f"runs/{suite.replace('/', '_').replace(':', '_')}-{_time.strftime('%Y%m%d-%H%M%S')}"
+    out_dir = out_dir or (f"runs/{suite.replace('/', '_').replace(':', '_')}-"
+                          f"{time.strftime('%Y%m%d-%H%M%S')}")
     policy = TimingPolicy(budget_s=budget, warmup_budget_s=min(budget, 0.5))
     cfg = RunConfig(suite, cases, backends, tuple(dirs), dtype, threads, policy, per_case_limit,
                     cold_cache, baseline)
     click.echo(f"suite {suite}: {len(cases)} cases x {len(backends)} backends -> {out_dir}")
+    progress = _progress(lambda m, nl: click.echo(m, err=True, nl=nl))
     try:
-        rows, meta = run_suite(cfg, out_dir, resume, _progress(lambda m, nl: click.echo(m, err=True, nl=nl)),
-                               peaks=not no_peaks)
+        frame, meta = run_suite(cfg, out_dir, resume, progress, peaks=not no_peaks)
     except KeyboardInterrupt:
         click.echo(f"\ninterrupted: every finished row is kept in {out_dir} "
                    f"(continue with --resume --out {out_dir})", err=True)
         sys.exit(130)
-    from convbench.harness.report import choose_baseline, summary
-    base = choose_baseline(rows, baseline)
-    for s in summary(rows, base):
-        best = s["best"] or "-"
-        sp = f"{s['speedup']:.2f}x vs {base}" if s["speedup"] else ""
-        click.echo(f"  {s['case']} [{s['direction']}]: best {best} {sp}")
-    counts = {}
-    for r in rows:
-        counts[r["status"]] = counts.get(r["status"], 0) + 1
-    click.echo(f"{len(rows)} results ({', '.join(f'{v} {k}' for k, v in sorted(counts.items()))}) "
+    base = choose_baseline(frame, baseline)
+    for s in summary(frame, base).itertuples(index=False):
+        sp = "" if math.isnan(s.speedup) else f"{s.speedup:.2f}x vs {base}"
+        click.echo(f"  {s.case} [{s.direction}]: best {s.best or '-'} {sp}")
+    counts = frame["status"].value_counts().sort_index()
+    click.echo(f"{len(frame)} results ({', '.join(f'{v} {k}' for k, v in counts.items())}) "
                f"in {meta['wall_s']:.1f} s")
     click.echo(f"report: {out_dir}/report.html  (data: results.csv, results.json)")
-    sys.exit(1 if counts.get("FAILED") else 0)
+    sys.exit(1 if counts.get("FAILED", 0) else 0)
 
 
 @main.command()
@@ -160,8 +171,8 @@ def run(suite, backend_list, batch, direction, dtype, threads, out_dir, resume, 
 @click.option("--baseline", default=None, help="backend to compare against (default torch)")
 def report(run_dir, baseline):
     """(Re)write RUN_DIR/report.html from its results (an interrupted run's too)."""
-    from convbench.harness.report import write_report
-    from convbench.harness.runner import load_run
+    from convbench.harness.report import write_report  # per command
+    from convbench.harness.runner import load_run  # per command
     rows, meta = load_run(run_dir)
     click.echo(f"wrote {write_report(run_dir, rows, meta, baseline)}")
 
@@ -176,21 +187,23 @@ def report(run_dir, baseline):
 @click.option("--html", "html_path", default=None, help="also write the comparison as HTML")
 def compare(run_a, run_b, threshold, alpha, html_path):
     """Per-case ratios of RUN_B against RUN_A; exits 1 on a significant regression."""
-    from convbench.harness.compare import compare_runs, format_text, regressions, write_html
+    from convbench.harness.compare import (  # per command
+        compare_runs,
+        format_text,
+        regressions,
+        write_html,
+    )
     lines, diffs = compare_runs(run_a, run_b, threshold, alpha)
     click.echo(format_text(lines, diffs, "A", "B"))
     if html_path:
         click.echo(f"wrote {write_html(html_path, lines, diffs, run_a, run_b)}")
-    sys.exit(1 if regressions(lines) else 0)
+    sys.exit(1 if len(regressions(lines)) else 0)
 
 
 @main.command()
 @click.option("--no-peaks", is_flag=True, help="skip measuring the peaks")
 def info(no_peaks):
     """The machine fingerprint and its measured peaks (SGEMM GFLOP/s, copy GB/s)."""
-    import json
-
-    from convbench.harness.machine import fingerprint, measure_peaks
     data = {"machine": fingerprint()}
     if not no_peaks:
         data["peaks"] = measure_peaks()
@@ -201,8 +214,8 @@ def _train_options(f):
     opts = [
         click.option("--data", default="digits", show_default=True,
                      help="digits (shipped with scikit-learn), mnist:PATH or cifar10:PATH"),
-        click.option("--model", type=click.Choice(["small-cnn", "resnet-mini"]), default="small-cnn",
-                     show_default=True),
+        click.option("--model", type=click.Choice(["small-cnn", "resnet-mini"]),
+                     default="small-cnn", show_default=True),
         click.option("--optimizer", default="adam", show_default=True,
                      help="sgd, momentum, nesterov, adagrad, rmsprop, adam"),
         click.option("--lr", type=float, default=2e-3, show_default=True),
@@ -212,8 +225,8 @@ def _train_options(f):
         click.option("--batch-size", type=int, default=64, show_default=True),
         click.option("--patience", type=int, default=6, show_default=True,
                      help="early stopping: epochs without a better validation loss"),
-        click.option("--schedule", type=click.Choice(["constant", "step", "cosine"]), default="cosine",
-                     show_default=True),
+        click.option("--schedule", type=click.Choice(["constant", "step", "cosine"]),
+                     default="cosine", show_default=True),
         click.option("--init", default="he_uniform", show_default=True,
                      help="xavier_uniform, xavier_normal, he_uniform, he_normal"),
         click.option("--dropout", type=float, default=0.25, show_default=True),
@@ -229,8 +242,7 @@ def _train_options(f):
 
 
 def _config(kw):
-    from convbench.train import TrainConfig
-    from convbench.threads import set_threads
+    from convbench.train import TrainConfig  # per command
     set_threads(kw.pop("threads"))
     kw["augment"] = not kw.pop("no_augment")
     return TrainConfig(**kw)
@@ -242,13 +254,14 @@ def _config(kw):
 @click.option("--resume", "resume", default=None, type=click.Path(exists=True, dir_okay=False),
               help="a checkpoint to continue from")
 def train(out_dir, resume, **kw):
-    """Train a small CNN on convbench's kernels; writes best.npz, log.csv, curves.png, summary.json."""
-    from convbench.train import train as run_train
+    """Train a small CNN on convbench's kernels; writes best.npz, log.csv, curves.png and
+    summary.json."""
+    from convbench.train import train as run_train  # per command
     try:
         cfg = _config(kw)
         cfg.validate()
     except ValueError as e:
-        raise click.UsageError(str(e))
+        raise click.UsageError(str(e)) from e
     s = run_train(cfg, out_dir, verbose=True, resume=resume, log=click.echo)
     click.echo(f"test accuracy {s['test_accuracy']:.4f} (best epoch {s['best_epoch']} of "
                f"{s['epochs_run']}) in {s['seconds']:.1f} s; mean epoch {s['mean_epoch_s']:.3f} s")
@@ -265,7 +278,7 @@ def train(out_dir, resume, **kw):
 @click.option("--out", "out_dir", default="runs/tune", show_default=True)
 def tune(mode, trials, lrs, optimizers, out_dir, **kw):
     """Random or grid search over learning rate and optimiser; writes tune.csv, best first."""
-    from convbench.train import tune as run_tune
+    from convbench.train import tune as run_tune  # per command
     try:
         base = _config(kw)
         lr_values = [float(v) for v in _split(lrs)]
@@ -276,7 +289,7 @@ def tune(mode, trials, lrs, optimizers, out_dir, **kw):
         for name in space["optimizer"]:
             base.__class__(**{**vars(base), "optimizer": name}).validate()
     except ValueError as e:
-        raise click.UsageError(str(e))
+        raise click.UsageError(str(e)) from e
     results = run_tune(base, space, mode, trials, base.seed, out_dir, log=click.echo)
     best = results[0]
     click.echo(f"best: {best}")
@@ -287,10 +300,41 @@ def tune(mode, trials, lrs, optimizers, out_dir, **kw):
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
 def evaluate(checkpoint):
     """Test accuracy of a checkpoint on its run's held-out test split."""
-    import json
-
-    from convbench.train import evaluate_checkpoint
+    from convbench.train import evaluate_checkpoint  # per command
     click.echo(json.dumps(evaluate_checkpoint(checkpoint), indent=1))
+
+
+@main.command("inspect")
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", "out_dir", default=None,
+              help="folder for the figures and inspect.json (default: inspect/ beside CHECKPOINT)")
+@click.option("--image", "image_index", type=int, default=0, show_default=True,
+              help="the test image whose feature maps are drawn")
+@click.option("--channels", type=int, default=6, show_default=True,
+              help="channels per conv layer to find maximising images for")
+@click.option("--steps", type=int, default=200, show_default=True, help="gradient ascent steps")
+@click.option("--backend", default="im2col", show_default=True,
+              help="the conv backend whose forward and backward kernels run the model")
+@click.option("--seed", type=int, default=0, show_default=True)
+def inspect_command(checkpoint, out_dir, image_index, channels, steps, backend, seed):
+    """What a trained model learned: first-layer filters against the classic 3x3 filters,
+    feature maps, images that maximise a channel, translation equivariance and parameter
+    counts; writes PNGs and inspect.json, and adds them to the run's index.html."""
+    from convbench.train.inspection import inspect_checkpoint  # per command
+    try:
+        r = inspect_checkpoint(checkpoint, out_dir, image_index=image_index, channels=channels,
+                               steps=steps, backend=backend, seed=seed, log=click.echo)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from e
+    if r["filters"]:
+        best = ", ".join(f"{n} {c}" for n, c in r["filter_best_counts"].items())
+        click.echo(f"first-layer filters' best classic match: {best} "
+                   f"(median r {r['filter_similarity_median']:.2f})")
+    for row in r["params"]:
+        if row["kind"] == "conv":
+            click.echo(f"  {row['layer']}: {row['params']:,} parameters, a dense layer would "
+                       f"have {row['dense_params']:,} ({row['dense_over_conv']:,.0f}x)")
+    click.echo(f"wrote {r['index']}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -19,7 +19,8 @@ from convbench.api import DEFAULT_BACKEND, conv1d, conv1d_backward
 
 @dataclass
 class TCNParams:
-    """w1 (K, C, S), b1 (K,), w2 (K, K, S), b2 (K,), and w_down (K, C, 1), b_down (K,) when C != K."""
+    """w1 (K, C, S), b1 (K,), w2 (K, K, S), b2 (K,), and w_down (K, C, 1), b_down (K,) when
+    C != K."""
 
     w1: np.ndarray
     b1: np.ndarray

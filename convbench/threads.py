@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import sys
 
+from threadpoolctl import threadpool_limits
+
 _threads: int | None = None
 
 
@@ -36,22 +38,22 @@ _synced_for: tuple = ()
 
 def ensure_synced() -> None:
     """sync() once more whenever Numba or torch was imported since the last one (cheap check:
-    backends call it each time they load kernels)."""
+    backends call it each time they reach their kernels)."""
     loaded = ("numba" in sys.modules, "torch" in sys.modules)
     if loaded != _synced_for:
         sync()
 
 
 def sync() -> int:
-    """Apply the current thread count to every loaded library (backends call this after they
-    import Numba kernels or torch, so a count set before the import still holds)."""
+    """Apply the current thread count to every loaded library. Numba and torch are reached through
+    sys.modules: a library nobody has imported needs no setting, and importing it here would cost
+    a second."""
     global _synced_for
     _synced_for = ("numba" in sys.modules, "torch" in sys.modules)
     count = get_threads()
-    from threadpoolctl import threadpool_limits
     threadpool_limits(limits=count)
-    if "numba" in sys.modules:
-        import numba
+    numba = sys.modules.get("numba")
+    if numba is not None:
         numba.set_num_threads(min(count, numba.config.NUMBA_NUM_THREADS))
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(count)

@@ -11,7 +11,8 @@ from convbench.cli import main
 def test_help_compiles_and_imports_nothing_heavy():
     code = ("import sys; from click.testing import CliRunner; from convbench.cli import main; "
             "r = CliRunner().invoke(main, ['--help']); assert r.exit_code == 0, r.output; "
-            "heavy = [m for m in ('numba', 'torch', 'scipy', 'matplotlib', 'pandas') if m in sys.modules]; "
+            "heavy = [m for m in ('numba', 'torch', 'scipy', 'matplotlib', 'pandas') "
+            "if m in sys.modules]; "
             "print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
@@ -25,7 +26,8 @@ def test_backends_lists_every_backend_with_a_reason():
 
 
 def test_verify_prints_the_matrix_and_exits_zero():
-    r = CliRunner().invoke(main, ["verify", "--cases", "pool-edge", "--backends", "numpy,numba-cpu"])
+    r = CliRunner().invoke(main, ["verify", "--cases", "pool-edge",
+                                  "--backends", "numpy,numba-cpu"])
     assert r.exit_code == 0, r.output
     assert "PASS" in r.output and "all checks passed" in r.output
 
@@ -48,8 +50,9 @@ def test_run_report_compare_end_to_end(tmp_path):
     suite.write_text("mb1ic4ih8oc4kh3ph1\nmax:mb1ic2ih8kh2\n")
     runner = CliRunner()
     for name in ("a", "b"):
-        r = runner.invoke(main, ["run", "--suite", str(suite), "--backends", "im2col,numpy,numba-cpu",
-                                 "--out", str(tmp_path / name), "--budget", "0.02", "--no-peaks",
+        r = runner.invoke(main, ["run", "--suite", str(suite),
+                                 "--backends", "im2col,numpy,numba-cpu", "--out",
+                                 str(tmp_path / name), "--budget", "0.02", "--no-peaks",
                                  "--direction", "fwd,bwd"])
         assert r.exit_code == 0, r.output
         assert "report:" in r.output

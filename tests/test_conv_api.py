@@ -1,9 +1,9 @@
 """The functional interface: results, dtypes, errors that name the argument and value."""
 import numpy as np
 import pytest
+from conftest import available_backends
 
 import convbench as cb
-from conftest import available_backends
 
 BACKENDS = available_backends("conv2d:fwd")
 
@@ -70,7 +70,8 @@ def test_conv1d_causal_and_backward(backend, rng):
     y = cb.conv1d(x, w, padding="causal", dilation=2, backend=backend)
     assert y.shape == (2, 4, 10)
     xp = np.concatenate([np.zeros((2, 3, 4), np.float32), x], axis=2)
-    np.testing.assert_allclose(y, cb.conv1d(xp, w, dilation=2, backend="naive"), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(y, cb.conv1d(xp, w, dilation=2, backend="naive"), rtol=1e-5,
+                               atol=1e-5)
     dx, dw, db = cb.conv1d_backward(np.ones_like(y), x, w, padding="causal", dilation=2,
                                     backend=backend)
     assert dx.shape == x.shape and dw.shape == w.shape and db.shape == (4,)
@@ -119,7 +120,8 @@ def test_bad_arrays_name_the_array(rng):
 
 def test_unknown_backend_lists_valid_names(rng):
     x, w = _xw(rng)
-    with pytest.raises(cb.UnknownNameError, match=r"unknown backend 'cudnn'; valid backends: naive, "):
+    with pytest.raises(cb.UnknownNameError,
+                       match=r"unknown backend 'cudnn'; valid backends: naive, "):
         cb.conv2d(x, w, backend="cudnn")
 
 
@@ -128,7 +130,8 @@ def test_im2col_guard_refuses_a_huge_column_buffer(rng):
     from convbench.ops import conv2d_problem, get_op
     b = Im2colBackend(max_column_bytes=1000)
     p = conv2d_problem((2, 4, 6, 6), (3, 4, 3, 3))
-    with pytest.raises(cb.UnsupportedError, match=r"column buffer of 4,608 bytes .* limit of 1,000"):
+    with pytest.raises(cb.UnsupportedError,
+                       match=r"column buffer of 4,608 bytes .* limit of 1,000"):
         b.check(get_op("conv2d:fwd"), p, np.float32)
     assert isinstance(cb.UnsupportedError("x"), NotImplementedError)
 
@@ -145,7 +148,8 @@ def test_unsupported_dtype_is_an_unsupported_error(rng):
             raise AssertionError
 
     with pytest.raises(cb.UnsupportedError, match="does not support dtype float64"):
-        F32Only().check(get_op("conv2d:fwd"), conv2d_problem((1, 1, 3, 3), (1, 1, 1, 1)), np.float64)
+        F32Only().check(get_op("conv2d:fwd"), conv2d_problem((1, 1, 3, 3), (1, 1, 1, 1)),
+                        np.float64)
     with pytest.raises(cb.UnsupportedError, match="f32 does not implement conv2d:bwd-data"):
         F32Only().check(get_op("conv2d:bwd-data"), conv2d_problem((1, 1, 3, 3), (1, 1, 1, 1)),
                         np.float32)

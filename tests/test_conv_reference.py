@@ -55,7 +55,8 @@ def test_bias_gradient_is_sum_of_dy(rng):
     x, w, b = (rng.standard_normal(s) for s in (p.x_shape, p.w_shape, (p.K,)))
     dy = rng.standard_normal(p.y_shape)
     h, v = 1e-6, rng.standard_normal(p.K)
-    fd = (np.sum(dy * ref.conv2d_fwd(p, x, w, b + h * v)) - np.sum(dy * ref.conv2d_fwd(p, x, w, b - h * v))) / (2 * h)
+    fd = (np.sum(dy * ref.conv2d_fwd(p, x, w, b + h * v))
+          - np.sum(dy * ref.conv2d_fwd(p, x, w, b - h * v))) / (2 * h)
     assert float(np.sum(ref.conv2d_bwd_bias(dy) * v)) == pytest.approx(fd, rel=1e-7)
 
 
@@ -91,3 +92,23 @@ def test_scale_bounds_the_output(rng):
     inputs = op.make_inputs(p, rng, np.float64)
     (scale,) = op.scale(p, inputs, None)
     assert np.abs(op.reference(p, *inputs)).max() <= scale
+
+
+@pytest.mark.parametrize("label,family,p", CASES, ids=IDS)
+def test_chunked_reference_equals_the_plain_one(label, family, p, rng, monkeypatch):
+    monkeypatch.setattr(ref, "CHUNK_ELEMENTS", 1)           # one image per chunk
+    x, w, dy = (rng.standard_normal(s) for s in (p.x_shape, p.w_shape, p.y_shape))
+    b = rng.standard_normal(p.K) if p.bias else None
+    for chunked, plain, args in ((ref.conv2d_fwd_chunked, ref.conv2d_fwd, (x, w, b)),
+                                 (ref.conv2d_bwd_data_chunked, ref.conv2d_bwd_data, (dy, w)),
+                                 (ref.conv2d_bwd_weights_chunked, ref.conv2d_bwd_weights, (dy, x))):
+        np.testing.assert_allclose(chunked(p, *args), plain(p, *args), rtol=1e-12, atol=1e-12)
+
+
+def test_large_conv_problems_are_checked_against_the_chunked_reference():
+    big = conv2d_problem((8, 64, 56, 56), (64, 64, 3, 3), padding=1)
+    small = conv2d_problem((2, 4, 8, 8), (4, 4, 3, 3), padding=1)
+    for direction in ("fwd", "bwd-data", "bwd-weights"):
+        op = get_op(f"conv2d:{direction}")
+        assert op.reference_for(big).__name__.endswith("_chunked")
+        assert op.reference_for(small) is op.reference

@@ -29,8 +29,10 @@ def test_zero_padding_darkens_the_blur_border_reflect_does_not(img):
 
 def test_gallery_writes_a_png(tmp_path):
     from PIL import Image
+
     from convbench.filters import gallery
     src = tmp_path / "in.png"
-    Image.fromarray((np.random.default_rng(0).uniform(size=(20, 24, 3)) * 255).astype(np.uint8)).save(src)
+    pixels = np.random.default_rng(0).uniform(size=(20, 24, 3)) * 255
+    Image.fromarray(pixels.astype(np.uint8)).save(src)
     out = gallery(str(src), str(tmp_path / "g.png"), crop=8)
     assert Image.open(out).size[0] > 100

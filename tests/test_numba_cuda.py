@@ -12,9 +12,12 @@ import numpy as np
 import pytest
 
 from convbench.backends import get_backend
-from convbench.backends._numba_cuda_tiles import Tiles, default_tiles
+from convbench.backends.numba_cuda import CUDA as NUMBA_CUDA
+from convbench.backends.numba_cuda import KERNELS, Tiles, default_tiles
 from convbench.ops import RNNProblem, conv2d_problem, get_op, ops_of
-from convbench.verify import PASSED, check_backend
+from convbench.ops.reference import conv2d_bwd_weights
+from convbench.result import PASSED
+from convbench.verify import check_backend
 
 ROOT = Path(__file__).resolve().parents[1]
 CUDA = get_backend("numba-cuda")
@@ -57,17 +60,15 @@ def test_conv_with_odd_tiles_many_blocks(odd_tiles, problem):
 
 @needs_cuda
 def test_weight_gradient_split_into_slices_adds_up():
-    from convbench.backends.numba_cuda import _cuda, kernels
-    from convbench.ops.reference import conv2d_bwd_weights
+    cuda = NUMBA_CUDA.load()
     p = conv2d_problem((2, 3, 6, 5), (4, 3, 3, 3), padding=1, stride=(1, 2))
     rng = np.random.default_rng(0)
     dy = rng.standard_normal(p.y_shape).astype(np.float32)
     x = rng.standard_normal(p.x_shape).astype(np.float32)
-    dw = _cuda().device_array(int(np.prod(p.w_shape)), np.float32)
+    dw = cuda.device_array(int(np.prod(p.w_shape)), np.float32)
     # many multiprocessors ask for many slices of the 12 (n, p) rows
-    kernels().conv.conv_bwd_weights(p, _cuda().to_device(dy.ravel()),
-                                    _cuda().to_device(x.ravel()), dw, Tiles(4, 16, 4, 2, 8),
-                                    multiprocessors=64, threads=8)
+    KERNELS.conv.conv_bwd_weights(p, cuda.to_device(dy.ravel()), cuda.to_device(x.ravel()), dw,
+                                  Tiles(4, 16, 4, 2, 8), multiprocessors=64, threads=8)
     ref = conv2d_bwd_weights(p, dy, x)
     np.testing.assert_allclose(dw.copy_to_host().reshape(p.w_shape), ref, rtol=0,
                                atol=1e-5 * np.abs(ref).max())
@@ -86,8 +87,7 @@ def test_recurrent_layers_with_odd_tiles(odd_tiles, cell):
 @pytest.mark.parametrize("a_kfast,b_nfast", [(True, False), (True, True), (False, True),
                                              (False, False)])
 def test_gemm_every_layout(a_kfast, b_nfast):
-    from convbench.backends.numba_cuda import _cuda, kernels
-    cuda = _cuda()
+    cuda = NUMBA_CUDA.load()
     rng = np.random.default_rng(1)
     M, Nc, K = 13, 9, 7
     A = rng.standard_normal((M, K)).astype(np.float32)
@@ -96,9 +96,9 @@ def test_gemm_every_layout(a_kfast, b_nfast):
     a = A if a_kfast else np.ascontiguousarray(A.T)
     b = B if b_nfast else np.ascontiguousarray(B.T)
     c = cuda.device_array(M * Nc, np.float32)
-    kernels().gemm.run_gemm(Tiles(6, 4, 3, 3, 2), cuda.to_device(a.ravel()),
-                            cuda.to_device(b.ravel()), c, cuda.to_device(bias), M, Nc, K,
-                            K if a_kfast else M, Nc if b_nfast else K, Nc, a_kfast, b_nfast)
+    KERNELS.gemm.run_gemm(Tiles(6, 4, 3, 3, 2), cuda.to_device(a.ravel()),
+                          cuda.to_device(b.ravel()), c, cuda.to_device(bias), M, Nc, K,
+                          K if a_kfast else M, Nc if b_nfast else K, Nc, a_kfast, b_nfast)
     np.testing.assert_allclose(c.copy_to_host().reshape(M, Nc), A @ B + bias, rtol=1e-5,
                                atol=1e-5)
 
@@ -117,8 +117,8 @@ _PTX_SCRIPT = """
     if hasattr(np, "row_stack"):        # numpy < 2.5: take it away as 2.5 did
         del np.row_stack
         np.__all__.remove("row_stack")
-    from convbench.backends.numba_cuda import _cuda
-    cuda = _cuda()
+    from convbench.backends.numba_cuda import CUDA, KERNELS
+    cuda = CUDA.load()
     restored = hasattr(np, "row_stack")
     from numba import float32
     def probe(a):
@@ -128,8 +128,7 @@ _PTX_SCRIPT = """
     except Exception as e:
         print(json.dumps({"no_compiler": f"{type(e).__name__}: {str(e).splitlines()[0]}"}))
         raise SystemExit
-    from convbench.backends import _numba_cuda_ptx
-    print(json.dumps({"row_stack_left_behind": restored, "kernels": _numba_cuda_ptx.report()}))
+    print(json.dumps({"row_stack_left_behind": restored, "kernels": KERNELS.ptx.report()}))
 """
 
 

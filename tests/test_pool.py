@@ -1,9 +1,9 @@
 """Pooling semantics: PyTorch's output sizes, padding, ceil_mode, divisors, arg-max ties."""
 import numpy as np
 import pytest
+from conftest import available_backends
 
 import convbench as cb
-from conftest import available_backends
 from convbench.cases import pool_edge_cases
 from convbench.ops import reference as ref
 
@@ -77,10 +77,11 @@ def test_bad_pooling_arguments_name_the_value():
 
 def test_numba_cpu_parallel_pool_drivers_match_the_serial_loops(monkeypatch, rng):
     """Small problems take the serial loops; force the parallel drivers too."""
-    from convbench.backends import numba_cpu
+    from convbench.backends.numba_cpu import pool as numba_cpu_pool
     from convbench.ops import get_op
-    from convbench.verify import PASSED, check_backend
-    monkeypatch.setattr(numba_cpu, "SERIAL_POOL_WORK", 0)
+    from convbench.result import PASSED
+    from convbench.verify import check_backend
+    monkeypatch.setattr(numba_cpu_pool, "SERIAL_POOL_WORK", 0)
     for _, family, p in pool_edge_cases():
         for direction in ("fwd", "bwd"):
             c = check_backend("numba-cpu", get_op(f"{family}:{direction}"), p, np.float32, seed=2)

@@ -5,19 +5,20 @@ import pytest
 from convbench.backends import backend_names
 from convbench.cases import pool_edge_cases, rnn_edge_cases
 from convbench.ops import ops_of
-from convbench.verify import PASSED, UNAVAILABLE, UNSUPPORTED, check_backend
+from convbench.result import PASSED, UNAVAILABLE, UNIMPLEMENTED
+from convbench.verify import check_backend
 
 CASES = pool_edge_cases() + rnn_edge_cases()
-# What each backend is expected to implement (a missing op must say UNSUPPORTED, not crash).
-EXPECTED_UNSUPPORTED = {("naive", "*", "rnn"), ("im2col", "*", "*"),
-                        ("winograd-f2", "*", "*"), ("winograd-f4", "*", "*"),
-                        ("fft", "*", "*")}
+# What each backend is expected to implement (a missing op must say UNIMPLEMENTED, not crash).
+EXPECTED_UNIMPLEMENTED = {("naive", "*", "rnn"), ("im2col", "*", "*"),
+                          ("winograd-f2", "*", "*"), ("winograd-f4", "*", "*"),
+                          ("fft", "*", "*")}
 
 
 def _expected_unsupported(backend, op, family):
     kind = "rnn" if family in ("lstm", "gru", "rnn_tanh") else "pool"
     return any(b == backend and d in ("*", op.direction) and k in ("*", kind)
-               for b, d, k in EXPECTED_UNSUPPORTED)
+               for b, d, k in EXPECTED_UNIMPLEMENTED)
 
 
 @pytest.mark.parametrize("backend", backend_names())
@@ -28,6 +29,6 @@ def test_backend_matches_reference(backend, label, family, problem):
         if c.status == UNAVAILABLE:
             pytest.skip(c.reason)
         if _expected_unsupported(backend, op, family):
-            assert c.status == UNSUPPORTED and "does not implement" in c.reason
+            assert c.status == UNIMPLEMENTED and "does not implement" in c.reason
             continue
         assert c.status == PASSED, f"{op.name} {label}: {c.status} {c.reason}"

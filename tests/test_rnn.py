@@ -1,16 +1,16 @@
 """Recurrent cells: PyTorch parity with copied weights, BPTT by finite differences, errors."""
 import numpy as np
 import pytest
+from conftest import available_backends
 
 import convbench as cb
-from conftest import available_backends
 from convbench.ops import RNNProblem
 from convbench.ops import reference as ref
 
 RNN_BACKENDS = available_backends("lstm:fwd")
 
 
-def _torch_layer(cell, I, H):
+def _torch_layer(cell, I, H):  # noqa: E741 - PyTorch's name for the input size
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)
     cls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn_tanh": torch.nn.RNN}[cell]
@@ -28,7 +28,8 @@ def test_weights_copied_from_torch_give_the_same_outputs(cell, backend, rng):
     with torch.no_grad():
         if cell == "lstm":
             c0 = rng.standard_normal((3, 7)).astype(np.float32)
-            yt, (ht, ct) = m(torch.from_numpy(x), (torch.from_numpy(h0)[None], torch.from_numpy(c0)[None]))
+            state = (torch.from_numpy(h0)[None], torch.from_numpy(c0)[None])
+            yt, (ht, ct) = m(torch.from_numpy(x), state)
             y, (hT, cT) = cb.lstm(x, (h0, c0), *ws, backend=backend)
             np.testing.assert_allclose(cT, ct[0].numpy(), rtol=1e-5, atol=1e-5)
         else:
@@ -77,7 +78,8 @@ def test_lstm_backward_api_matches_torch_autograd(backend, rng):
     h0, c0 = (rng.standard_normal((2, 4)).astype(np.float32) for _ in range(2))
     dy = rng.standard_normal((5, 2, 4)).astype(np.float32)
     ws = (sd["weight_ih_l0"], sd["weight_hh_l0"], sd["bias_ih_l0"], sd["bias_hh_l0"])
-    dx, (dh0, dc0), dwi, dwh, dbi, dbh = cb.lstm_backward(dy, None, x, (h0, c0), *ws, backend=backend)
+    dx, (dh0, dc0), dwi, dwh, dbi, dbh = cb.lstm_backward(dy, None, x, (h0, c0), *ws,
+                                                          backend=backend)
     xt = torch.from_numpy(x).requires_grad_()
     y, _ = m(xt, (torch.from_numpy(h0)[None], torch.from_numpy(c0)[None]))
     y.backward(torch.from_numpy(dy))
@@ -90,26 +92,32 @@ def test_single_step_cells_equal_one_step_sequences(rng):
     x = rng.standard_normal((2, 3)).astype(np.float32)
     h = rng.standard_normal((2, 4)).astype(np.float32)
     c = rng.standard_normal((2, 4)).astype(np.float32)
-    w = {g: (rng.standard_normal((g * 4, 3)).astype(np.float32), rng.standard_normal((g * 4, 4)).astype(np.float32)) for g in (1, 3, 4)}
+    w = {g: (rng.standard_normal((g * 4, 3)).astype(np.float32),
+             rng.standard_normal((g * 4, 4)).astype(np.float32)) for g in (1, 3, 4)}
     h1, c1 = cb.lstm_cell(x, (h, c), *w[4])
     y, (hT, cT) = cb.lstm(x[None], (h, c), *w[4])
     np.testing.assert_array_equal(h1, hT)
     np.testing.assert_array_equal(c1, cT)
     np.testing.assert_array_equal(cb.gru_cell(x, h, *w[3]), cb.gru(x[None], h, *w[3])[1])
-    np.testing.assert_array_equal(cb.rnn_tanh_cell(x, h, *w[1]), cb.rnn_tanh(x[None], h, *w[1])[0][0])
+    np.testing.assert_array_equal(cb.rnn_tanh_cell(x, h, *w[1]),
+                                  cb.rnn_tanh(x[None], h, *w[1])[0][0])
 
 
 def test_bad_recurrent_arguments_name_the_value(rng):
     x = np.zeros((3, 2, 5), np.float32)
     h = np.zeros((2, 4), np.float32)
     w_ih, w_hh = np.zeros((16, 5), np.float32), np.zeros((16, 4), np.float32)
-    with pytest.raises(ValueError, match=r"w_hh.shape\[1\]=4 must equal the hidden size h0.shape\[1\]=6"):
+    with pytest.raises(ValueError,
+                       match=r"w_hh.shape\[1\]=4 must equal the hidden size h0.shape\[1\]=6"):
         cb.lstm(x, (np.zeros((2, 6), np.float32),) * 2, w_ih, w_hh)
-    with pytest.raises(ValueError, match=r"w_ih.shape\[0\]=16 must be gates\*hidden = 3\*4 = 12 for gru"):
+    with pytest.raises(ValueError,
+                       match=r"w_ih.shape\[0\]=16 must be gates\*hidden = 3\*4 = 12 for gru"):
         cb.gru(x, h, w_ih, np.zeros((12, 4), np.float32))
-    with pytest.raises(ValueError, match=r"w_ih.shape\[1\]=5 must equal the input size x.shape\[2\]=3"):
+    with pytest.raises(ValueError,
+                       match=r"w_ih.shape\[1\]=5 must equal the input size x.shape\[2\]=3"):
         cb.lstm(x[:, :, :3], (h, h), w_ih, w_hh)
-    with pytest.raises(ValueError, match=r"h0.shape\[0\]=1 must equal the batch size x.shape\[1\]=2"):
+    with pytest.raises(ValueError,
+                       match=r"h0.shape\[0\]=1 must equal the batch size x.shape\[1\]=2"):
         cb.rnn_tanh(x, h[:1], np.zeros((4, 5), np.float32), np.zeros((4, 4), np.float32))
     with pytest.raises(ValueError, match="b_ih and b_hh must be given together"):
         cb.lstm(x, (h, h), w_ih, w_hh, np.zeros(16, np.float32))

@@ -25,12 +25,14 @@ def test_tcn_block_is_causal_and_its_gradient_matches_finite_differences(down, r
     dx, grads = tcn_block_backward(dy, cache, prm, dilation=2)
     v = rng.standard_normal(x.shape)
     h = 1e-6
-    fd = (np.sum(dy * tcn_block(x + h * v, prm, 2)[0]) - np.sum(dy * tcn_block(x - h * v, prm, 2)[0])) / (2 * h)
+    fd = (np.sum(dy * tcn_block(x + h * v, prm, 2)[0])
+          - np.sum(dy * tcn_block(x - h * v, prm, 2)[0])) / (2 * h)
     assert float(np.sum(dx * v)) == pytest.approx(fd, rel=1e-5)
     vw = rng.standard_normal(prm.w1.shape)
     p_plus = TCNParams(prm.w1 + h * vw, *list(vars(prm).values())[1:])
     p_minus = TCNParams(prm.w1 - h * vw, *list(vars(prm).values())[1:])
-    fdw = (np.sum(dy * tcn_block(x, p_plus, 2)[0]) - np.sum(dy * tcn_block(x, p_minus, 2)[0])) / (2 * h)
+    fdw = (np.sum(dy * tcn_block(x, p_plus, 2)[0])
+           - np.sum(dy * tcn_block(x, p_minus, 2)[0])) / (2 * h)
     assert float(np.sum(grads.w1 * vw)) == pytest.approx(fdw, rel=1e-5)
 
 

@@ -5,11 +5,20 @@ import pickle
 import numpy as np
 import pytest
 
-from convbench.train import SGD, Adagrad, Adam, RMSprop, TrainConfig, evaluate_checkpoint, train, tune
+from convbench.train import (
+    SGD,
+    Adagrad,
+    Adam,
+    RMSprop,
+    TrainConfig,
+    evaluate_checkpoint,
+    train,
+    tune,
+)
 from convbench.train import layers as L
 from convbench.train.data import augment, load, read_idx
 from convbench.train.init import init_weight
-from convbench.train.model import Sequential, build_model
+from convbench.train.model import build_model
 
 
 def _f64(layer):
@@ -47,7 +56,8 @@ def test_layer_backward_matches_finite_differences(name, make, shape, rng):
     dx = layer.backward(dy)
     h = 1e-6
     v = rng.standard_normal(shape)
-    fd = (np.sum(dy * layer.forward(x + h * v, True)) - np.sum(dy * layer.forward(x - h * v, True))) / (2 * h)
+    fd = (np.sum(dy * layer.forward(x + h * v, True))
+          - np.sum(dy * layer.forward(x - h * v, True))) / (2 * h)
     assert float(np.sum(dx * v)) == pytest.approx(fd, rel=1e-5, abs=1e-7)
     layer.forward(x, True)
     layer.backward(dy)
@@ -76,7 +86,8 @@ def test_softmax_cross_entropy_gradient(rng):
     loss, d = L.softmax_cross_entropy(logits, labels)
     v = rng.standard_normal(logits.shape)
     h = 1e-6
-    fd = (L.softmax_cross_entropy(logits + h * v, labels)[0] - L.softmax_cross_entropy(logits - h * v, labels)[0]) / (2 * h)
+    fd = (L.softmax_cross_entropy(logits + h * v, labels)[0]
+          - L.softmax_cross_entropy(logits - h * v, labels)[0]) / (2 * h)
     assert float(np.sum(d * v)) == pytest.approx(fd, rel=1e-6)
 
 
@@ -138,7 +149,8 @@ def test_bad_optimiser_arguments():
         SGD(p, lr=0.1, nesterov=True)
     with pytest.raises(ValueError, match=r"betas\[1\]=1.0 must be < 1"):
         Adam(p, betas=(0.9, 1.0))
-    with pytest.raises(ValueError, match=r"grads\[0\].shape=\(3,\) must equal params\[0\].shape=\(2,\)"):
+    with pytest.raises(ValueError,
+                       match=r"grads\[0\].shape=\(3,\) must equal params\[0\].shape=\(2,\)"):
         SGD(p, lr=0.1).step([np.zeros(3)])
 
 
@@ -158,7 +170,8 @@ def test_training_step_gradients_agree_across_conv_backends(rng):
 
 
 def test_model_that_does_not_fit_the_data_names_the_layer():
-    with pytest.raises(ValueError, match=r"layer 7 \(MaxPool2d\(2\)\) does not fit input shape \(64, 1, 1\)"):
+    with pytest.raises(ValueError, match=r"layer 7 \(MaxPool2d\(2\)\) does not fit input "
+                                         r"shape \(64, 1, 1\)"):
         build_model("small-cnn", (1, 2, 2), 10, "im2col")
     with pytest.raises(ValueError, match="model='vgg' must be one of small-cnn, resnet-mini"):
         build_model("vgg", (1, 8, 8), 10)
@@ -234,7 +247,8 @@ def test_resume_from_a_checkpoint_continues(tmp_path):
 
 def test_tune_random_and_grid(tmp_path):
     base = TrainConfig(**{**FAST, "epochs": 1})
-    res = tune(base, {"lr": (1e-3, 1e-2), "optimizer": ["adam", "rmsprop"]}, "random", 2, 0, tmp_path, log=lambda m: None)
+    res = tune(base, {"lr": (1e-3, 1e-2), "optimizer": ["adam", "rmsprop"]}, "random", 2, 0,
+               tmp_path, log=lambda m: None)
     assert len(res) == 2 and res[0]["val_acc"] >= res[1]["val_acc"]
     assert 1e-3 <= res[0]["lr"] <= 1e-2 and (tmp_path / "tune.csv").exists()
     res = tune(base, {"lr": [1e-3, 3e-3], "optimizer": ["adam"]}, "grid", log=lambda m: None)
@@ -245,8 +259,10 @@ def test_tune_random_and_grid(tmp_path):
 def test_mnist_idx_and_cifar_batches_load(tmp_path):
     import struct
     imgs = np.arange(3 * 28 * 28, dtype=np.uint8).reshape(3, 28, 28)
-    (tmp_path / "train-images-idx3-ubyte").write_bytes(b"\0\0\x08\x03" + struct.pack(">III", 3, 28, 28) + imgs.tobytes())
-    (tmp_path / "train-labels-idx1-ubyte").write_bytes(b"\0\0\x08\x01" + struct.pack(">I", 3) + bytes([7, 1, 4]))
+    (tmp_path / "train-images-idx3-ubyte").write_bytes(
+        b"\0\0\x08\x03" + struct.pack(">III", 3, 28, 28) + imgs.tobytes())
+    (tmp_path / "train-labels-idx1-ubyte").write_bytes(
+        b"\0\0\x08\x01" + struct.pack(">I", 3) + bytes([7, 1, 4]))
     ds = load(f"mnist:{tmp_path}")
     assert ds.x.shape == (3, 1, 28, 28) and list(ds.y) == [7, 1, 4]
     np.testing.assert_allclose(ds.x[0, 0], imgs[0] / 255.0, rtol=1e-6)

@@ -1,14 +1,18 @@
 """The backend registry: name -> module and class, imported only when first asked for.
 
 Adding a backend: write `backends/<name>.py` with a `Backend` subclass and add one line here.
-Importing this package imports no backend, so `convbench --help` compiles and loads nothing.
+Importing this package imports no backend, so `convbench --help` compiles and loads nothing. The
+registry names `auto` (convbench.autotune, a layer above: it dispatches over verified backends)
+by module path only; it is imported when first asked for, like every other backend.
 """
 from __future__ import annotations
 
 import importlib
+import threading
 from dataclasses import dataclass
 
 from convbench.errors import UnknownNameError
+from convbench.ops import OPS
 
 # name -> (module, class). The order is the order of tables and reports.
 REGISTRY: dict[str, tuple[str, str]] = {
@@ -28,6 +32,7 @@ REGISTRY: dict[str, tuple[str, str]] = {
 META = ("auto",)
 
 _instances: dict = {}
+_lock = threading.Lock()
 
 
 def get_backend(name: str):
@@ -37,9 +42,16 @@ def get_backend(name: str):
     if name not in REGISTRY:
         raise UnknownNameError(f"unknown backend {name!r}; valid backends: {', '.join(REGISTRY)}")
     module, cls = REGISTRY[name]
-    inst = getattr(importlib.import_module(module), cls)()
-    _instances[name] = inst
-    return inst
+    with _lock:
+        if name not in _instances:
+            _instances[name] = getattr(importlib.import_module(module), cls)()
+    return _instances[name]
+
+
+def free_workspace() -> int:
+    """Release the scratch memory every backend created so far keeps between calls (see
+    backends.scratch); returns the bytes released. The next call allocates afresh."""
+    return sum(b.workspace.free() for b in list(_instances.values()))
 
 
 def backend_names(include_meta: bool = False) -> list[str]:
@@ -62,7 +74,6 @@ class BackendInfo:
 
 def list_backends() -> list[BackendInfo]:
     """Every registered backend with its availability, the reason when unavailable, and its ops."""
-    from convbench.ops import OPS
     out = []
     for name in backend_names(include_meta=True):
         b = get_backend(name)

@@ -48,9 +48,12 @@ def implicit_gemm(x, wm, chan, phase, off, y, Kg):
                 x2 = xg[chan[j + 2], phase[j + 2], off[j + 2] + t0:off[j + 2] + t0 + tl]
                 x3 = xg[chan[j + 3], phase[j + 3], off[j + 3] + t0:off[j + 3] + t0 + tl]
                 w00, w01, w02, w03 = wg[k0, j], wg[k0, j + 1], wg[k0, j + 2], wg[k0, j + 3]
-                w10, w11, w12, w13 = wg[k0 + 1, j], wg[k0 + 1, j + 1], wg[k0 + 1, j + 2], wg[k0 + 1, j + 3]
-                w20, w21, w22, w23 = wg[k0 + 2, j], wg[k0 + 2, j + 1], wg[k0 + 2, j + 2], wg[k0 + 2, j + 3]
-                w30, w31, w32, w33 = wg[k0 + 3, j], wg[k0 + 3, j + 1], wg[k0 + 3, j + 2], wg[k0 + 3, j + 3]
+                w10, w11 = wg[k0 + 1, j], wg[k0 + 1, j + 1]
+                w12, w13 = wg[k0 + 1, j + 2], wg[k0 + 1, j + 3]
+                w20, w21 = wg[k0 + 2, j], wg[k0 + 2, j + 1]
+                w22, w23 = wg[k0 + 2, j + 2], wg[k0 + 2, j + 3]
+                w30, w31 = wg[k0 + 3, j], wg[k0 + 3, j + 1]
+                w32, w33 = wg[k0 + 3, j + 2], wg[k0 + 3, j + 3]
                 for t in range(tl):
                     u0 = x0[t]
                     u1 = x1[t]
@@ -75,7 +78,8 @@ def implicit_gemm(x, wm, chan, phase, off, y, Kg):
 
 @njit(parallel=True, cache=True, fastmath=_DOT)
 def weight_grad(x, dyw, chan, phase, off, dw, L):
-    """dw[g, k, j] += sum_n sum_{t < L} dyw[n, g*Kg + k, t] * x[n, g*Cg + chan[j], phase[j], off[j] + t]
+    """dw[g, k, j] += sum_n sum_{t < L} dyw[n, g*Kg + k, t]
+                                     * x[n, g*Cg + chan[j], phase[j], off[j] + t]
 
     x (N, C, nph, Lx), dyw (N, G*Kg, >= L) zero at the cropped columns, dw (G, Kgp, J) zeroed.
     Each task owns 4 rows of dw; positions are taken in chunks that stay in L1.

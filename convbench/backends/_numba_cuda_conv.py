@@ -1,6 +1,6 @@
 """numba-cuda convolution kernels: implicit GEMM in all three directions, and depthwise kernels.
 
-Imported on first use, after numba_cuda._cuda(). See _numba_cuda_gemm for the tiling scheme (the
+Loaded on first use (numba_cuda.KERNELS). See _numba_cuda_gemm for the tiling scheme (the
 same main loop: registers hold the next K-tile while the block computes on the current one).
 
 Forward and input gradient are one kernel, `igemm`: a GEMM whose rows m are output pixels of one
@@ -73,70 +73,70 @@ def igemm(t: Tiles, dtype):
         g = cuda.blockIdx.z
         MM = Mi * Mj
         # what each of this thread's load slots reads, fixed for the whole reduction
-        for l in range(AL):
-            idx = tid + l * NT
+        for slot in range(AL):
+            idx = tid + slot * NT
             gm = m0 + idx % BM
-            abase[l] = -1
+            abase[slot] = -1
             if idx < BM * BK and gm < M:
                 n = gm // MM
                 rem = gm - n * MM
                 i = rem // Mj
-                abase[l] = n * a_n + g * a_g
-                arow[l] = i * ra + rb
-                acol[l] = (rem - i * Mj) * ca + cb
-        for l in range(BL):
-            idx = tid + l * NT
+                abase[slot] = n * a_n + g * a_g
+                arow[slot] = i * ra + rb
+                acol[slot] = (rem - i * Mj) * ca + cb
+        for slot in range(BL):
+            idx = tid + slot * NT
             gc = n0 + idx // BK
-            bbase[l] = -1
+            bbase[slot] = -1
             if idx < BK * BN and gc < Ncol:
-                bbase[l] = g * b_g + gc * b_c
+                bbase[slot] = g * b_g + gc * b_c
         for i in range(TM):
             for j in range(TN):
                 acc[i, j] = ft(0)
         ntiles = (J + BK - 1) // BK
-        for l in range(AL):
-            jr = (tid + l * NT) // BM
+        for slot in range(AL):
+            jr = (tid + slot * NT) // BM
             v = ft(0)
-            if abase[l] >= 0 and jr < J:
-                r = arow[l] + tab[jr, 1]
-                c = acol[l] + tab[jr, 2]
+            if abase[slot] >= 0 and jr < J:
+                r = arow[slot] + tab[jr, 1]
+                c = acol[slot] + tab[jr, 2]
                 if r >= 0 and r < rows and c >= 0 and c < cols:
-                    v = a[abase[l] + tab[jr, 0] + r * cols + c]
-            va[l] = v
-        for l in range(BL):
-            jr = (tid + l * NT) % BK
+                    v = a[abase[slot] + tab[jr, 0] + r * cols + c]
+            va[slot] = v
+        for slot in range(BL):
+            jr = (tid + slot * NT) % BK
             v = ft(0)
-            if bbase[l] >= 0 and jr < J:
-                v = b[bbase[l] + tab[jr, 3]]
-            vb[l] = v
+            if bbase[slot] >= 0 and jr < J:
+                v = b[bbase[slot] + tab[jr, 3]]
+            vb[slot] = v
         for tile in range(ntiles):
             buf = tile % 2
-            for l in range(AL):
-                idx = tid + l * NT
+            for slot in range(AL):
+                idx = tid + slot * NT
                 if idx < BM * BK:
-                    As[buf, idx // BM, idx % BM] = va[l]
-            for l in range(BL):
-                idx = tid + l * NT
+                    As[buf, idx // BM, idx % BM] = va[slot]
+            for slot in range(BL):
+                idx = tid + slot * NT
                 if idx < BK * BN:
-                    Bs[buf, idx % BK, idx // BK] = vb[l]
+                    Bs[buf, idx % BK, idx // BK] = vb[slot]
             cuda.syncthreads()
             if tile + 1 < ntiles:
                 j0 = (tile + 1) * BK
-                for l in range(AL):
-                    jr = j0 + (tid + l * NT) // BM
+                for slot in range(AL):
+                    jr = j0 + (tid + slot * NT) // BM
                     v = ft(0)
-                    if abase[l] >= 0 and jr < J:
-                        r = arow[l] + tab[jr, 1]
-                        c = acol[l] + tab[jr, 2]
+                    if abase[slot] >= 0 and jr < J:
+                        r = arow[slot] + tab[jr, 1]
+                        c = acol[slot] + tab[jr, 2]
                         if r >= 0 and r < rows and c >= 0 and c < cols:
-                            v = a[abase[l] + tab[jr, 0] + r * cols + c]
-                    va[l] = v
-                for l in range(BL):
-                    jr = j0 + (tid + l * NT) % BK
+                            v = a[abase[slot] + tab[jr, 0] + r * cols + c]
+                    va[slot] = v
+                for slot in range(BL):
+                    jr = j0 + (tid + slot * NT) % BK
                     v = ft(0)
-                    if bbase[l] >= 0 and jr < J:
-                        v = b[bbase[l] + tab[jr, 3]]
-                    vb[l] = v
+                    if bbase[slot] >= 0 and jr < J:
+                        v = b[bbase[slot] + tab[jr, 3]]
+                    vb[slot] = v
             for kk in range(BK):
                 for i in range(TM):
                     af[i] = As[buf, kk, tm + i * SM]
@@ -206,23 +206,23 @@ def wgrad(t: Tiles, dtype):
         RS = R * S
         CRS = Cg * RS
         PQ = P * Q
-        for l in range(AL):
-            idx = tid + l * NT
+        for slot in range(AL):
+            idx = tid + slot * NT
             gk = m0 + idx // BK
-            aoff[l] = -1
+            aoff[slot] = -1
             if idx < BM * BK and gk < Kg:
-                aoff[l] = (g * Kg + gk) * PQ
-        for l in range(BL):
-            idx = tid + l * NT
+                aoff[slot] = (g * Kg + gk) * PQ
+        for slot in range(BL):
+            idx = tid + slot * NT
             gc = n0 + idx // BK
-            boff[l] = -1
+            boff[slot] = -1
             if idx < BK * BN and gc < CRS:
                 c = gc // RS
                 rs = gc - c * RS
                 r = rs // S
-                boff[l] = (g * Cg + c) * H * W
-                brow[l] = r * dh - pt
-                bcol[l] = (rs - r * S) * dw - pl
+                boff[slot] = (g * Cg + c) * H * W
+                brow[slot] = r * dh - pt
+                bcol[slot] = (rs - r * S) * dw - pl
         for i in range(TM):
             for j in range(TN):
                 acc[i, j] = ft(0)
@@ -234,14 +234,14 @@ def wgrad(t: Tiles, dtype):
             # tile `tile` is loaded into registers here, and stored to shared at the next turn
             if tile > 0:
                 buf = (tile - 1) % 2
-                for l in range(AL):
-                    idx = tid + l * NT
+                for slot in range(AL):
+                    idx = tid + slot * NT
                     if idx < BM * BK:
-                        As[buf, idx % BK, idx // BK] = va[l]
-                for l in range(BL):
-                    idx = tid + l * NT
+                        As[buf, idx % BK, idx // BK] = va[slot]
+                for slot in range(BL):
+                    idx = tid + slot * NT
                     if idx < BK * BN:
-                        Bs[buf, idx % BK, idx // BK] = vb[l]
+                        Bs[buf, idx % BK, idx // BK] = vb[slot]
                 cuda.syncthreads()
             if tile < ntiles:
                 row = row0 + tile // qtiles
@@ -251,21 +251,21 @@ def wgrad(t: Tiles, dtype):
                 ybase = n * K * PQ + p * Q
                 xbase = n * C * H * W
                 hb = p * sh
-                for l in range(AL):
-                    q = q0 + (tid + l * NT) % BK
+                for slot in range(AL):
+                    q = q0 + (tid + slot * NT) % BK
                     v = ft(0)
-                    if aoff[l] >= 0 and q < Q:
-                        v = dy[ybase + aoff[l] + q]
-                    va[l] = v
-                for l in range(BL):
-                    q = q0 + (tid + l * NT) % BK
+                    if aoff[slot] >= 0 and q < Q:
+                        v = dy[ybase + aoff[slot] + q]
+                    va[slot] = v
+                for slot in range(BL):
+                    q = q0 + (tid + slot * NT) % BK
                     v = ft(0)
-                    if boff[l] >= 0 and q < Q:
-                        h = hb + brow[l]
-                        w = q * sw + bcol[l]
+                    if boff[slot] >= 0 and q < Q:
+                        h = hb + brow[slot]
+                        w = q * sw + bcol[slot]
                         if h >= 0 and h < H and w >= 0 and w < W:
-                            v = x[xbase + boff[l] + h * W + w]
-                    vb[l] = v
+                            v = x[xbase + boff[slot] + h * W + w]
+                    vb[slot] = v
             if tile > 0:
                 buf = (tile - 1) % 2
                 for kk in range(BK):

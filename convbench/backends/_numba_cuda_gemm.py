@@ -1,6 +1,6 @@
 """A register-blocked, double-buffered GEMM for numba-cuda, and small helpers (fill, column sums).
 
-Imported on first use, after numba_cuda.cuda_module(). `cuda` stays a module global in every
+Loaded on first use (numba_cuda.KERNELS). `cuda` stays a module global in every
 kernel module: the CUDA simulator swaps module globals for its fake `cuda`, not closure variables.
 
 Kernels are built by factories keyed by their tile shape and dtype (closure constants size the
@@ -71,8 +71,8 @@ def gemm(t: Tiles, dtype, a_kfast: bool, b_nfast: bool):
                 acc[i, j] = ft(0)
         ntiles = (K + BK - 1) // BK
         # tile 0 into registers
-        for l in range(AL):
-            idx = tid + l * NT
+        for slot in range(AL):
+            idx = tid + slot * NT
             if AK:
                 kk = idx % BK
                 mm = idx // BK
@@ -82,9 +82,9 @@ def gemm(t: Tiles, dtype, a_kfast: bool, b_nfast: bool):
             v = ft(0)
             if kk < K and m0 + mm < M and idx < BM * BK:
                 v = a[(m0 + mm) * lda + kk] if AK else a[kk * lda + m0 + mm]
-            ra[l] = v
-        for l in range(BL):
-            idx = tid + l * NT
+            ra[slot] = v
+        for slot in range(BL):
+            idx = tid + slot * NT
             if BNF:
                 nn = idx % BN
                 kk = idx // BN
@@ -94,28 +94,28 @@ def gemm(t: Tiles, dtype, a_kfast: bool, b_nfast: bool):
             v = ft(0)
             if kk < K and n0 + nn < Nc and idx < BK * BN:
                 v = b[kk * ldb + n0 + nn] if BNF else b[(n0 + nn) * ldb + kk]
-            rb[l] = v
+            rb[slot] = v
         for tile in range(ntiles):
             buf = tile % 2
-            for l in range(AL):
-                idx = tid + l * NT
+            for slot in range(AL):
+                idx = tid + slot * NT
                 if idx < BM * BK:
                     if AK:
-                        As[buf, idx % BK, idx // BK] = ra[l]
+                        As[buf, idx % BK, idx // BK] = ra[slot]
                     else:
-                        As[buf, idx // BM, idx % BM] = ra[l]
-            for l in range(BL):
-                idx = tid + l * NT
+                        As[buf, idx // BM, idx % BM] = ra[slot]
+            for slot in range(BL):
+                idx = tid + slot * NT
                 if idx < BK * BN:
                     if BNF:
-                        Bs[buf, idx // BN, idx % BN] = rb[l]
+                        Bs[buf, idx // BN, idx % BN] = rb[slot]
                     else:
-                        Bs[buf, idx % BK, idx // BK] = rb[l]
+                        Bs[buf, idx % BK, idx // BK] = rb[slot]
             cuda.syncthreads()
             k0 = (tile + 1) * BK
             if tile + 1 < ntiles:
-                for l in range(AL):
-                    idx = tid + l * NT
+                for slot in range(AL):
+                    idx = tid + slot * NT
                     if AK:
                         kk = idx % BK
                         mm = idx // BK
@@ -125,9 +125,9 @@ def gemm(t: Tiles, dtype, a_kfast: bool, b_nfast: bool):
                     v = ft(0)
                     if k0 + kk < K and m0 + mm < M and idx < BM * BK:
                         v = a[(m0 + mm) * lda + k0 + kk] if AK else a[(k0 + kk) * lda + m0 + mm]
-                    ra[l] = v
-                for l in range(BL):
-                    idx = tid + l * NT
+                    ra[slot] = v
+                for slot in range(BL):
+                    idx = tid + slot * NT
                     if BNF:
                         nn = idx % BN
                         kk = idx // BN
@@ -137,7 +137,7 @@ def gemm(t: Tiles, dtype, a_kfast: bool, b_nfast: bool):
                     v = ft(0)
                     if k0 + kk < K and n0 + nn < Nc and idx < BK * BN:
                         v = b[(k0 + kk) * ldb + n0 + nn] if BNF else b[(n0 + nn) * ldb + k0 + kk]
-                    rb[l] = v
+                    rb[slot] = v
             for kk in range(BK):
                 for i in range(TM):
                     af[i] = As[buf, kk, tm + i * SM]
@@ -159,6 +159,11 @@ def gemm(t: Tiles, dtype, a_kfast: bool, b_nfast: bool):
 
     _kernels[key] = kernel
     return kernel
+
+
+def compiled() -> dict:
+    """Every kernel built so far, by its key (tile shape or name, dtype, layout)."""
+    return dict(_kernels)
 
 
 def run_gemm(t: Tiles, a, b, c, bias, M, Nc, K, lda, ldb, ldc, a_kfast, b_nfast):

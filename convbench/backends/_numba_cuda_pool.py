@@ -1,6 +1,6 @@
 """numba-cuda pooling kernels, forward and backward, with PyTorch's semantics (ops.pool).
 
-Imported on first use, after numba_cuda._cuda(). One thread per output (forward) or input
+Loaded on first use (numba_cuda.KERNELS). One thread per output (forward) or input
 (backward) element of flat NCHW arrays, consecutive threads on consecutive columns, so each warp
 reads and writes contiguous runs; the kernels are meant to run at the memory bandwidth.
 

@@ -1,7 +1,7 @@
 """Every numba-cuda kernel compiled to PTX, with counts of the instructions that matter.
 
 Needs NVVM and NVRTC (the nvidia-nvvm and nvidia-cuda-nvrtc wheels) but no GPU and no simulator;
-imported on first use, after numba_cuda._cuda(). Used by the float32 test and bench/gpu_check.py.
+loaded on first use (numba_cuda.KERNELS). Used by the float32 test and bench/gpu_check.py.
 
 A float32 kernel should hold no float64 instruction at all (a Python float literal or an int
 mixed into float32 arithmetic would bring them), and no local-memory access (a register array

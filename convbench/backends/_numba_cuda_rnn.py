@@ -1,6 +1,6 @@
 """numba-cuda recurrent layers (tanh RNN, LSTM, GRU), forward and backpropagation through time.
 
-Imported on first use, after numba_cuda._cuda(). PyTorch's layout and gate order (ops.rnn).
+Loaded on first use (numba_cuda.KERNELS). PyTorch's layout and gate order (ops.rnn).
 
 Forward: the input projection of every step is one GEMM up front, gi = x w_ih^T + b_ih, shape
 (T*N, G*H). Each step is then one kernel: a tiled GEMM h_t w_hh^T whose thread owns hidden units
@@ -124,35 +124,35 @@ def step_fwd(t: Tiles, dtype, cell: str):
         for tile in range(ntiles + 1):
             if tile > 0:
                 buf = (tile - 1) % 2
-                for l in range(AL):
-                    idx = tid + l * NT
+                for slot in range(AL):
+                    idx = tid + slot * NT
                     if idx < BM * BK:
-                        As[buf, idx % BK, idx // BK] = va[l]
-                for l in range(BL):
-                    idx = tid + l * NT
+                        As[buf, idx % BK, idx // BK] = va[slot]
+                for slot in range(BL):
+                    idx = tid + slot * NT
                     if idx < G * BK * BN:
                         rest = idx // BK
-                        Bs[buf, rest // BN, idx % BK, rest % BN] = vb[l]
+                        Bs[buf, rest // BN, idx % BK, rest % BN] = vb[slot]
                 cuda.syncthreads()
             if tile < ntiles:
                 k0 = tile * BK
-                for l in range(AL):
-                    idx = tid + l * NT
+                for slot in range(AL):
+                    idx = tid + slot * NT
                     k = k0 + idx % BK
                     m = m0 + idx // BK
                     v = ft(0)
                     if idx < BM * BK and k < H and m < N:
                         v = hs[hoff + m * H + k]
-                    va[l] = v
-                for l in range(BL):
-                    idx = tid + l * NT
+                    va[slot] = v
+                for slot in range(BL):
+                    idx = tid + slot * NT
                     k = k0 + idx % BK
                     rest = idx // BK
                     u = n0 + rest % BN
                     v = ft(0)
                     if idx < G * BK * BN and k < H and u < H:
                         v = w_hh[((rest // BN) * H + u) * H + k]
-                    vb[l] = v
+                    vb[slot] = v
             if tile > 0:
                 buf = (tile - 1) % 2
                 for kk in range(BK):
@@ -244,33 +244,33 @@ def step_bwd(t: Tiles, dtype, cell: str):
         for tile in range(ntiles + 1):
             if tile > 0:
                 buf = (tile - 1) % 2
-                for l in range(AL):
-                    idx = tid + l * NT
+                for slot in range(AL):
+                    idx = tid + slot * NT
                     if idx < BM * BK:
-                        As[buf, idx % BK, idx // BK] = va[l]
-                for l in range(BL):
-                    idx = tid + l * NT
+                        As[buf, idx % BK, idx // BK] = va[slot]
+                for slot in range(BL):
+                    idx = tid + slot * NT
                     if idx < BK * BN:
-                        Bs[buf, idx // BN, idx % BN] = vb[l]
+                        Bs[buf, idx // BN, idx % BN] = vb[slot]
                 cuda.syncthreads()
             if tile < ntiles:
                 k0 = tile * BK
-                for l in range(AL):
-                    idx = tid + l * NT
+                for slot in range(AL):
+                    idx = tid + slot * NT
                     k = k0 + idx % BK
                     m = m0 + idx // BK
                     v = ft(0)
                     if idx < BM * BK and k < GH and m < N:
                         v = dgh[aoff + m * GH + k]
-                    va[l] = v
-                for l in range(BL):
-                    idx = tid + l * NT
+                    va[slot] = v
+                for slot in range(BL):
+                    idx = tid + slot * NT
                     k = k0 + idx // BN
                     u = n0 + idx % BN
                     v = ft(0)
                     if idx < BK * BN and k < GH and u < H:
                         v = w_hh[k * H + u]
-                    vb[l] = v
+                    vb[slot] = v
             if tile > 0:
                 buf = (tile - 1) % 2
                 for kk in range(BK):
@@ -334,7 +334,7 @@ def _make_gates_bwd_last(cell):
 # --- host drivers: flat device arrays -------------------------------------------------------------
 def forward(p, x, h0, c0, w_ih, w_hh, b_ih, b_hh, gemm_tiles, step_tiles, store=False):
     """(hs (T+1)*N*H, cs or None, ws or None): the states of every step, flat."""
-    T, N, H, I, G = p.T, p.N, p.H, p.I, p.gates
+    T, N, H, I, G = p.T, p.N, p.H, p.I, p.gates  # noqa: E741 - PyTorch's name for the input size
     dt = x.dtype
     gi = cuda.device_array(T * N * G * H, dt)
     run_gemm(gemm_tiles, x, w_ih, gi, b_ih, T * N, G * H, I, I, I, G * H, True, False)
@@ -358,7 +358,7 @@ def forward(p, x, h0, c0, w_ih, w_hh, b_ih, b_hh, gemm_tiles, step_tiles, store=
 def backward(p, dy, dhT, dcT, x, h0, c0, w_ih, w_hh, b_ih, b_hh, gemm_tiles, step_tiles,
              threads):
     """(dx, dh0, dc0 or None, dw_ih, dw_hh, db_ih or None, db_hh or None), flat."""
-    T, N, H, I, G = p.T, p.N, p.H, p.I, p.gates
+    T, N, H, I, G = p.T, p.N, p.H, p.I, p.gates  # noqa: E741 - PyTorch's name for the input size
     GH = G * H
     dt = x.dtype
     hs, cs, ws = forward(p, x, h0, c0, w_ih, w_hh, b_ih, b_hh, gemm_tiles, step_tiles, True)

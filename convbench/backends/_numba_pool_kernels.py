@@ -1,8 +1,8 @@
 """Numba kernels of numba-cpu pooling: tasks own whole (image, channel) planes, so they never write
 the same memory. Each kernel is a serial `*_planes` loop over a range of planes and a parallel
 driver that splits the planes; small problems call the serial loop directly, since waking the
-thread pool costs more than they take. The max scan follows PyTorch: row-major window order, a value replaces the
-running maximum when greater or NaN."""
+thread pool costs more than they take. The max scan follows PyTorch: row-major window order, a
+value replaces the running maximum when greater or NaN."""
 import numpy as np
 from numba import njit, prange
 
@@ -64,7 +64,8 @@ def max_fwd(x, y, kh, kw, sh, sw, ph, pw, dh, dw, neg_inf):
     chunks = min(total, 64)
     for k in prange(chunks):
         max_fwd_planes(
-            k * total // chunks, (k + 1) * total // chunks, x, y, kh, kw, sh, sw, ph, pw, dh, dw, neg_inf)
+            k * total // chunks, (k + 1) * total // chunks, x, y, kh, kw, sh, sw, ph, pw, dh, dw,
+            neg_inf)
 
 
 @njit(cache=True)
@@ -84,7 +85,8 @@ def max_bwd(dy, x, dx, kh, kw, sh, sw, ph, pw, dh, dw):
     chunks = min(total, 64)
     for k in prange(chunks):
         max_bwd_planes(
-            k * total // chunks, (k + 1) * total // chunks, dy, x, dx, kh, kw, sh, sw, ph, pw, dh, dw)
+            k * total // chunks, (k + 1) * total // chunks, dy, x, dx, kh, kw, sh, sw, ph, pw, dh,
+            dw)
 
 
 @njit(cache=True)

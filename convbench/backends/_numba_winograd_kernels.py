@@ -384,7 +384,8 @@ def _filter_block(wf, base, stride, l0, nl, a, gfn, flip, tb, ob):
         for j in range(nl):
             q = base + (l0 + j) * stride
             if flip:        # column s of the rotated filter: taps 8 - s, 5 - s, 2 - s
-                r = gfn(np.float64(wf[q + 8 - s]), np.float64(wf[q + 5 - s]), np.float64(wf[q + 2 - s]))
+                r = gfn(np.float64(wf[q + 8 - s]), np.float64(wf[q + 5 - s]),
+                        np.float64(wf[q + 2 - s]))
             else:
                 r = gfn(np.float64(wf[q + s]), np.float64(wf[q + 3 + s]), np.float64(wf[q + 6 + s]))
             for e in range(a):

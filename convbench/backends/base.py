@@ -1,9 +1,50 @@
-"""What every backend is: a name, the ops it implements, and what it cannot do, with reasons."""
+"""What every backend is: a name, the ops it implements, and what it cannot do, with reasons;
+and how a backend reaches its compiled kernels (LazyModule)."""
 from __future__ import annotations
+
+import importlib
+import threading
+from contextlib import nullcontext
 
 import numpy as np
 
+from convbench.backends.scratch import Workspace
 from convbench.errors import BackendUnavailableError, UnsupportedError
+from convbench.threads import ensure_synced
+from convbench.timing import cpu_time_call
+
+
+class LazyModule:
+    """A module imported on first use, after which the thread count is applied to whatever the
+    import loaded (threads.ensure_synced). Backends reach their compiled kernels, torch and
+    numba-cuda through one of these, so importing a backend imports and compiles nothing.
+
+    prepare: a function returning a context manager the import runs inside (numba-cuda needs one).
+    """
+
+    def __init__(self, name: str, prepare=None):
+        self.name = name
+        self._prepare = prepare
+        self._module = None
+        self._lock = threading.Lock()
+
+    def load(self):
+        """The module (imported now if need be). ImportError if it cannot be imported."""
+        if self._module is None:
+            with self._lock:
+                if self._module is None:
+                    with self._prepare() if self._prepare is not None else nullcontext():
+                        self._module = importlib.import_module(self.name)
+        ensure_synced()
+        return self._module
+
+    def __getattr__(self, attr):
+        if attr.startswith("__"):       # copy, pickle and introspection probe for these
+            raise AttributeError(attr)
+        return getattr(self.load(), attr)
+
+    def __repr__(self) -> str:
+        return f"<lazy module {self.name}>"
 
 
 class Backend:
@@ -13,15 +54,20 @@ class Backend:
 
     Arrays arrive already validated (shapes, dtype) and C-contiguous. GPU backends override
     `to_device`, `to_host` and `synchronize`; their kernels take and return device arrays.
+    Scratch memory a backend keeps between calls lives in its `workspace` (backends.scratch).
     """
 
     name: str = ""
     description: str = ""
     dtypes: tuple = (np.float32, np.float64)
     device: str = "cpu"
-    #: Largest problem (multiply-accumulates per second, roughly) this backend sustains; the harness
-    #: uses it to skip cases that would run for hours. None: no estimate needed.
+    #: Multiply-accumulates per second this backend sustains, roughly. The harness divides a
+    #: problem's multiply-accumulates by it to estimate a call's time and skips the backend where
+    #: that exceeds its per-case limit. None: no estimate, never skipped.
     est_macs_per_s: float | None = None
+
+    def __init__(self):
+        self.workspace = Workspace()
 
     # --- availability ---------------------------------------------------------------------------
     def unavailable_reason(self) -> str | None:
@@ -63,6 +109,11 @@ class Backend:
         """Extra rounding steps this algorithm adds beyond the direct sum (transforms, FFT)."""
         return 0.0
 
+    def delegate(self, op, problem, dtype) -> str | None:
+        """The backend this one hands `problem` to, for backends that choose among others
+        (auto); None for a backend that computes itself."""
+        return None
+
     # --- data movement (identity on the CPU) ----------------------------------------------------
     def to_device(self, a):
         return a
@@ -75,7 +126,6 @@ class Backend:
 
     def time_call(self, fn) -> float:
         """Seconds one call of fn takes (perf_counter_ns here; device events on a GPU)."""
-        from convbench.harness.timing import cpu_time_call
         return cpu_time_call(fn)
 
     def __repr__(self) -> str:

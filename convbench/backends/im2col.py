@@ -16,10 +16,11 @@ import os
 
 import numpy as np
 
-from convbench.backends.base import Backend
-from convbench.backends.scratch import workspace
+from convbench.backends.base import Backend, LazyModule
+from convbench.backends.scratch import Lease
 from convbench.ops.conv import pad_input, window_view
 
+KERNELS = LazyModule("convbench.backends._numba_im2col_kernels")
 DEFAULT_MAX_COLUMN_BYTES = 4 << 30
 #: a 1x1 weight gradient with fewer output positions per image runs as one batch-wide GEMM
 FOLD_BELOW_POSITIONS = 160
@@ -35,31 +36,23 @@ def _geometry(p):
     return p.R, p.S, sh, sw, pt, pl, dh, dw, p.P, p.Q
 
 
-def _kernels():
-    from convbench.backends import _numba_im2col_kernels
-    from convbench.threads import ensure_synced
-    ensure_synced()
-    return _numba_im2col_kernels
-
-
-def unfold(x, p):
-    """x (N, C, H, W) -> columns (G, Cg*R*S, N*P*Q), in a reused scratch buffer. A strided
+def unfold(ws: Lease, x, p):
+    """x (N, C, H, W) -> columns (G, Cg*R*S, N*P*Q), in a workspace array. A strided
     convolution unfolds with the compiled kernel; at stride 1 NumPy's copy of the window view
-    is as fast (measured: 0.9 against 1.1 ms on mb64ic32ih8oc32kh3ph1, 1.7 against 2.9 ms on
-    mb8ic256ih14oc256kh3ph1; the kernel wins 3.8 against 5.7 ms at stride 2)."""
-    cols = workspace("im2col cols", (p.C * p.R * p.S, p.N * p.P * p.Q), x.dtype, zero=False)
+    reads contiguous rows and is at least as fast."""
+    cols = ws.take((p.C * p.R * p.S, p.N * p.P * p.Q), x.dtype, zero=False)
     if p.stride == (1, 1):
         win = window_view(pad_input(x, p), p)                       # (N, C, R, S, P, Q)
         np.copyto(cols.reshape(p.C, p.R, p.S, p.N, p.P, p.Q), win.transpose(1, 2, 3, 0, 4, 5))
     else:
-        _kernels().unfold(x, cols, *_geometry(p))
+        KERNELS.unfold(x, cols, *_geometry(p))
     return cols.reshape(p.groups, p.Cg * p.R * p.S, p.N * p.P * p.Q)
 
 
 def fold(cols, p, dtype):
     """The adjoint of unfold: columns (G, Cg*R*S, N*P*Q) summed back into x's (N, C, H, W)."""
     dx = np.zeros(p.x_shape, dtype=dtype)
-    _kernels().fold(np.ascontiguousarray(cols.reshape(p.C * p.R * p.S, -1)), dx, *_geometry(p))
+    KERNELS.fold(np.ascontiguousarray(cols.reshape(p.C * p.R * p.S, -1)), dx, *_geometry(p))
     return dx
 
 
@@ -86,6 +79,7 @@ class Im2colBackend(Backend):
     description = "unfold to columns + one GEMM per group (BLAS)"
 
     def __init__(self, max_column_bytes: int | None = None):
+        super().__init__()
         env = os.environ.get("CONVBENCH_IM2COL_MAX_BYTES")
         self.max_column_bytes = int(max_column_bytes if max_column_bytes is not None
                                     else env if env else DEFAULT_MAX_COLUMN_BYTES)
@@ -107,7 +101,8 @@ class Im2colBackend(Backend):
             if b is not None:
                 y += b[:, None, None]
             return y
-        y = np.matmul(w.reshape(p.groups, p.Kg, -1), unfold(x, p))   # (G, Kg, N*P*Q)
+        with self.workspace.lease() as ws:
+            y = np.matmul(w.reshape(p.groups, p.Kg, -1), unfold(ws, x, p))   # (G, Kg, N*P*Q)
         y = y.reshape(p.K, p.N, p.P, p.Q).transpose(1, 0, 2, 3)
         if b is not None:
             y = y + b[:, None, None]
@@ -115,7 +110,8 @@ class Im2colBackend(Backend):
 
     def conv2d_bwd_data(self, p, dy, w):
         if _pointwise(p):
-            g = np.matmul(w.reshape(p.K, p.C).T, dy.reshape(p.N, p.K, -1)).reshape(p.N, p.C, p.P, p.Q)
+            g = np.matmul(w.reshape(p.K, p.C).T, dy.reshape(p.N, p.K, -1))
+            g = g.reshape(p.N, p.C, p.P, p.Q)
             if p.stride == (1, 1):
                 return g
             dx = np.zeros(p.x_shape, dtype=dy.dtype)
@@ -129,8 +125,8 @@ class Im2colBackend(Backend):
             xs = _strided(x, p).reshape(p.N, p.C, -1)
             dys = dy.reshape(p.N, p.K, -1)
             if p.P * p.Q < FOLD_BELOW_POSITIONS:
-                # few positions per image: one GEMM over the whole batch, after two transposes
-                # (7x7 planes: 175 against 85 GFLOP/s for a GEMM per image, measured here)
+                # few positions per image: one GEMM over the whole batch, after two transposes,
+                # beats many GEMMs too small to keep BLAS busy
                 a = np.ascontiguousarray(dys.transpose(1, 0, 2)).reshape(p.K, -1)
                 b = np.ascontiguousarray(xs.transpose(1, 0, 2)).reshape(p.C, -1)
                 return (a @ b.T).reshape(p.w_shape)
@@ -140,5 +136,6 @@ class Im2colBackend(Backend):
                 np.matmul(dys[n], xs[n].T, out=part)
                 dw += part
             return dw.reshape(p.w_shape)
-        dw = np.matmul(_grouped_dy(dy, p), unfold(x, p).transpose(0, 2, 1))  # (G, Kg, Cg*R*S)
+        with self.workspace.lease() as ws:
+            dw = np.matmul(_grouped_dy(dy, p), unfold(ws, x, p).transpose(0, 2, 1))  # G, Kg, CgRS
         return dw.reshape(p.w_shape)

@@ -4,63 +4,69 @@ Convolutions run as implicit GEMMs (shared-memory tiles, a register block of out
 double-buffered loads; tile shapes are parameters), depthwise convolutions as direct kernels;
 pooling as bandwidth-bound element-wise kernels; recurrent layers as one input-projection GEMM
 and one fused GEMM-plus-gates kernel per step, forward and backward. The kernels live in
-_numba_cuda_{gemm,conv,pool,rnn}.py, their tile shapes in _numba_cuda_tiles.py.
+_numba_cuda_{gemm,conv,pool,rnn}.py (reached through KERNELS, loaded on first use), their tile
+shapes in _numba_cuda_tiles.py (Tiles and the sweep's candidates are named here for callers
+outside the package), the float32 PTX check in _numba_cuda_ptx.py.
 
 Without a GPU the kernels still run under Numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1), which
 the tests use on tiny shapes with tiny tiles; the simulator is far too slow to time anything.
 """
 from __future__ import annotations
 
-import importlib
 import os
-
+from contextlib import contextmanager
 from types import SimpleNamespace
 
 import numpy as np
 
-from convbench.backends._numba_cuda_tiles import (GPU_THREADS, SIM_THREADS, Tiles,
-                                                   default_tiles)
-from convbench.backends.base import Backend
+from convbench.backends._numba_cuda_tiles import (
+    GPU_CONV,
+    GPU_GEMM,
+    GPU_STEP,
+    GPU_THREADS,
+    SIM,
+    SIM_THREADS,
+    Tiles,
+    default_tiles,
+)
+from convbench.backends.base import Backend, LazyModule
 
-_state: dict = {}
+__all__ = ["CUDA", "GPU_CONV", "GPU_GEMM", "GPU_STEP", "KERNELS", "SIM", "NumbaCUDABackend",
+           "Tiles", "default_tiles", "simulated"]
+
+
+@contextmanager
+def _row_stack_alias():
+    """numba-cuda 0.30.4 registers an overload of np.row_stack, which numpy 2.5 removed. Where it
+    is missing, alias it to np.vstack for the import only, and import the module that registers
+    it now (numba-cuda would otherwise import it at the first kernel compilation, after the alias
+    is gone); the alias is removed again, so no one else sees a patched numpy."""
+    if hasattr(np, "row_stack"):
+        yield
+        return
+    np.row_stack = np.vstack
+    try:
+        yield
+        import numba.cuda.np.arrayobj  # noqa: F401 - numba-cuda: registers its overloads now
+    finally:
+        del np.row_stack
+
+
+CUDA = LazyModule("numba.cuda", prepare=_row_stack_alias)
+#: The kernel modules by kind, each loaded on first use (numba-cuda compiles each kernel on its
+#: first launch); they import numba.cuda, so they load inside the same workaround.
+KERNELS = SimpleNamespace(**{
+    kind: LazyModule(f"convbench.backends._numba_cuda_{kind}", prepare=_row_stack_alias)
+    for kind in ("gemm", "conv", "pool", "rnn", "ptx")})
 
 
 def _cuda():
-    """numba.cuda, imported on first use.
-
-    numba-cuda 0.30.4 registers an overload of np.row_stack, which numpy 2.5 removed, when its
-    array module loads (at the first compilation, not at `import numba.cuda`). Where it is
-    missing, np.row_stack is aliased to np.vstack only while numba.cuda and that module import,
-    then removed again, so numpy is left as it was."""
-    if "cuda" not in _state:
-        missing = not hasattr(np, "row_stack")
-        if missing:
-            np.row_stack = np.vstack
-        try:
-            from numba import cuda
-            if missing:
-                importlib.import_module("numba.cuda.np.arrayobj")
-        finally:
-            if missing:
-                del np.row_stack
-        _state["cuda"] = cuda
-    return _state["cuda"]
+    """numba.cuda, imported on first use."""
+    return CUDA.load()
 
 
 def simulated() -> bool:
     return os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0")
-
-
-def kernels():
-    """The kernel modules (numba-cuda compiles each kernel on its first launch)."""
-    if "kernels" not in _state:
-        _cuda()
-        # imported only now: they import numba.cuda, after _cuda()'s numpy workaround
-        from convbench.backends import (_numba_cuda_conv, _numba_cuda_gemm, _numba_cuda_pool,
-                                        _numba_cuda_rnn)
-        _state["kernels"] = SimpleNamespace(conv=_numba_cuda_conv, gemm=_numba_cuda_gemm,
-                                            pool=_numba_cuda_pool, rnn=_numba_cuda_rnn)
-    return _state["kernels"]
 
 
 def _flat(a):
@@ -75,6 +81,7 @@ class NumbaCUDABackend(Backend):
     dtypes = (np.float32, np.float64)
 
     def __init__(self):
+        super().__init__()
         #: Tile shapes by kernel kind ('conv', 'gemm', 'step'); unset kinds use default_tiles.
         self.tiles: dict = {}
         self._plans = None
@@ -90,6 +97,19 @@ class NumbaCUDABackend(Backend):
         except Exception as e:  # driver present but broken
             return f"CUDA driver error: {e}"
         return None
+
+    def device_info(self) -> dict | None:
+        """The GPU for the machine fingerprint: name, compute capability, driver; None when the
+        backend is unavailable."""
+        if not self.available:
+            return None
+        if simulated():
+            return {"name": "Numba CUDA simulator"}
+        cuda = _cuda()
+        dev = cuda.get_current_device()
+        return {"name": dev.name.decode() if isinstance(dev.name, bytes) else str(dev.name),
+                "compute_capability": ".".join(map(str, dev.compute_capability)),
+                "driver": str(cuda.cudadrv.driver.driver.get_version())}
 
     # --- data movement --------------------------------------------------------------------------
     def to_device(self, a):
@@ -132,12 +152,12 @@ class NumbaCUDABackend(Backend):
 
     def plans(self):
         if self._plans is None:
-            self._plans = kernels().conv.ConvPlans(_cuda())
+            self._plans = KERNELS.conv.ConvPlans(_cuda())
         return self._plans
 
     # --- convolution ------------------------------------------------------------------------------
     def conv2d_fwd(self, p, x, w, b):
-        conv = kernels().conv
+        conv = KERNELS.conv
         y = self._empty(p.y_shape, x.dtype)
         bf = None if b is None else _flat(b)
         if p.is_depthwise:
@@ -148,7 +168,7 @@ class NumbaCUDABackend(Backend):
         return y.reshape(p.y_shape)
 
     def conv2d_bwd_data(self, p, dy, w):
-        conv = kernels().conv
+        conv = KERNELS.conv
         dx = self._empty(p.x_shape, dy.dtype)
         if p.is_depthwise:
             conv.depthwise_bwd_data(p, _flat(dy), _flat(w), dx, self.threads)
@@ -158,7 +178,7 @@ class NumbaCUDABackend(Backend):
         return dx.reshape(p.x_shape)
 
     def conv2d_bwd_weights(self, p, dy, x):
-        conv = kernels().conv
+        conv = KERNELS.conv
         dw = self._empty(p.w_shape, dy.dtype)
         if p.is_depthwise:
             conv.depthwise_bwd_weights(p, _flat(dy), _flat(x), dw, self.threads)
@@ -171,23 +191,23 @@ class NumbaCUDABackend(Backend):
     # --- pooling ----------------------------------------------------------------------------------
     def max_pool2d_fwd(self, p, x):
         y = self._empty(p.y_shape, x.dtype)
-        kernels().pool.max_pool_fwd(p, _flat(x), y, self.threads)
+        KERNELS.pool.max_pool_fwd(p, _flat(x), y, self.threads)
         return y.reshape(p.y_shape)
 
     def max_pool2d_bwd(self, p, dy, x):
         dx = self._empty(p.x_shape, dy.dtype)
         arg = _cuda().device_array(dy.size, dtype=np.int32)
-        kernels().pool.max_pool_bwd(p, _flat(dy), _flat(x), dx, arg, self.threads)
+        KERNELS.pool.max_pool_bwd(p, _flat(dy), _flat(x), dx, arg, self.threads)
         return dx.reshape(p.x_shape)
 
     def avg_pool2d_fwd(self, p, x):
         y = self._empty(p.y_shape, x.dtype)
-        kernels().pool.avg_pool_fwd(p, _flat(x), y, self.threads)
+        KERNELS.pool.avg_pool_fwd(p, _flat(x), y, self.threads)
         return y.reshape(p.y_shape)
 
     def avg_pool2d_bwd(self, p, dy, x):
         dx = self._empty(p.x_shape, dy.dtype)
-        kernels().pool.avg_pool_bwd(p, _flat(dy), dx, self.threads)
+        KERNELS.pool.avg_pool_bwd(p, _flat(dy), dx, self.threads)
         return dx.reshape(p.x_shape)
 
     # --- recurrent layers -----------------------------------------------------------------------
@@ -196,7 +216,7 @@ class NumbaCUDABackend(Backend):
         return [None if a is None else _flat(a) for a in arrays]
 
     def _rnn_fwd(self, p, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
-        hs, cs, _ = kernels().rnn.forward(p, *self._flats(x, h0, c0, w_ih, w_hh, b_ih, b_hh),
+        hs, cs, _ = KERNELS.rnn.forward(p, *self._flats(x, h0, c0, w_ih, w_hh, b_ih, b_hh),
                                           self.tiles_for("gemm"), self.tiles_for("step"))
         NH = p.N * p.H
         y = hs[NH:].reshape(p.y_shape)
@@ -205,7 +225,7 @@ class NumbaCUDABackend(Backend):
         return y, hT, cT
 
     def _rnn_bwd(self, p, dy, dhT, dcT, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
-        out = kernels().rnn.backward(
+        out = KERNELS.rnn.backward(
             p, *self._flats(dy, dhT, dcT, x, h0, c0, w_ih, w_hh, b_ih, b_hh),
             self.tiles_for("gemm"), self.tiles_for("step"), self.threads)
         shapes = (p.x_shape, p.h_shape, p.h_shape, p.w_ih_shape, p.w_hh_shape,

@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from convbench.backends.base import Backend
+from convbench.backends.base import Backend, LazyModule
+
+TORCH = LazyModule("torch")
 
 
 def _torch():
-    import torch
-
-    from convbench.threads import ensure_synced
-    ensure_synced()                # a thread count set before torch was imported
-    return torch
+    """torch, imported on first use (with the thread count applied)."""
+    return TORCH.load()
 
 
 def _symmetric(p):
@@ -116,7 +115,8 @@ class TorchBackend(Backend):
             m.weight_hh_l0.copy_(torch.from_numpy(w_hh))
             if b_ih is not None:
                 m.bias_ih_l0.copy_(torch.from_numpy(b_ih))
-                m.bias_hh_l0.copy_(torch.from_numpy(b_hh if b_hh is not None else np.zeros_like(b_ih)))
+                b_hh = b_hh if b_hh is not None else np.zeros_like(b_ih)
+                m.bias_hh_l0.copy_(torch.from_numpy(b_hh))
         return m
 
     def _state(self, p, h0, c0):

@@ -1,131 +1,147 @@
-"""report.html: one self-contained file (plots embedded as PNG) that opens with no network."""
+"""report.html: one self-contained file (plots embedded as PNG) that opens with no network.
+
+Every table and plot is computed from the run's results frame (convbench.harness.table); plots
+are drawn on matplotlib Figure objects, never through pyplot's global state.
+"""
 from __future__ import annotations
 
 import base64
 import html
 import io
 import json
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
-OK = "OK"
+from convbench.harness import table
+from convbench.result import MISTRUSTED, PASSED
 
-
-def metric(row) -> tuple[float | None, str]:
-    """The throughput that fits the op: GB/s for pooling (memory-bound), GFLOP/s otherwise."""
-    if str(row.get("family", "")).endswith("pool2d"):
-        return row.get("gbps"), "GB/s"
-    return row.get("gflops"), "GFLOP/s"
+KEY = ["case", "direction"]
 
 
-def choose_baseline(rows, wanted: str | None) -> str | None:
-    names = {r["backend"] for r in rows if r.get("status") == OK}
+def metric(family: str) -> tuple[str, str]:
+    """(column, unit) of the throughput that fits the op: GB/s for pooling (memory-bound),
+    GFLOP/s otherwise."""
+    return ("gbps", "GB/s") if str(family).endswith("pool2d") else ("gflops", "GFLOP/s")
+
+
+def choose_baseline(frame: pd.DataFrame, wanted: str | None) -> str | None:
+    names = set(table.timed(frame)["backend"])
     for cand in (wanted, "torch", "im2col", "numpy"):
         if cand and cand in names:
             return cand
     return sorted(names)[0] if names else None
 
 
-def summary(rows, baseline: str | None):
-    """Per (case, direction): the fastest verified backend and its speedup over the baseline."""
-    groups = defaultdict(dict)
-    order = []
-    for r in rows:
-        key = (r["case"], r["direction"])
-        if key not in groups:
-            order.append(key)
-        groups[key][r["backend"]] = r
-    out = []
-    for key in order:
-        by_backend = groups[key]
-        ok = {b: r for b, r in by_backend.items() if r.get("status") == OK and r.get("median_s")}
-        best = min(ok, key=lambda b: ok[b]["median_s"]) if ok else None
-        base = ok.get(baseline)
-        out.append(dict(case=key[0], direction=key[1], rows=by_backend, best=best,
-                        speedup=(base["median_s"] / ok[best]["median_s"]) if best and base else None))
-    return out
+def _keys(frame: pd.DataFrame) -> pd.MultiIndex:
+    """(case, direction) pairs in the order the run produced them."""
+    return pd.MultiIndex.from_frame(frame[KEY].drop_duplicates())
 
 
-def geomean(values) -> float | None:
-    v = [x for x in values if x and x > 0]
-    return float(np.exp(np.mean(np.log(v)))) if v else None
+def medians(frame: pd.DataFrame) -> pd.DataFrame:
+    """Median seconds, one row per (case, direction), one column per backend (NaN: no speed)."""
+    t = table.timed(frame)
+    wide = t.pivot_table(index=KEY, columns="backend", values="median_s", aggfunc="min")
+    backends = list(dict.fromkeys(frame["backend"]))
+    return wide.reindex(index=_keys(frame), columns=backends)
+
+
+def speedups(frame: pd.DataFrame, baseline: str | None) -> pd.DataFrame:
+    """Baseline's median / each backend's median, per (case, direction); NaN where either has no
+    speed."""
+    med = medians(frame)
+    if baseline not in med:
+        return med * np.nan
+    return med.rdiv(med[baseline], axis=0)
+
+
+def summary(frame: pd.DataFrame, baseline: str | None) -> pd.DataFrame:
+    """Per (case, direction): the fastest verified backend ("best", None if none) and its speedup
+    over the baseline (NaN without one)."""
+    med = medians(frame)
+    best = [row.idxmin() if row.notna().any() else None for _, row in med.iterrows()]
+    fastest = med.min(axis=1)
+    base = med[baseline] if baseline in med else pd.Series(np.nan, index=med.index)
+    out = pd.DataFrame({"best": best, "speedup": (base / fastest).to_numpy()}, index=med.index)
+    return out.reset_index()
+
+
+def geomeans(frame: pd.DataFrame, baseline: str | None) -> pd.DataFrame:
+    """Per backend: the geometric mean of its speedups over the baseline, and over how many
+    cases."""
+    sp = speedups(frame, baseline)
+    return pd.DataFrame({"geomean": [table.geomean(sp[b].dropna()) for b in sp],
+                         "cases": [int(sp[b].notna().sum()) for b in sp]}, index=sp.columns)
+
+
+# --- plots --------------------------------------------------------------------------------------
+def _figure(width: float, height: float):
+    from matplotlib.figure import Figure  # lazy: matplotlib loads only when a report is drawn
+    return Figure(figsize=(width, height))
 
 
 def _png(fig) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-    plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 def _colors(backends):
-    import matplotlib.pyplot as plt
-    cmap = plt.get_cmap("tab10")
+    import matplotlib  # lazy: as in _figure
+    cmap = matplotlib.colormaps["tab10"]
     return {b: cmap(i % 10) for i, b in enumerate(backends)}
 
 
-def _throughput_plot(rows, backends, colors, title):
-    import matplotlib.pyplot as plt
-    cases = list(dict.fromkeys((r["case"], r["direction"]) for r in rows))
-    if not cases:
-        return None
-    fig, ax = plt.subplots(figsize=(9, 0.45 * len(cases) * max(1, len(backends) / 3) + 1.5))
-    height = 0.8 / max(len(backends), 1)
-    unit = "GFLOP/s"
-    for j, b in enumerate(backends):
-        vals = []
-        for case in cases:
-            r = next((r for r in rows if (r["case"], r["direction"]) == case and r["backend"] == b
-                      and r.get("status") == OK), None)
-            v, unit = metric(r) if r else (None, unit)
-            vals.append(v or 0)
-        ax.barh(np.arange(len(cases)) + j * height, vals, height, label=b, color=colors[b])
-    ax.set_yticks(np.arange(len(cases)) + 0.4 - height / 2)
-    ax.set_yticklabels([f"{c} [{d}]" for c, d in cases], fontsize=8)
+def _bars(ax, values: pd.DataFrame, colors):
+    """Horizontal bars, one group per row of values, one bar per column."""
+    height = 0.8 / max(len(values.columns), 1)
+    y = np.arange(len(values))
+    for j, b in enumerate(values.columns):
+        ax.barh(y + j * height, values[b].to_numpy(dtype=float), height, label=b, color=colors[b])
+    ax.set_yticks(y + 0.4 - height / 2)
+    ax.set_yticklabels([f"{c} [{d}]" for c, d in values.index], fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlabel(unit + " (median)")
-    ax.set_title(title)
     ax.legend(fontsize=8, loc="lower right")
+
+
+def _throughput_plot(frame, backends, colors, family):
+    column, unit = metric(family)
+    rows = frame[frame["family"] == family]
+    if rows.empty:
+        return None
+    t = table.timed(rows)
+    values = (t.pivot_table(index=KEY, columns="backend", values=column, aggfunc="max")
+              .reindex(index=_keys(rows), columns=backends).fillna(0))
+    fig = _figure(9, 0.45 * len(values) * max(1, len(backends) / 3) + 1.5)
+    ax = fig.subplots()
+    _bars(ax, values, colors)
+    ax.set_xlabel(unit + " (median)")
+    ax.set_title(family)
     return _png(fig)
 
 
-def _speedup_plot(summ, rows, backends, colors, baseline):
-    import matplotlib.pyplot as plt
-    cases = [(s["case"], s["direction"]) for s in summ]
-    if not cases or baseline is None:
-        return None
+def _speedup_plot(frame, backends, colors, baseline):
     others = [b for b in backends if b != baseline]
-    if not others:
+    if baseline is None or not others or frame.empty:
         return None
-    fig, ax = plt.subplots(figsize=(9, 0.35 * len(cases) + 1.5))
-    height = 0.8 / max(len(others), 1)
-    for j, b in enumerate(others):
-        vals = []
-        for s in summ:
-            r, base = s["rows"].get(b), s["rows"].get(baseline)
-            ok = r and base and r.get("status") == OK and base.get("status") == OK
-            vals.append(base["median_s"] / r["median_s"] if ok else np.nan)
-        ax.barh(np.arange(len(cases)) + j * height, vals, height, label=b, color=colors[b])
+    values = speedups(frame, baseline)[others]
+    fig = _figure(9, 0.35 * len(values) + 1.5)
+    ax = fig.subplots()
+    _bars(ax, values, colors)
     ax.axvline(1.0, color="black", lw=1)
     ax.set_xscale("log")
-    ax.set_yticks(np.arange(len(cases)) + 0.4 - height / 2)
-    ax.set_yticklabels([f"{c} [{d}]" for c, d in cases], fontsize=8)
-    ax.invert_yaxis()
     ax.set_xlabel(f"speedup over {baseline} (>1 is faster)")
-    ax.legend(fontsize=8, loc="lower right")
     return _png(fig)
 
 
-def _roofline_plot(rows, backends, colors, peaks):
-    import matplotlib.pyplot as plt
-    pts = [r for r in rows if r.get("status") == OK and r.get("gflops") and r.get("intensity")]
-    if not pts:
+def _roofline_plot(frame, backends, colors, peaks):
+    pts = table.timed(frame).dropna(subset=["gflops", "intensity"])
+    if pts.empty:
         return None
-    fig, ax = plt.subplots(figsize=(8, 5))
-    xs = np.array([r["intensity"] for r in pts])
+    fig = _figure(8, 5)
+    ax = fig.subplots()
+    xs = pts["intensity"].to_numpy(dtype=float)
     lo, hi = max(xs.min() / 4, 1e-3), xs.max() * 4
     if peaks:
         grid = np.logspace(np.log10(lo), np.log10(hi), 200)
@@ -133,11 +149,8 @@ def _roofline_plot(rows, backends, colors, peaks):
         ax.plot(grid, roof, color="black", lw=2,
                 label=f"roof: {peaks['sgemm_gflops']:.0f} GFLOP/s SGEMM, "
                       f"{peaks['memory_gbps']:.1f} GB/s copy")
-    for b in backends:
-        sel = [r for r in pts if r["backend"] == b]
-        if sel:
-            ax.scatter([r["intensity"] for r in sel], [r["gflops"] for r in sel], s=25,
-                       color=colors[b], label=b, alpha=0.8)
+    for b, sel in pts.groupby("backend", sort=False):
+        ax.scatter(sel["intensity"], sel["gflops"], s=25, color=colors[b], label=b, alpha=0.8)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("arithmetic intensity (FLOP per minimal byte moved)")
@@ -147,120 +160,146 @@ def _roofline_plot(rows, backends, colors, peaks):
     return _png(fig)
 
 
-def _first_call_plot(rows, backends, colors):
-    import matplotlib.pyplot as plt
-    vals = {b: [r["first_call_s"] - (r.get("median_s") or 0) for r in rows
-                if r["backend"] == b and r.get("status") == OK and r.get("first_call_s") is not None]
-            for b in backends}
-    vals = {b: v for b, v in vals.items() if v}
-    if not vals:
+def _first_call(frame):
+    return table.timed(frame).dropna(subset=["first_call_s"])
+
+
+def _first_call_plot(frame, colors):
+    rows = _first_call(frame)
+    if rows.empty:
         return None
-    fig, ax = plt.subplots(figsize=(8, 3))
-    names = list(vals)
-    ax.bar(names, [max(sum(vals[b]), 0) for b in names], color=[colors[b] for b in names])
+    overhead = (rows["first_call_s"] - rows["median_s"]).groupby(rows["backend"], sort=False).sum()
+    fig = _figure(8, 3)
+    ax = fig.subplots()
+    ax.bar(list(overhead.index), overhead.clip(lower=0).to_numpy(),
+           color=[colors[b] for b in overhead.index])
     ax.set_ylabel("seconds")
     ax.set_title("First-call overhead (first call minus steady-state median), summed over cases")
     return _png(fig)
 
 
+# --- tables -------------------------------------------------------------------------------------
 def _table(headers, body) -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
     rows = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in body)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
 
 
-def _fmt_rate(r) -> str:
-    if not r:
-        return ""
-    if r.get("status") != OK:
-        return f"<span class='{r.get('status', '').lower()}'>{html.escape(str(r.get('status')))}</span>"
-    v, unit = metric(r)
-    noisy = " <span class='noisy' title='wide spread'>~</span>" if r.get("noisy") else ""
-    return f"{v:.3g} {unit}{noisy}"
+def _status(status: str) -> str:
+    return f"<span class='{html.escape(status.lower())}'>{html.escape(status)}</span>"
+
+
+def _rate_cell(row) -> str:
+    """A row's throughput, with marks for a wide spread and a mistrusted check; or its status."""
+    if pd.isna(row["median_s"]) or row["status"] not in (PASSED, MISTRUSTED):
+        return _status(row["status"])
+    column, unit = metric(row["family"])
+    noisy = (" <span class='noisy' title='wide spread'>~</span>"
+             if pd.notna(row["noisy"]) and row["noisy"] else "")
+    doubt = (f" <span class='mistrusted' title='{html.escape(row['reason'])}'>?</span>"
+             if row["status"] == MISTRUSTED else "")
+    return f"{row[column]:.3g} {unit}{noisy}{doubt}"
+
+
+def _cells(frame: pd.DataFrame, render, backends) -> pd.DataFrame:
+    """One rendered cell per (case, direction) x backend ("" where the backend has no row)."""
+    cells = frame.assign(cell=[render(r) for _, r in frame.iterrows()])
+    return (cells.pivot_table(index=KEY, columns="backend", values="cell", aggfunc="first")
+            .reindex(index=_keys(frame), columns=backends).fillna(""))
+
+
+def _check_cell(row) -> str:
+    if row["status"] not in (PASSED, MISTRUSTED) and pd.isna(row["rel_error"]):
+        return _status(row["status"])
+    ratio = f"{row['rel_error'] / row['tolerance']:.2f}" if row["tolerance"] else "-"
+    return ratio if row["status"] == PASSED else f"{ratio} {_status(row['status'])}"
 
 
 CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
-table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}
-th{background:#f0f0f0}td:first-child,td:nth-child(2){text-align:left}.failed{color:#b00;font-weight:bold}
-.unsupported,.unavailable,.skipped{color:#888}.noisy{color:#c60}img{max-width:100%}
-h2{border-bottom:1px solid #ddd;padding-bottom:4px}pre{background:#f7f7f7;padding:1em;overflow:auto;font-size:12px}"""
+table{border-collapse:collapse;margin:1em 0;font-size:13px}
+td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}
+th{background:#f0f0f0}td:first-child,td:nth-child(2){text-align:left}
+.failed{color:#b00;font-weight:bold}.mistrusted{color:#c60;font-weight:bold}
+.unimplemented,.unavailable,.skipped{color:#888}.noisy{color:#c60}img{max-width:100%}
+h2{border-bottom:1px solid #ddd;padding-bottom:4px}
+pre{background:#f7f7f7;padding:1em;overflow:auto;font-size:12px}"""
 
 
-def render(rows, meta, baseline: str | None = None) -> str:
-    baseline = choose_baseline(rows, baseline or meta.get("baseline"))
-    backends = list(dict.fromkeys(r["backend"] for r in rows))
+def render(frame: pd.DataFrame, meta: dict, baseline: str | None = None) -> str:
+    baseline = choose_baseline(frame, baseline or meta.get("baseline"))
+    backends = list(dict.fromkeys(frame["backend"]))
     colors = _colors(backends)
-    summ = summary(rows, baseline)
+    esc = html.escape
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>convbench: "
-             f"{html.escape(str(meta.get('suite')))}</title><style>{CSS}</style></head><body>"]
+             f"{esc(str(meta.get('suite')))}</title><style>{CSS}</style></head><body>"]
     m = meta.get("machine", {}) or {}
     cpu = (m.get("cpu") or {}).get("model", "?")
-    parts.append(f"<h1>convbench report: suite {html.escape(str(meta.get('suite')))}</h1>"
-                 f"<p>{html.escape(str(meta.get('started', '')))} &middot; {html.escape(cpu)} &middot; "
-                 f"{m.get('threads', '?')} threads &middot; dtype {html.escape(str(meta.get('dtype')))}"
+    parts.append(f"<h1>convbench report: suite {esc(str(meta.get('suite')))}</h1>"
+                 f"<p>{esc(str(meta.get('started', '')))} &middot; {esc(cpu)} &middot; "
+                 f"{m.get('threads', '?')} threads &middot; dtype {esc(str(meta.get('dtype')))}"
                  f" &middot; wall time {meta.get('wall_s', 0):.1f} s"
                  + (" &middot; <b>interrupted</b>" if meta.get("interrupted") else "") + "</p>")
     # summary
+    summ = summary(frame, baseline)
+    rates = _cells(frame, _rate_cell, backends)
     body = []
-    for s in summ:
-        cells = [html.escape(s["case"]), s["direction"], html.escape(s["best"] or "-"),
-                 f"{s['speedup']:.2f}x" if s["speedup"] else "-"]
-        cells += [_fmt_rate(s["rows"].get(b)) for b in backends]
-        body.append(cells)
-    ratios = defaultdict(list)
-    for s in summ:
-        base = s["rows"].get(baseline)
-        for b, r in s["rows"].items():
-            if base and r.get("status") == OK and base.get("status") == OK:
-                ratios[b].append(base["median_s"] / r["median_s"])
+    for s, (_, cells) in zip(summ.itertuples(index=False), rates.iterrows()):
+        body.append([esc(s.case), s.direction, esc(s.best or "-"),
+                     f"{s.speedup:.2f}x" if pd.notna(s.speedup) else "-", *cells])
     parts.append(f"<h2>Summary</h2><p>Fastest verified backend per case, and its speedup over the "
-                 f"baseline <b>{html.escape(str(baseline))}</b>, measured side by side in this run. "
-                 "Throughputs are medians; ~ marks a wide spread.</p>")
+                 f"baseline <b>{esc(str(baseline))}</b>, measured side by side in this run. "
+                 "Throughputs are medians; ~ marks a wide spread, ? a MISTRUSTED check.</p>")
     parts.append(_table(["case", "direction", "best", f"speedup vs {baseline}"] + backends, body))
-    gm = [[html.escape(b), f"{geomean(v):.2f}x", str(len(v))] for b, v in ratios.items() if v]
-    if gm:
-        parts.append(f"<p>Geometric mean speed relative to {html.escape(str(baseline))}:</p>")
-        parts.append(_table(["backend", "geomean", "cases"], gm))
+    gm = geomeans(frame, baseline)
+    gm = gm[gm["cases"] > 0]
+    if not gm.empty:
+        parts.append(f"<p>Geometric mean speed relative to {esc(str(baseline))}:</p>")
+        parts.append(_table(["backend", "geomean", "cases"],
+                            [[esc(str(r.Index)), f"{r.geomean:.2f}x", str(r.cases)]
+                             for r in gm.itertuples()]))
     # plots
     parts.append("<h2>Throughput</h2>")
-    for fam in dict.fromkeys(r["family"] for r in rows):
-        img = _throughput_plot([r for r in rows if r["family"] == fam], backends, colors, fam)
+    for fam in dict.fromkeys(frame["family"]):
+        img = _throughput_plot(frame, backends, colors, fam)
         if img:
-            parts.append(f"<img alt='throughput {fam}' src='{img}'>")
-    img = _speedup_plot(summ, rows, backends, colors, baseline)
+            parts.append(f"<img alt='throughput {esc(fam)}' src='{img}'>")
+    img = _speedup_plot(frame, backends, colors, baseline)
     if img:
-        parts.append(f"<h2>Speedup over {html.escape(baseline)}</h2><img alt='speedup' src='{img}'>")
-    img = _roofline_plot(rows, backends, colors, meta.get("peaks"))
+        parts.append(f"<h2>Speedup over {esc(baseline)}</h2><img alt='speedup' src='{img}'>")
+    img = _roofline_plot(frame, backends, colors, meta.get("peaks"))
     if img:
         parts.append(f"<h2>Roofline</h2><img alt='roofline' src='{img}'>")
-    img = _first_call_plot(rows, backends, colors)
+    img = _first_call_plot(frame, colors)
     if img:
         parts.append(f"<h2>First call (JIT compilation)</h2><img alt='first call' src='{img}'>")
-        fc = [[html.escape(r["case"]), r["direction"], html.escape(r["backend"]),
-               f"{r['first_call_s'] * 1e3:.1f} ms", f"{r['median_s'] * 1e3:.3f} ms"]
-              for r in rows if r.get("status") == OK and r.get("first_call_s") is not None]
+        fc = [[esc(r.case), r.direction, esc(r.backend), f"{r.first_call_s * 1e3:.1f} ms",
+               f"{r.median_s * 1e3:.3f} ms"] for r in _first_call(frame).itertuples()]
         parts.append(_table(["case", "direction", "backend", "first call", "steady median"], fc))
-    # problems
-    bad = [[html.escape(r["case"]), r["direction"], html.escape(r["backend"]),
-            f"<span class='{r['status'].lower()}'>{r['status']}</span>", html.escape(str(r.get("reason", "")))]
-           for r in rows if r.get("status") != OK]
-    parts.append("<h2>Failures, unsupported and skipped cases</h2>")
-    parts.append(_table(["case", "direction", "backend", "status", "reason"], bad) if bad
+    # verification
+    refs = (frame[frame["reference"] != ""].groupby(KEY, sort=False)["reference"]
+            .agg(lambda s: ", ".join(dict.fromkeys(s))).reindex(_keys(frame)).fillna("-"))
+    checks = _cells(frame, _check_cell, backends)
+    parts.append("<h2>Verification</h2><p>Each result was checked against a float64 reference "
+                 "before timing; a cell is its worst error as a fraction of its tolerance. A "
+                 "result outside its tolerance is FAILED and shown with no speed; one above half "
+                 "of it, or all zeros where the reference is not, is MISTRUSTED.</p>")
+    parts.append(_table(["case", "direction", "reference"] + backends,
+                        [[esc(c), d, esc(refs[(c, d)]), *cells]
+                         for (c, d), cells in checks.iterrows()]))
+    bad = frame[frame["status"] != PASSED]
+    parts.append("<h2>Failures, mistrusted, unimplemented, skipped and unavailable cases</h2>")
+    parts.append(_table(["case", "direction", "backend", "status", "reason"],
+                        [[esc(r.case), r.direction, esc(r.backend), _status(r.status),
+                          esc(r.reason)] for r in bad.itertuples()]) if not bad.empty
                  else "<p>None: every case ran and passed verification.</p>")
-    refs = sorted({str(r.get("reference")) for r in rows if r.get("reference")})
-    parts.append(f"<p>Each result was checked against a reference before timing: "
-                 f"{html.escape(', '.join(refs) or '-')}. A result outside its tolerance is FAILED "
-                 f"and shown with no speed.</p>")
-    parts.append("<h2>Machine</h2><pre>" + html.escape(json.dumps(
+    parts.append("<h2>Machine</h2><pre>" + esc(json.dumps(
         {"machine": meta.get("machine"), "peaks": meta.get("peaks"),
          "policy": meta.get("policy")}, indent=1)) + "</pre>")
     parts.append("</body></html>")
     return "".join(parts)
 
 
-def write_report(run_dir, rows, meta, baseline: str | None = None) -> Path:
-    import matplotlib
-    matplotlib.use("Agg")
+def write_report(run_dir, frame: pd.DataFrame, meta: dict, baseline: str | None = None) -> Path:
     path = Path(run_dir) / "report.html"
-    path.write_text(render(rows, meta, baseline))
+    path.write_text(render(frame, meta, baseline))
     return path

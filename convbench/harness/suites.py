@@ -7,16 +7,17 @@ baidu-research/DeepBench (package data).
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
+from convbench.cases import random_conv_problem
 from convbench.errors import UnknownNameError
-from convbench.harness.descriptor import parse
+from convbench.ops.descriptor import parse
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,8 @@ def resnet50(batch: int = 8) -> list[Case]:
 def vgg16(batch: int = 8) -> list[Case]:
     layers = [(3, 64, 224), (64, 64, 224), (64, 128, 112), (128, 128, 112), (128, 256, 56),
               (256, 256, 56), (256, 512, 28), (512, 512, 28), (512, 512, 14)]
-    return _cases([(f"conv3 {c}->{k} @{h}", f"mb{batch}ic{c}ih{h}oc{k}kh3ph1") for c, k, h in layers])
+    return _cases([(f"conv3 {c}->{k} @{h}", f"mb{batch}ic{c}ih{h}oc{k}kh3ph1")
+                   for c, k, h in layers])
 
 
 def mobilenet(batch: int = 8) -> list[Case]:
@@ -89,7 +91,17 @@ def mobilenet(batch: int = 8) -> list[Case]:
 
 def _data_rows(filename: str):
     with resources.files("convbench.data").joinpath(filename).open() as f:
-        return list(csv.DictReader(f))
+        return pd.read_csv(f, dtype=str, keep_default_na=False).to_dict("records")
+
+
+def _deepbench_descriptor(row: dict) -> str:
+    """A row in DeepBench's columns (N,C,H,W,K,R,S,pad_h,pad_w,stride_h,stride_w) as a
+    descriptor; a missing stride is 1, a missing padding 0."""
+    v = {k: int(row.get(k) or d) for k, d in (("N", 0), ("C", 0), ("H", 0), ("W", 0), ("K", 0),
+                                              ("R", 0), ("S", 0), ("pad_h", 0), ("pad_w", 0),
+                                              ("stride_h", 1), ("stride_w", 1))}
+    return (f"mb{v['N']}ic{v['C']}ih{v['H']}iw{v['W']}oc{v['K']}kh{v['R']}kw{v['S']}"
+            f"sh{v['stride_h']}sw{v['stride_w']}ph{v['pad_h']}pw{v['pad_w']}")
 
 
 def _deepbench_conv(sets: tuple[str, ...]) -> list[Case]:
@@ -97,11 +109,8 @@ def _deepbench_conv(sets: tuple[str, ...]) -> list[Case]:
     for r in _data_rows("deepbench_conv.csv"):
         if r["set"] not in sets:
             continue
-        v = {k: int(r[k]) for k in ("N", "C", "H", "W", "K", "R", "S", "pad_h", "pad_w",
-                                    "stride_h", "stride_w")}
-        desc = (f"mb{v['N']}ic{v['C']}ih{v['H']}iw{v['W']}oc{v['K']}kh{v['R']}kw{v['S']}"
-                f"sh{v['stride_h']}sw{v['stride_w']}ph{v['pad_h']}pw{v['pad_w']}")
-        out.append(Case(f"deepbench {r['set'].split('_')[0]} #{r['idx']}", parse(desc)[0]))
+        out.append(Case(f"deepbench {r['set'].split('_')[0]} #{r['idx']}",
+                        parse(_deepbench_descriptor(r))[0]))
     return out
 
 
@@ -155,7 +164,8 @@ SUITES = {
     "vgg16": vgg16,
     "mobilenet": mobilenet,
     "deepbench-train": lambda: _deepbench_conv(("training_set",)),
-    "deepbench-inference": lambda: _deepbench_conv(("inference_server_set", "inference_device_set")),
+    "deepbench-inference": lambda: _deepbench_conv(("inference_server_set",
+                                                    "inference_device_set")),
     "deepbench-rnn": deepbench_rnn,
     "pooling": pooling,
     "rnn": rnn,
@@ -164,7 +174,6 @@ SUITES = {
 
 def fuzz(seed: int = 0, count: int = 20) -> list[Case]:
     """Seeded random conv problems of moderate size (every parameter drawn)."""
-    from convbench.cases import random_conv_problem
     rng = np.random.default_rng(seed)
     return [Case(f"fuzz {seed}#{i}", random_conv_problem(rng, max_spatial=40, max_channels=48))
             for i in range(count)]
@@ -175,23 +184,20 @@ def from_file(path: str) -> list[Case]:
     DeepBench's columns (N,C,H,W,K,R,S,pad_h,pad_w,stride_h,stride_w), or a text file with one
     descriptor per line (# starts a comment)."""
     p = Path(path)
-    text = p.read_text()
     if p.suffix.lower() == ".csv":
-        rows = list(csv.DictReader(text.splitlines()))
-        if rows and "descriptor" in rows[0]:
-            return [Case(r.get("name") or r["descriptor"], parse(r["descriptor"])[0]) for r in rows]
-        if rows and {"N", "C", "H", "W", "K", "R", "S"} <= set(rows[0]):
-            out = []
-            for i, r in enumerate(rows):
-                g = lambda k, d=0: int(r.get(k) or d)  # noqa: E731
-                desc = (f"mb{g('N')}ic{g('C')}ih{g('H')}iw{g('W')}oc{g('K')}kh{g('R')}kw{g('S')}"
-                        f"sh{g('stride_h', 1)}sw{g('stride_w', 1)}ph{g('pad_h')}pw{g('pad_w')}")
-                out.append(Case(r.get("name") or f"{p.stem} #{i}", parse(desc)[0]))
-            return out
+        frame = pd.read_csv(p, dtype=str, keep_default_na=False)
+        rows = frame.to_dict("records")
+        if rows and "descriptor" in frame:
+            return [Case(r.get("name") or r["descriptor"], parse(r["descriptor"])[0])
+                    for r in rows]
+        if rows and {"N", "C", "H", "W", "K", "R", "S"} <= set(frame.columns):
+            return [Case(r.get("name") or f"{p.stem} #{i}", parse(_deepbench_descriptor(r))[0])
+                    for i, r in enumerate(rows)]
         raise ValueError(f"suite file {path}: a CSV needs a 'descriptor' column or DeepBench's "
-                         f"columns N,C,H,W,K,R,S (found {', '.join(rows[0]) if rows else 'no rows'})")
+                         f"columns N,C,H,W,K,R,S (found "
+                         f"{', '.join(frame.columns) if rows else 'no rows'})")
     out = []
-    for line in text.splitlines():
+    for line in p.read_text().splitlines():
         line = line.split("#", 1)[0].strip()
         if line:
             prob, name = parse(line)

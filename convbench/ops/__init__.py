@@ -10,10 +10,14 @@ from typing import Callable
 
 import numpy as np
 
+from convbench.errors import UnknownNameError
 from convbench.ops import reference as ref
-from convbench.ops.conv import Conv2dProblem, conv1d_problem, conv2d_problem  # noqa: F401
-from convbench.ops.pool import Pool2dProblem, pool2d_problem  # noqa: F401
-from convbench.ops.rnn import RNNProblem  # noqa: F401
+from convbench.ops.conv import Conv2dProblem, conv1d_problem, conv2d_problem
+from convbench.ops.pool import Pool2dProblem, pool2d_problem
+from convbench.ops.rnn import RNNProblem
+
+__all__ = ["OPS", "OpSpec", "get_op", "ops_of", "Conv2dProblem", "Pool2dProblem", "RNNProblem",
+           "conv1d_problem", "conv2d_problem", "pool2d_problem"]
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,8 @@ class OpSpec:
         summed to make it, so that error / scale is a relative error that does not blow up where
         the terms cancel.
     reduction(problem) -> the length of the longest sum behind an output (tolerance bound).
+    chunked_reference: the same function as `reference`, computed in pieces of bounded memory;
+        `reference_for` picks it for problems too large for the plain one.
     """
 
     family: str
@@ -36,6 +42,15 @@ class OpSpec:
     reduction: Callable
     input_names: tuple[str, ...]
     output_names: tuple[str, ...]
+    chunked_reference: Callable | None = None
+
+    def reference_for(self, problem) -> Callable:
+        """The reference to check `problem` against: the plain one, or the chunked one where the
+        plain one would copy more than PLAIN_REFERENCE_BYTES of input windows at once."""
+        if self.chunked_reference is not None and plain_reference_bytes(problem) > \
+                PLAIN_REFERENCE_BYTES:
+            return self.chunked_reference
+        return self.reference
 
     @property
     def name(self) -> str:
@@ -51,6 +66,19 @@ class OpSpec:
 
     def min_bytes(self, problem, itemsize: int = 4) -> float:
         return problem.min_bytes(self.direction, itemsize)
+
+
+#: See OpSpec.reference_for.
+PLAIN_REFERENCE_BYTES = 64 << 20
+
+
+def plain_reference_bytes(problem) -> int:
+    """Bytes of the window copy the plain conv references make per group (einsum over the
+    (N, C/groups, R, S, P, Q) window view); 0 for ops without one."""
+    if not isinstance(problem, Conv2dProblem):
+        return 0
+    p = problem
+    return 8 * p.N * p.Cg * p.R * p.S * p.P * p.Q
 
 
 def _uniform(rng, shape, dtype, scale=1.0):
@@ -74,9 +102,10 @@ def _abs(*arrays):
     return [None if a is None else np.abs(np.asarray(a, dtype=np.float64)) for a in arrays]
 
 
-def _conv_scale(fn):
+def _conv_scale(direction):
     # The convolution is linear in each input, so the same op on absolute values bounds every term.
     def scale(p, inputs, outputs):
+        fn = OPS[f"conv2d:{direction}"].reference_for(p)
         return (float(np.nanmax(fn(p, *_abs(*inputs)), initial=0.0)),)
     return scale
 
@@ -88,14 +117,15 @@ def _register(spec: OpSpec) -> None:
     OPS[spec.name] = spec
 
 
-_register(OpSpec("conv2d", "fwd", ref.conv2d_fwd, _conv_inputs("fwd"), _conv_scale(ref.conv2d_fwd),
-                 lambda p: p.reduction_length("fwd"), ("x", "w", "b"), ("y",)))
+_register(OpSpec("conv2d", "fwd", ref.conv2d_fwd, _conv_inputs("fwd"), _conv_scale("fwd"),
+                 lambda p: p.reduction_length("fwd"), ("x", "w", "b"), ("y",),
+                 ref.conv2d_fwd_chunked))
 _register(OpSpec("conv2d", "bwd-data", ref.conv2d_bwd_data, _conv_inputs("bwd-data"),
-                 _conv_scale(ref.conv2d_bwd_data), lambda p: p.reduction_length("bwd-data"),
-                 ("dy", "w"), ("dx",)))
+                 _conv_scale("bwd-data"), lambda p: p.reduction_length("bwd-data"),
+                 ("dy", "w"), ("dx",), ref.conv2d_bwd_data_chunked))
 _register(OpSpec("conv2d", "bwd-weights", ref.conv2d_bwd_weights, _conv_inputs("bwd-weights"),
-                 _conv_scale(ref.conv2d_bwd_weights), lambda p: p.reduction_length("bwd-weights"),
-                 ("dy", "x"), ("dw",)))
+                 _conv_scale("bwd-weights"), lambda p: p.reduction_length("bwd-weights"),
+                 ("dy", "x"), ("dw",), ref.conv2d_bwd_weights_chunked))
 
 
 def _pool_inputs(direction):
@@ -116,10 +146,11 @@ def _max_abs_scale(index):
 
 for _kind in ("max", "avg"):
     _fam = f"{_kind}_pool2d"
-    _register(OpSpec(_fam, "fwd", getattr(ref, f"{_fam}_fwd"), _pool_inputs("fwd"), _max_abs_scale(0),
+    _register(OpSpec(_fam, "fwd", getattr(ref, f"{_fam}_fwd"), _pool_inputs("fwd"),
+                     _max_abs_scale(0),
                      (lambda p: 1) if _kind == "max" else (lambda p: p.window + 1), ("x",), ("y",)))
-    _register(OpSpec(_fam, "bwd", getattr(ref, f"{_fam}_bwd"), _pool_inputs("bwd"), _max_abs_scale(0),
-                     lambda p: p.overlap() + 1, ("dy", "x"), ("dx",)))
+    _register(OpSpec(_fam, "bwd", getattr(ref, f"{_fam}_bwd"), _pool_inputs("bwd"),
+                     _max_abs_scale(0), lambda p: p.overlap() + 1, ("dy", "x"), ("dx",)))
 
 
 def _rnn_inputs(direction):
@@ -159,8 +190,8 @@ def ops_of(family: str) -> list[OpSpec]:
 
 
 def get_op(name: str) -> OpSpec:
-    from convbench.errors import UnknownNameError
     try:
         return OPS[name]
     except KeyError:
-        raise UnknownNameError(f"unknown op {name!r}; valid ops: {', '.join(sorted(OPS))}") from None
+        raise UnknownNameError(f"unknown op {name!r}; valid ops: "
+                               f"{', '.join(sorted(OPS))}") from None

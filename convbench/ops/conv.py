@@ -179,8 +179,32 @@ class Conv2dProblem:
         return self.N * self.P * self.Q
 
     def descriptor(self) -> str:
-        from convbench.harness.descriptor import format_conv  # one home for the syntax
-        return format_conv(self)
+        """This problem in benchdnn's syntax (ops.descriptor parses it back)."""
+        (ph, pb), (pw, pr) = self.padding
+        (sh, sw), (dh, dw) = self.stride, (self.dilation[0] - 1, self.dilation[1] - 1)
+        parts = [f"g{self.groups}"] if self.groups != 1 else []
+        parts += [f"mb{self.N}", f"ic{self.C}", f"ih{self.H}"]
+        if self.W != self.H:
+            parts.append(f"iw{self.W}")
+        parts.append(f"oc{self.K}")
+        far = []
+        # bottom/right padding unlike the top/left: as oh/ow where the output size implies it,
+        # else as pb/pr after everything else
+        for size, k, s, near, d, out, pad, okey, pkey in (
+                (self.H, self.R, sh, ph, dh, self.P, pb, "oh", "pb"),
+                (self.W, self.S, sw, pw, dw, self.Q, pr, "ow", "pr")):
+            if pad != near:
+                implied = (out - 1) * s + (k - 1) * (d + 1) + 1 - size - near
+                if implied == pad:
+                    parts.append(f"{okey}{out}")
+                else:
+                    far.append(f"{pkey}{pad}")
+        parts.append(f"kh{self.R}")
+        for key, value, default in (("kw", self.S, self.R), ("sh", sh, 1), ("sw", sw, sh),
+                                    ("ph", ph, 0), ("pw", pw, ph), ("dh", dh, 0), ("dw", dw, dh)):
+            if value != default:
+                parts.append(f"{key}{value}")
+        return "".join(parts + far)
 
     def __str__(self) -> str:
         return self.descriptor()
@@ -218,7 +242,8 @@ def conv1d_problem(x_shape, w_shape, *, stride=1, padding=0, dilation=1, groups=
         if not _is_int(v) or v < low:
             raise ValueError(f"{name}={v!r} must be an int >= {low}")
     pad = normalize_padding1d(padding, int(w_shape[2]), dilation, stride)
-    return conv2d_problem((x_shape[0], x_shape[1], 1, x_shape[2]), (w_shape[0], w_shape[1], 1, w_shape[2]),
+    return conv2d_problem((x_shape[0], x_shape[1], 1, x_shape[2]),
+                          (w_shape[0], w_shape[1], 1, w_shape[2]),
                           stride=(1, stride), padding=((0, 0), pad), dilation=(1, dilation),
                           groups=groups, bias=bias)
 

@@ -102,8 +102,27 @@ class Pool2dProblem:
                             zip(self.kernel, self.stride, self.dilation)]))
 
     def descriptor(self) -> str:
-        from convbench.harness.descriptor import format_pool
-        return format_pool(self)
+        """This problem in benchdnn's syntax (ops.descriptor parses it back)."""
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.padding
+        dh, dw = self.dilation[0] - 1, self.dilation[1] - 1
+        parts = [f"{self.kind}:mb{self.N}", f"ic{self.C}", f"ih{self.H}"]
+        if self.W != self.H:
+            parts.append(f"iw{self.W}")
+        parts.append(f"kh{kh}")
+        if kw != kh:
+            parts.append(f"kw{kw}")
+        if (sh, sw) != (kh, kw):
+            parts.append(f"sh{sh}")
+            if sw != sh:
+                parts.append(f"sw{sw}")
+        for key, value, default in (("ph", ph, 0), ("pw", pw, ph), ("dh", dh, 0), ("dw", dw, dh)):
+            if value != default:
+                parts.append(f"{key}{value}")
+        if self.ceil_mode:
+            parts.append("cm1")
+        if self.kind == "avg" and not self.count_include_pad:
+            parts.append("cip0")
+        return "".join(parts)
 
     def __str__(self) -> str:
         return self.descriptor()

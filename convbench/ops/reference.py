@@ -1,32 +1,58 @@
 """Float64 references: one plain statement of what every op computes.
 
-Every backend is tested against these. They favour clarity over speed, but are vectorised enough
-(NumPy over batch and channels) to serve as the reference on the small problems the tests use.
-Inputs are converted to float64; outputs are float64.
+Every backend is tested against these, so they share no code with any backend: this module
+imports NumPy and the problem types, nothing else (padding, windows and divisors are stated here
+again, not borrowed from the helpers the backends use). They favour clarity over speed, but are
+vectorised enough (NumPy over batch and channels) to serve as the reference on the small problems
+the tests use. Convolutions also have a chunked form (a sum over the filter taps, a few images at a
+time) whose memory stays bounded on the large problems of real suites. Inputs are converted to
+float64; outputs are float64.
 """
 from __future__ import annotations
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
-from convbench.ops.conv import Conv2dProblem, crop_padding, pad_input, window_view
+from convbench.ops.conv import Conv2dProblem
 
 
 def _f64(*arrays):
     return [None if a is None else np.asarray(a, dtype=np.float64) for a in arrays]
 
 
+def _padded(x, p: Conv2dProblem):
+    """x (N, C, H, W) with p's zero padding: xpad (N, C, Hp, Wp)."""
+    (pt, pb), (pl, pr) = p.padding
+    return np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+
+
+def _cropped(xp, p: Conv2dProblem):
+    """The (N, C, H, W) interior of a padded array."""
+    (pt, _), (pl, _) = p.padding
+    return xp[:, :, pt:pt + p.H, pl:pl + p.W]
+
+
+def _windows(xp, p: Conv2dProblem):
+    """The receptive field of every output, a view: win[n, c, i, j, r, s] =
+    xpad[n, c, i*sh + r*dh, j*sw + s*dw]."""
+    (sh, sw), (dh, dw) = p.stride, p.dilation
+    extent = ((p.R - 1) * dh + 1, (p.S - 1) * dw + 1)
+    return sliding_window_view(xp, extent, axis=(2, 3))[:, :, ::sh, ::sw, ::dh, ::dw]
+
+
 # --- 2D convolution -------------------------------------------------------------------------------
 def conv2d_fwd(p: Conv2dProblem, x, w, b=None):
-    """y[n, k, i, j] = b[k] + sum_{c, r, s} w[k, c, r, s] * xpad[n, g*Cg + c, i*sh + r*dh, j*sw + s*dw]
+    """y[n, k, i, j] = b[k] + sum_{c, r, s} w[k, c, r, s]
+                                           * xpad[n, g*Cg + c, i*sh + r*dh, j*sw + s*dw]
 
     x (N, C, H, W), w (K, C/groups, R, S), b (K,) or None -> y (N, K, P, Q); g = k // (K/groups).
     """
     x, w, b = _f64(x, w, b)
-    win = window_view(pad_input(x, p), p)               # (N, C, R, S, P, Q)
+    win = _windows(_padded(x, p), p)                    # (N, C, P, Q, R, S)
     y = np.empty(p.y_shape)
     for g in range(p.groups):
         ci, ko = slice(g * p.Cg, (g + 1) * p.Cg), slice(g * p.Kg, (g + 1) * p.Kg)
-        y[:, ko] = np.einsum("ncrsij,kcrs->nkij", win[:, ci], w[ko], optimize=True)
+        y[:, ko] = np.einsum("ncijrs,kcrs->nkij", win[:, ci], w[ko], optimize=True)
     if b is not None:
         y += b[None, :, None, None]
     return y
@@ -48,7 +74,7 @@ def conv2d_bwd_data(p: Conv2dProblem, dy, w):
                 contrib = np.einsum("nkij,kc->ncij", dy[:, ko], w[ko, :, r, s])
                 dxp[:, ci, r * dh:r * dh + (p.P - 1) * sh + 1:sh,
                     s * dw_:s * dw_ + (p.Q - 1) * sw + 1:sw] += contrib
-    return crop_padding(dxp, p).copy()
+    return _cropped(dxp, p).copy()
 
 
 def conv2d_bwd_weights(p: Conv2dProblem, dy, x):
@@ -57,11 +83,11 @@ def conv2d_bwd_weights(p: Conv2dProblem, dy, x):
     dy (N, K, P, Q), x (N, C, H, W) -> dw (K, C/groups, R, S).
     """
     dy, x = _f64(dy, x)
-    win = window_view(pad_input(x, p), p)
+    win = _windows(_padded(x, p), p)
     dw = np.empty(p.w_shape)
     for g in range(p.groups):
         ci, ko = slice(g * p.Cg, (g + 1) * p.Cg), slice(g * p.Kg, (g + 1) * p.Kg)
-        dw[ko] = np.einsum("nkij,ncrsij->kcrs", dy[:, ko], win[:, ci], optimize=True)
+        dw[ko] = np.einsum("nkij,ncijrs->kcrs", dy[:, ko], win[:, ci], optimize=True)
     return dw
 
 
@@ -70,14 +96,103 @@ def conv2d_bwd_bias(dy):
     return np.asarray(dy, dtype=np.float64).sum(axis=(0, 2, 3))
 
 
+# --- 2D convolution, chunked: the same sums, a filter tap and a few images at a time --------------
+#: Input elements (float64) the chunked references copy at once, at most (beyond one image).
+CHUNK_ELEMENTS = 1 << 22
+
+
+def _image_chunks(p: Conv2dProblem, per_image: int):
+    """Slices of the batch holding about CHUNK_ELEMENTS elements of per_image each."""
+    step = max(1, CHUNK_ELEMENTS // max(per_image, 1))
+    return [slice(n, min(n + step, p.N)) for n in range(0, p.N, step)]
+
+
+def _tap_reads(p: Conv2dProblem, r: int, s: int):
+    """The padded input's rows and columns that tap (r, s) reads, output by output."""
+    (sh, sw), (dh, dw_) = p.stride, p.dilation
+    return (slice(r * dh, r * dh + (p.P - 1) * sh + 1, sh),
+            slice(s * dw_, s * dw_ + (p.Q - 1) * sw + 1, sw))
+
+
+def conv2d_fwd_chunked(p: Conv2dProblem, x, w, b=None):
+    """conv2d_fwd as a sum over the taps (r, s) of one GEMM per group, w[:, :, r, s] times the
+    input pixels that tap reads for every output, over a few images at a time."""
+    x, w, b = _f64(x, w, b)
+    xp = _padded(x, p)
+    wg = w.reshape(p.groups, p.Kg, p.Cg, p.R, p.S)
+    y = np.zeros(p.y_shape)
+    for nb in _image_chunks(p, p.C * p.P * p.Q):
+        n = nb.stop - nb.start
+        yg = y[nb].reshape(n, p.groups, p.Kg, p.P * p.Q)
+        for r in range(p.R):
+            for s in range(p.S):
+                rows, cols = _tap_reads(p, r, s)
+                xs = xp[nb, :, rows, cols].reshape(n, p.groups, p.Cg, p.P * p.Q)
+                yg += np.matmul(wg[:, :, :, r, s], xs)          # (n, G, Kg, P*Q)
+    if b is not None:
+        y += b[None, :, None, None]
+    return y
+
+
+def conv2d_bwd_data_chunked(p: Conv2dProblem, dy, w):
+    """conv2d_bwd_data as a sum over the taps: each adds w[:, :, r, s]^T dy to the input pixels
+    that tap read, a few images at a time."""
+    dy, w = _f64(dy, w)
+    wt = w.reshape(p.groups, p.Kg, p.Cg, p.R, p.S).transpose(0, 2, 1, 3, 4)   # (G, Cg, Kg, R, S)
+    dxp = np.zeros((p.N, p.C, p.Hp, p.Wp))
+    for nb in _image_chunks(p, p.K * p.P * p.Q):
+        n = nb.stop - nb.start
+        dyg = dy[nb].reshape(n, p.groups, p.Kg, p.P * p.Q)
+        for r in range(p.R):
+            for s in range(p.S):
+                rows, cols = _tap_reads(p, r, s)
+                part = np.matmul(wt[:, :, :, r, s], dyg)               # (n, G, Cg, P*Q)
+                dxp[nb, :, rows, cols] += part.reshape(n, p.C, p.P, p.Q)
+    return _cropped(dxp, p).copy()
+
+
+def conv2d_bwd_weights_chunked(p: Conv2dProblem, dy, x):
+    """conv2d_bwd_weights tap by tap: dw[:, :, r, s] sums dy times the input pixels tap (r, s)
+    read, a few images at a time."""
+    dy, x = _f64(dy, x)
+    xp = _padded(x, p)
+    dw = np.zeros((p.groups, p.Kg, p.Cg, p.R, p.S))
+    for nb in _image_chunks(p, p.C * p.P * p.Q):
+        n = nb.stop - nb.start
+        dyg = dy[nb].reshape(n, p.groups, p.Kg, p.P * p.Q)
+        for r in range(p.R):
+            for s in range(p.S):
+                rows, cols = _tap_reads(p, r, s)
+                xs = xp[nb, :, rows, cols].reshape(n, p.groups, p.Cg, p.P * p.Q)
+                dw[:, :, :, r, s] += np.matmul(dyg, xs.transpose(0, 1, 3, 2)).sum(axis=0)
+    return dw.reshape(p.w_shape)
+
+
 # --- pooling --------------------------------------------------------------------------------------
+def _reads(p, axis: int, offset: int):
+    """The input index each output's window reads at `offset` along axis 0 (H) or 1 (W); may lie
+    in the padding (< 0 or >= the size)."""
+    n = p.P if axis == 0 else p.Q
+    return np.arange(n) * p.stride[axis] - p.padding[axis] + offset * p.dilation[axis]
+
+
 def _window_positions(p, i: int, j: int):
     """Input rows (P,) and columns (Q,) read at window offset (i, j), and whether each is inside."""
-    from convbench.ops.pool import window_starts
-    rows = window_starts(p, 0) + i * p.dilation[0]
-    cols = window_starts(p, 1) + j * p.dilation[1]
+    rows, cols = _reads(p, 0, i), _reads(p, 1, j)
     rin, cin = (rows >= 0) & (rows < p.H), (cols >= 0) & (cols < p.W)
     return np.clip(rows, 0, p.H - 1), np.clip(cols, 0, p.W - 1), rin[:, None] & cin[None, :]
+
+
+def _divisors(p):
+    """(P, Q) divisor of each average-pooling window: its cells inside the padded input
+    (count_include_pad), or inside the input itself; counted cell by cell."""
+    per_axis = []
+    for axis, size, k in ((0, p.H, p.kernel[0]), (1, p.W, p.kernel[1])):
+        low, high = (-p.padding[axis], size + p.padding[axis]) if p.count_include_pad \
+            else (0, size)
+        per_axis.append(sum(((_reads(p, axis, t) >= low) & (_reads(p, axis, t) < high))
+                            for t in range(k)))
+    return np.outer(per_axis[0], per_axis[1]).astype(np.float64)
 
 
 def max_pool2d_argmax(p, x):
@@ -121,21 +236,20 @@ def max_pool2d_bwd(p, dy, x):
 
 def avg_pool2d_fwd(p, x):
     """y[n, c, i, j] = (sum of the window's inputs, padding counting zero) / divisor[i, j]
-    (ops.pool.avg_divisors). x (N, C, H, W) -> y (N, C, P, Q)."""
-    from convbench.ops.pool import avg_divisors
+    (the window's cells inside the padded input, or inside the input without count_include_pad).
+    x (N, C, H, W) -> y (N, C, P, Q)."""
     x = np.asarray(x, dtype=np.float64)
     total = np.zeros(p.y_shape)
     for i in range(p.kernel[0]):
         for j in range(p.kernel[1]):
             rows, cols, inside = _window_positions(p, i, j)
             total += np.where(inside, x[:, :, rows][:, :, :, cols], 0.0)
-    return total / avg_divisors(p)
+    return total / _divisors(p)
 
 
 def avg_pool2d_bwd(p, dy, x=None):
     """dx: each dy / divisor spread over its window's inputs. dy (N, C, P, Q) -> dx (N, C, H, W)."""
-    from convbench.ops.pool import avg_divisors
-    share = np.asarray(dy, dtype=np.float64) / avg_divisors(p)
+    share = np.asarray(dy, dtype=np.float64) / _divisors(p)
     dx = np.zeros(p.x_shape)
     for i in range(p.kernel[0]):
         for j in range(p.kernel[1]):
@@ -145,9 +259,56 @@ def avg_pool2d_bwd(p, dy, x=None):
     return dx
 
 
-# --- recurrent cells ------------------------------------------------------------------------------
+# --- recurrent cells: the equations of ops.rnn, step by step --------------------------------------
+def _sigmoid(a):
+    return 0.5 * (1.0 + np.tanh(0.5 * a))          # = 1 / (1 + exp(-a)), and never overflows
+
+
 def _zeros_if_none(b, n):
     return np.zeros(n) if b is None else b
+
+
+def _cell(cell, H, gi, gh, h, c):
+    """One step: gi = x_t w_ih^T + b_ih, gh = h w_hh^T + b_hh -> (h', c' or None, the values the
+    step's gradient needs)."""
+    if cell == "rnn_tanh":
+        h_new = np.tanh(gi + gh)
+        return h_new, None, {"h_new": h_new}
+    if cell == "lstm":
+        a = gi + gh
+        i, f = _sigmoid(a[:, :H]), _sigmoid(a[:, H:2 * H])
+        g, o = np.tanh(a[:, 2 * H:3 * H]), _sigmoid(a[:, 3 * H:])
+        c_new = f * c + i * g
+        return o * np.tanh(c_new), c_new, {"i": i, "f": f, "g": g, "o": o, "c": c, "c_new": c_new}
+    r = _sigmoid(gi[:, :H] + gh[:, :H])
+    z = _sigmoid(gi[:, H:2 * H] + gh[:, H:2 * H])
+    n = np.tanh(gi[:, 2 * H:] + r * gh[:, 2 * H:])
+    return (1 - z) * n + z * h, None, {"r": r, "z": z, "n": n, "gh_n": gh[:, 2 * H:], "h": h}
+
+
+def _cell_grad(cell, v, dh_new, dc_new):
+    """The chain rule through one step: d h', d c' -> (d gi, d gh, d h through the step's own
+    arithmetic (GRU's z*h) or 0, d c or None)."""
+    if cell == "rnn_tanh":
+        da = dh_new * (1 - v["h_new"] ** 2)
+        return da, da, 0.0, None
+    if cell == "lstm":
+        i, f, g, o = v["i"], v["f"], v["g"], v["o"]
+        tanh_c = np.tanh(v["c_new"])
+        dc = dc_new + dh_new * o * (1 - tanh_c ** 2)         # c' reaches the loss twice
+        da = np.concatenate([dc * g * i * (1 - i),           # i = sigma(a_i)
+                             dc * v["c"] * f * (1 - f),      # f = sigma(a_f)
+                             dc * i * (1 - g ** 2),          # g = tanh(a_g)
+                             dh_new * tanh_c * o * (1 - o)],  # o = sigma(a_o)
+                            axis=1)
+        return da, da, 0.0, dc * f
+    r, z, n = v["r"], v["z"], v["n"]
+    dn = dh_new * (1 - z)
+    da_n = dn * (1 - n ** 2)                                 # a_n = gi_n + r * gh_n
+    da_r = da_n * v["gh_n"] * r * (1 - r)
+    da_z = dh_new * (v["h"] - n) * z * (1 - z)
+    return (np.concatenate([da_r, da_z, da_n], axis=1),
+            np.concatenate([da_r, da_z, da_n * r], axis=1), dh_new * z, None)
 
 
 def rnn_fwd(p, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
@@ -156,12 +317,11 @@ def rnn_fwd(p, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
     x (T, N, I), h0 and c0 (N, H) (c0 None unless LSTM), w_ih (G*H, I), w_hh (G*H, H),
     b_ih and b_hh (G*H,) or None -> (y (T, N, H), hT (N, H), cT (N, H) or None).
     """
-    from convbench.ops.rnn import step_forward
     x, h, c, w_ih, w_hh, b_ih, b_hh = _f64(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
     b_ih, b_hh = _zeros_if_none(b_ih, w_ih.shape[0]), _zeros_if_none(b_hh, w_ih.shape[0])
     ys = []
     for t in range(p.T):
-        h, c, _ = step_forward(p.cell, x[t] @ w_ih.T + b_ih, h @ w_hh.T + b_hh, h, c)
+        h, c, _ = _cell(p.cell, p.H, x[t] @ w_ih.T + b_ih, h @ w_hh.T + b_hh, h, c)
         ys.append(h)
     return np.stack(ys), h, c
 
@@ -173,25 +333,24 @@ def rnn_bwd(p, dy, dhT, dcT, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
     state), then the forward's inputs -> (dx, dh0, dc0 or None, dw_ih, dw_hh, db_ih, db_hh); the
     bias gradients are None when the layer has no bias.
     """
-    from convbench.ops.rnn import step_backward, step_forward
     dy, dhT, dcT, x, h, c, w_ih, w_hh, b_ih, b_hh = _f64(dy, dhT, dcT, x, h0, c0, w_ih, w_hh,
                                                           b_ih, b_hh)
     has_bias = b_ih is not None
     b_ih, b_hh = _zeros_if_none(b_ih, w_ih.shape[0]), _zeros_if_none(b_hh, w_ih.shape[0])
-    caches, h_prev = [], []
+    steps, h_prev = [], []
     for t in range(p.T):
         h_prev.append(h)
-        h, c, cache = step_forward(p.cell, x[t] @ w_ih.T + b_ih, h @ w_hh.T + b_hh, h, c)
-        caches.append(cache)
+        h, c, values = _cell(p.cell, p.H, x[t] @ w_ih.T + b_ih, h @ w_hh.T + b_hh, h, c)
+        steps.append(values)
     dx = np.zeros(p.x_shape)
     dw_ih, dw_hh = np.zeros(w_ih.shape), np.zeros(w_hh.shape)
     db_ih, db_hh = np.zeros(w_ih.shape[0]), np.zeros(w_ih.shape[0])
     dh = np.zeros(p.h_shape) if dhT is None else dhT
     dc = (np.zeros(p.h_shape) if dcT is None else dcT) if p.has_cell_state else None
     for t in reversed(range(p.T)):
-        dgi, dgh, dh_direct, dc = step_backward(p.cell, dy[t] + dh, dc, caches[t])
+        dgi, dgh, dh_own, dc = _cell_grad(p.cell, steps[t], dy[t] + dh, dc)
         dx[t] = dgi @ w_ih
-        dh = dgh @ w_hh + (0 if dh_direct is None else dh_direct)
+        dh = dgh @ w_hh + dh_own
         dw_ih += dgi.T @ x[t]
         dw_hh += dgh.T @ h_prev[t]
         db_ih += dgi.sum(axis=0)

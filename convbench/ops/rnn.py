@@ -9,14 +9,12 @@ gi = x_t w_ih^T + b_ih and gh = h w_hh^T + b_hh:
     GRU       r = sigma(gi_r + gh_r);  z = sigma(gi_z + gh_z);  n = tanh(gi_n + r*gh_n);
               h' = (1 - z)*n + z*h
 
-The gate arithmetic below is written once for any dtype; the reference runs it in float64 with
-one GEMM per step, the NumPy backend in the input dtype around hoisted GEMMs.
+The float64 reference (ops.reference.rnn_fwd, rnn_bwd) states these equations on its own; the
+backends have their own implementations (backends.rnn_numpy, the fused Numba kernels).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import numpy as np
 
 from convbench.ops.conv import _is_int
 
@@ -91,63 +89,9 @@ class RNNProblem:
         return self.T * (per_step + self.N + self.gates * self.H)
 
     def descriptor(self) -> str:
-        from convbench.harness.descriptor import format_rnn
-        return format_rnn(self)
+        """This problem in benchdnn's syntax (ops.descriptor parses it back)."""
+        return (f"{self.cell}:t{self.T}mb{self.N}slc{self.I}sic{self.H}"
+                + ("" if self.bias else "b0"))
 
     def __str__(self) -> str:
         return self.descriptor()
-
-
-def sigmoid(a):
-    # for large |a| both branches are exact to rounding; split avoids overflow in exp
-    out = np.empty_like(a)
-    pos = a >= 0
-    out[pos] = 1 / (1 + np.exp(-a[pos]))
-    e = np.exp(a[~pos])
-    out[~pos] = e / (1 + e)
-    return out
-
-
-def step_forward(cell: str, gi, gh, h, c):
-    """One step's gate arithmetic. gi, gh (N, G*H) -> (h', c' or None, cache for the backward)."""
-    H = h.shape[1]
-    if cell == "rnn_tanh":
-        hn = np.tanh(gi + gh)
-        return hn, None, (hn,)
-    if cell == "lstm":
-        a = gi + gh
-        i, f, o = sigmoid(a[:, :H]), sigmoid(a[:, H:2 * H]), sigmoid(a[:, 3 * H:])
-        g = np.tanh(a[:, 2 * H:3 * H])
-        cn = f * c + i * g
-        tc = np.tanh(cn)
-        return o * tc, cn, (i, f, g, o, c, tc)
-    r = sigmoid(gi[:, :H] + gh[:, :H])
-    z = sigmoid(gi[:, H:2 * H] + gh[:, H:2 * H])
-    ghn = gh[:, 2 * H:]
-    n = np.tanh(gi[:, 2 * H:] + r * ghn)
-    return (1 - z) * n + z * h, None, (r, z, n, ghn, h)
-
-
-def step_backward(cell: str, dh, dc, cache):
-    """Gradients through one step's gate arithmetic.
-
-    dh, dc: gradients w.r.t. h' and c' (dc None unless LSTM) ->
-    (d gi, d gh, direct part of d h_prev (None if only through w_hh), d c_prev or None).
-    """
-    if cell == "rnn_tanh":
-        (hn,) = cache
-        da = dh * (1 - hn * hn)
-        return da, da, None, None
-    if cell == "lstm":
-        i, f, g, o, c, tc = cache
-        dcn = dc + dh * o * (1 - tc * tc)
-        da = np.concatenate([dcn * g * i * (1 - i), dcn * c * f * (1 - f),
-                             dcn * i * (1 - g * g), dh * tc * o * (1 - o)], axis=1)
-        return da, da, None, dcn * f
-    r, z, n, ghn, h = cache
-    dan = dh * (1 - z) * (1 - n * n)
-    dar = dan * ghn * r * (1 - r)
-    daz = dh * (h - n) * z * (1 - z)
-    dgi = np.concatenate([dar, daz, dan], axis=1)
-    dgh = np.concatenate([dar, daz, dan * r], axis=1)
-    return dgi, dgh, dh * z, None

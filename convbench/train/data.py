@@ -25,10 +25,10 @@ class Dataset:
 
 def load_digits() -> Dataset:
     """1797 8x8 grey digits from scikit-learn, scaled to [0, 1]."""
-    from sklearn.datasets import load_digits as sk
+    from sklearn.datasets import load_digits as sk  # lazy: scikit-learn is an optional extra
     d = sk()
-    return Dataset("digits", (d.images / 16.0).astype(np.float32)[:, None], d.target.astype(np.int64),
-                   10, False)
+    return Dataset("digits", (d.images / 16.0).astype(np.float32)[:, None],
+                   d.target.astype(np.int64), 10, False)
 
 
 def _open(path):
@@ -52,7 +52,8 @@ def read_idx(path) -> np.ndarray:
 
 
 def load_mnist(path: str, split: str = "train") -> Dataset:
-    """MNIST (or Fashion-MNIST) IDX files in `path`: {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]."""
+    """MNIST (or Fashion-MNIST) IDX files in `path`:
+    {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]."""
     prefix = "train" if split == "train" else "t10k"
 
     def find(kind):
@@ -81,7 +82,8 @@ def load_cifar10(path: str, split: str = "train") -> Dataset:
             d = pickle.load(f, encoding="bytes")
         xs.append(np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
         ys.append(np.asarray(d[b"labels"], dtype=np.int64))
-    return Dataset("cifar10", np.concatenate(xs).astype(np.float32) / 255.0, np.concatenate(ys), 10, True)
+    return Dataset("cifar10", np.concatenate(xs).astype(np.float32) / 255.0, np.concatenate(ys),
+                   10, True)
 
 
 def load(spec: str) -> Dataset:
@@ -103,14 +105,16 @@ def split(ds: Dataset, val_fraction: float, test_fraction: float, seed: int):
         if not 0 <= f < 1:
             raise ValueError(f"{name}={f} must be in [0, 1)")
     if val_fraction + test_fraction >= 1:
-        raise ValueError(f"val_fraction + test_fraction = {val_fraction + test_fraction} leaves no training data")
+        raise ValueError(f"val_fraction + test_fraction = {val_fraction + test_fraction} leaves no "
+                         "training data")
     idx = np.random.default_rng(seed).permutation(len(ds))
     n_test = int(round(test_fraction * len(ds)))
     n_val = int(round(val_fraction * len(ds)))
     return idx[n_test + n_val:], idx[n_test:n_test + n_val], idx[:n_test]
 
 
-def augment(x: np.ndarray, rng: np.random.Generator, shift: int = 1, flips: bool = False) -> np.ndarray:
+def augment(x: np.ndarray, rng: np.random.Generator, shift: int = 1,
+            flips: bool = False) -> np.ndarray:
     """Random shifts by up to `shift` pixels (zero padding, then a random crop) and, where they keep
     the meaning, random horizontal flips."""
     N, C, H, W = x.shape

@@ -70,7 +70,8 @@ class Conv2d(_KernelUser):
                  init="he_uniform", rng=None):
         super().__init__(backend)
         rng = rng or np.random.default_rng(0)
-        self.cin, self.cout, self.k, self.stride, self.padding = cin, cout, kernel_size, stride, padding
+        self.cin, self.cout, self.k = cin, cout, kernel_size
+        self.stride, self.padding = stride, padding
         self.w = init_weight((cout, cin, kernel_size, kernel_size), init, rng)
         self.b = init_bias(cin * kernel_size * kernel_size, cout, rng)
         self.params = [self.w, self.b]
@@ -98,7 +99,8 @@ class Conv2d(_KernelUser):
         return None
 
     def __repr__(self):
-        return f"Conv2d({self.cin}->{self.cout}, {self.k}x{self.k}, stride {self.stride}, pad {self.padding})"
+        return (f"Conv2d({self.cin}->{self.cout}, {self.k}x{self.k}, stride {self.stride}, "
+                f"pad {self.padding})")
 
 
 class MaxPool2d(_KernelUser):
@@ -229,11 +231,21 @@ class Flatten(Layer):
 
 
 class ResidualBlock(Layer):
-    """relu(conv3x3(relu(conv3x3(x))) + skip), skip = x or a strided 1x1 projection."""
+    """relu(conv3x3(relu(conv3x3(x))) + skip), skip = x or a strided 1x1 projection.
 
-    def __init__(self, cin, cout, stride=1, backend="auto", init="he_uniform", rng=None):
+    drop_path (stochastic depth, Huang et al. 2016, per sample as timm's DropPath): in training
+    each sample's residual branch is dropped with probability drop_path (the block passes only
+    relu(skip)) and kept branches are scaled by 1/(1 - drop_path), so the expected input of the
+    final ReLU is the same as in evaluation, where the branch is always kept and unscaled.
+    """
+
+    def __init__(self, cin, cout, stride=1, backend="auto", init="he_uniform", rng=None,
+                 drop_path=0.0):
         super().__init__()
+        if not 0 <= drop_path < 1:
+            raise ValueError(f"drop_path={drop_path} must be in [0, 1)")
         rng = rng or np.random.default_rng(0)
+        self.drop_path, self.rng, self.keep = drop_path, rng, None
         self.conv1 = Conv2d(cin, cout, 3, stride, 1, backend, init, rng)
         self.relu1 = ReLU()
         self.conv2 = Conv2d(cout, cout, 3, 1, 1, backend, init, rng)
@@ -249,15 +261,23 @@ class ResidualBlock(Layer):
         return out
 
     def forward(self, x, training):
-        h = self.conv2.forward(self.relu1.forward(self.conv1.forward(x, training), training), training)
+        h = self.relu1.forward(self.conv1.forward(x, training), training)
+        h = self.conv2.forward(h, training)
         skip = self.proj.forward(x, training) if self.proj else x
+        self.keep = None
+        if training and self.drop_path > 0:
+            # one draw per sample: 0 drops the whole branch, else 1/(1-p) keeps its expectation
+            kept = self.rng.random(x.shape[0]) >= self.drop_path
+            self.keep = (kept / (1 - self.drop_path)).astype(h.dtype)[:, None, None, None]
+            h = h * self.keep
         self.out = h + skip
         return np.maximum(self.out, 0)
 
     def backward(self, dy):
         d = dy * (self.out > 0)
         self.conv1.need_input_grad = self.need_input_grad
-        dx = self.conv1.backward(self.relu1.backward(self.conv2.backward(d)))
+        dh = d if self.keep is None else d * self.keep
+        dx = self.conv1.backward(self.relu1.backward(self.conv2.backward(dh)))
         if self.proj is not None:
             self.proj.need_input_grad = self.need_input_grad
             dskip = self.proj.backward(d)
@@ -272,7 +292,9 @@ class ResidualBlock(Layer):
                 for k, v in part.backends().items()}
 
     def __repr__(self):
-        return f"ResidualBlock({self.conv1.cin}->{self.conv1.cout}, stride {self.conv1.stride})"
+        drop = f", drop_path {self.drop_path}" if self.drop_path else ""
+        return (f"ResidualBlock({self.conv1.cin}->{self.conv1.cout}, "
+                f"stride {self.conv1.stride}{drop})")
 
 
 def softmax_cross_entropy(logits, labels):

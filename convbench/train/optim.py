@@ -13,7 +13,8 @@ import numpy as np
 
 
 def _check(name, value, low=0.0, strict=False):
-    if not isinstance(value, (int, float)) or value != value or value < low or (strict and value == low):
+    if (not isinstance(value, (int, float)) or value != value or value < low
+            or (strict and value == low)):
         raise ValueError(f"{name}={value!r} must be {'>' if strict else '>='} {low}")
 
 
@@ -40,7 +41,8 @@ class Optimizer:
         self.t += 1
         for i, (p, g) in enumerate(zip(self.params, grads)):
             if g.shape != p.shape:
-                raise ValueError(f"grads[{i}].shape={g.shape} must equal params[{i}].shape={p.shape}")
+                raise ValueError(f"grads[{i}].shape={g.shape} must equal "
+                                 f"params[{i}].shape={p.shape}")
             self._update(i, p, g.astype(p.dtype, copy=False))
 
     def _update(self, i, p, g):  # pragma: no cover - abstract
@@ -67,11 +69,13 @@ class SGD(Optimizer):
 
     def __init__(self, params, lr, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0):
         super().__init__(params, lr)
-        for n, v in (("momentum", momentum), ("dampening", dampening), ("weight_decay", weight_decay)):
+        for n, v in (("momentum", momentum), ("dampening", dampening),
+                     ("weight_decay", weight_decay)):
             _check(n, v)
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("nesterov=True needs momentum > 0 and dampening = 0")
-        self.momentum, self.dampening, self.nesterov, self.wd = momentum, dampening, nesterov, weight_decay
+        self.momentum, self.dampening, self.nesterov = momentum, dampening, nesterov
+        self.wd = weight_decay
 
     def _update(self, i, p, g):
         if self.wd:
@@ -118,7 +122,8 @@ class RMSprop(Optimizer):
         for n, v in (("alpha", alpha), ("eps", eps), ("weight_decay", weight_decay),
                      ("momentum", momentum)):
             _check(n, v)
-        self.alpha, self.eps, self.wd, self.momentum, self.centered = alpha, eps, weight_decay, momentum, centered
+        self.alpha, self.eps, self.wd = alpha, eps, weight_decay
+        self.momentum, self.centered = momentum, centered
 
     def _update(self, i, p, g):
         if self.wd:
@@ -178,12 +183,18 @@ class Adam(Optimizer):
 
 
 OPTIMIZERS = {
-    "sgd": lambda params, lr, momentum=0.0, weight_decay=0.0: SGD(params, lr, weight_decay=weight_decay),
-    "momentum": lambda params, lr, momentum=0.9, weight_decay=0.0: SGD(params, lr, momentum, weight_decay=weight_decay),
-    "nesterov": lambda params, lr, momentum=0.9, weight_decay=0.0: SGD(params, lr, momentum, nesterov=True, weight_decay=weight_decay),
-    "adagrad": lambda params, lr, momentum=0.0, weight_decay=0.0: Adagrad(params, lr, weight_decay=weight_decay),
-    "rmsprop": lambda params, lr, momentum=0.0, weight_decay=0.0: RMSprop(params, lr, momentum=momentum, weight_decay=weight_decay),
-    "adam": lambda params, lr, momentum=0.0, weight_decay=0.0: Adam(params, lr, weight_decay=weight_decay),
+    "sgd": lambda params, lr, momentum=0.0, weight_decay=0.0:
+        SGD(params, lr, weight_decay=weight_decay),
+    "momentum": lambda params, lr, momentum=0.9, weight_decay=0.0:
+        SGD(params, lr, momentum, weight_decay=weight_decay),
+    "nesterov": lambda params, lr, momentum=0.9, weight_decay=0.0:
+        SGD(params, lr, momentum, nesterov=True, weight_decay=weight_decay),
+    "adagrad": lambda params, lr, momentum=0.0, weight_decay=0.0:
+        Adagrad(params, lr, weight_decay=weight_decay),
+    "rmsprop": lambda params, lr, momentum=0.0, weight_decay=0.0:
+        RMSprop(params, lr, momentum=momentum, weight_decay=weight_decay),
+    "adam": lambda params, lr, momentum=0.0, weight_decay=0.0:
+        Adam(params, lr, weight_decay=weight_decay),
 }
 
 
@@ -213,5 +224,6 @@ class LRSchedule:
         if self.kind == "step":
             return self.lr0 * self.gamma ** (epoch // self.step_size)
         if self.kind == "cosine":
-            return self.eta_min + (self.lr0 - self.eta_min) * (1 + math.cos(math.pi * epoch / self.epochs)) / 2
+            cos = math.cos(math.pi * epoch / self.epochs)
+            return self.eta_min + (self.lr0 - self.eta_min) * (1 + cos) / 2
         return self.lr0

@@ -1,13 +1,14 @@
 """Mini-batch training with validation, early stopping, checkpoints, logs and plots.
 
 A run writes to its out directory: best.npz (the checkpoint at the best validation loss; on Ctrl-C
-also interrupted.npz), log.csv (one row per epoch), curves.png and summary.json (test_accuracy,
-best_epoch, epochs_run, seconds, and the backend chosen for each layer and direction).
+also interrupted.npz), log.csv (one row per epoch), curves.png, summary.json (test_accuracy,
+best_epoch, epochs_run, seconds, and the backend chosen for each layer and direction) and
+index.html (one page for the run; `convbench inspect` adds its figures to it).
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
+import itertools
 import json
 import sys
 import time
@@ -15,11 +16,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
+from convbench.backends import get_backend
 from convbench.train import data as datasets
 from convbench.train.layers import softmax_cross_entropy
 from convbench.train.model import build_model
-from convbench.train.optim import LRSchedule, make_optimizer
+from convbench.train.optim import OPTIMIZERS, LRSchedule, make_optimizer
+from convbench.train.run_index import write_index
 
 
 @dataclass
@@ -43,8 +47,6 @@ class TrainConfig:
     init: str = "he_uniform"
 
     def validate(self):
-        from convbench.backends import get_backend
-        from convbench.train.optim import OPTIMIZERS
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer={self.optimizer!r} must be one of {', '.join(OPTIMIZERS)}")
         if not (isinstance(self.lr, (int, float)) and self.lr > 0):
@@ -132,7 +134,8 @@ def train(cfg: TrainConfig, out_dir=None, verbose: bool = True, resume: str | No
         raise ValueError(f"batch_size={cfg.batch_size} exceeds the {len(tr)} training samples")
     mean, std = float(ds.x[tr].mean()), float(ds.x[tr].std()) or 1.0
     x = ((ds.x - mean) / std).astype(np.float32)
-    model = build_model(cfg.model, x.shape[1:], ds.classes, cfg.backend, cfg.init, cfg.dropout, cfg.seed)
+    model = build_model(cfg.model, x.shape[1:], ds.classes, cfg.backend, cfg.init, cfg.dropout,
+                        cfg.seed)
     opt = make_optimizer(cfg.optimizer, model.params, cfg.lr, cfg.momentum, cfg.weight_decay)
     schedule = LRSchedule(cfg.schedule, cfg.lr, cfg.epochs)
     start_epoch = 0
@@ -181,7 +184,8 @@ def train(cfg: TrainConfig, out_dir=None, verbose: bool = True, resume: str | No
                 for name, chosen in model.backends():
                     log(f"  backend {name}: " + ", ".join(f"{d} {b}" for d, b in chosen.items()))
             if val_loss < best["loss"] - 1e-6:
-                best = {"loss": val_loss, "epoch": epoch, "params": [p.copy() for p in model.params]}
+                best = {"loss": val_loss, "epoch": epoch,
+                        "params": [p.copy() for p in model.params]}
                 stale = 0
                 if out:
                     save_checkpoint(out / "best.npz", model, cfg, epoch, opt, (mean, std))
@@ -199,36 +203,36 @@ def train(cfg: TrainConfig, out_dir=None, verbose: bool = True, resume: str | No
         log("interrupted: checkpoint saved" + (f" to {out / 'interrupted.npz'}" if out else ""))
     for p, q in zip(model.params, best["params"]):
         p[...] = q
-    test_loss, test_acc = evaluate_arrays(model, x[te], ds.y[te], cfg.batch_size) if len(te) else (None, None)
+    test_loss, test_acc = (evaluate_arrays(model, x[te], ds.y[te], cfg.batch_size) if len(te)
+                           else (None, None))
     summary = {"test_accuracy": test_acc, "test_loss": test_loss, "best_epoch": best["epoch"] + 1,
                "epochs_run": len(history), "seconds": time.perf_counter() - t_start,
                "mean_epoch_s": float(np.mean([h["epoch_s"] for h in history])) if history else None,
                "interrupted": interrupted,
                "backends": {name: chosen for name, chosen in model.backends()},
-               "config": asdict(cfg), "samples": {"train": len(tr), "val": len(va), "test": len(te)}}
+               "config": asdict(cfg),
+               "samples": {"train": len(tr), "val": len(va), "test": len(te)}}
     if out:
         _write_log(out / "log.csv", history)
         _plot(out / "curves.png", history, best["epoch"])
         (out / "summary.json").write_text(json.dumps(summary, indent=1))
+        write_index(out)
     summary["history"] = history
     return summary
 
 
 def _write_log(path, history):
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(history[0]) if history else ["epoch"])
-        w.writeheader()
-        w.writerows(history)
+    pd.DataFrame(history, columns=list(history[0]) if history else ["epoch"]).to_csv(path,
+                                                                                    index=False)
 
 
 def _plot(path, history, best_epoch):
     if not history:
         return
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # lazy: matplotlib loads only when curves are drawn
     ep = [h["epoch"] + 1 for h in history]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    a, b = fig.subplots(1, 2)
     a.plot(ep, [h["train_loss"] for h in history], label="train")
     a.plot(ep, [h["val_loss"] for h in history], label="validation")
     a.axvline(best_epoch + 1, color="grey", ls="--", label="best")
@@ -242,7 +246,6 @@ def _plot(path, history, best_epoch):
     b.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=80)
-    plt.close(fig)
 
 
 def evaluate_checkpoint(path) -> dict:
@@ -259,7 +262,6 @@ def tune(base: TrainConfig, space: dict, mode: str = "random", trials: int = 8, 
          out_dir=None, log=print) -> list[dict]:
     """Random or grid search over `space` (name -> list of values, or (low, high) for a log-uniform
     learning rate in random mode), ranked by validation accuracy then loss."""
-    import itertools
     rng = np.random.default_rng(seed)
     if mode == "grid":
         keys = list(space)
@@ -289,8 +291,5 @@ def tune(base: TrainConfig, space: dict, mode: str = "random", trials: int = 8, 
     if out_dir:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        with open(out / "tune.csv", "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(results[0]))
-            w.writeheader()
-            w.writerows(results)
+        pd.DataFrame(results).to_csv(out / "tune.csv", index=False)
     return results

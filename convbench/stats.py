@@ -59,27 +59,3 @@ def summarize(samples) -> Summary:
     noisy = bool(med > 0 and iqr / med > NOISY_RELATIVE_IQR)
     return Summary(int(x.size), float(med), iqr, float(x[0]), float(x.mean()), lo, hi, outliers,
                    noisy)
-
-
-@dataclass(frozen=True)
-class Comparison:
-    ratio: float        # median(b) / median(a): above 1 means b is slower
-    p_value: float      # two-sided Mann-Whitney U
-    significant: bool
-    verdict: str        # "faster", "slower", "same"
-
-
-def compare_samples(a, b, threshold: float = 0.05, alpha: float = 0.01) -> Comparison:
-    """Is b's timing different from a's? A change is reported when the medians differ by more than
-    `threshold` (relative) and the Mann-Whitney U test rejects equality at level `alpha`."""
-    from scipy.stats import mannwhitneyu
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    ratio = float(np.median(b) / np.median(a))
-    if len(a) < 2 or len(b) < 2 or np.all(a == a[0]) and np.all(b == b[0]) and a[0] == b[0]:
-        p = 1.0
-    else:
-        p = float(mannwhitneyu(a, b, alternative="two-sided").pvalue)
-    significant = p < alpha and abs(ratio - 1) > threshold
-    verdict = "same" if not significant else ("slower" if ratio > 1 else "faster")
-    return Comparison(ratio, p, significant, verdict)

@@ -9,16 +9,22 @@ import time
 from importlib import metadata
 
 import numpy as np
+from threadpoolctl import threadpool_info
+
+from convbench.backends import get_backend
+from convbench.threads import get_threads
 
 
-def _version(pkg: str) -> str | None:
+def package_version(pkg: str) -> str | None:
+    """The installed version of a distribution, or None."""
     try:
         return metadata.version(pkg)
     except metadata.PackageNotFoundError:
         return None
 
 
-def _cpu() -> dict:
+def cpu_info() -> dict:
+    """The CPU model and its vector instruction-set flags (Linux's /proc/cpuinfo)."""
     info = {"model": platform.processor() or platform.machine(), "flags": []}
     try:
         with open("/proc/cpuinfo") as f:
@@ -29,7 +35,8 @@ def _cpu() -> dict:
                     info["model"] = value.strip()
                 elif key == "flags":
                     flags = value.split()
-                    info["flags"] = sorted(f for f in flags if f.startswith(("avx", "fma", "sse4", "amx")))
+                    info["flags"] = sorted(f for f in flags
+                                           if f.startswith(("avx", "fma", "sse4", "amx")))
                     break
     except OSError:
         pass
@@ -43,7 +50,8 @@ def _memory_bytes() -> int | None:
         return None
 
 
-def _git_commit() -> str | None:
+def git_commit() -> str | None:
+    """convbench's git commit, +dirty with uncommitted changes; None outside a checkout."""
     here = os.path.dirname(os.path.abspath(__file__))
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
@@ -58,7 +66,6 @@ def _git_commit() -> str | None:
 
 
 def _blas() -> list[dict]:
-    from threadpoolctl import threadpool_info
     return [{k: v for k, v in i.items() if k in ("internal_api", "version", "num_threads",
                                                  "architecture", "threading_layer")}
             for i in threadpool_info()]
@@ -66,43 +73,32 @@ def _blas() -> list[dict]:
 
 def _gpu() -> dict | None:
     try:
-        from convbench.backends import get_backend
-        b = get_backend("numba-cuda")
-        if not b.available:
-            return None
-        from convbench.backends.numba_cuda import _cuda, simulated
-        if simulated():
-            return {"name": "Numba CUDA simulator"}
-        dev = _cuda().get_current_device()
-        return {"name": dev.name.decode() if isinstance(dev.name, bytes) else str(dev.name),
-                "compute_capability": ".".join(map(str, dev.compute_capability)),
-                "driver": str(_cuda().cudadrv.driver.driver.get_version())}
+        return get_backend("numba-cuda").device_info()
     except Exception as e:  # a broken driver must not stop a CPU run
         return {"error": str(e)}
 
 
 def fingerprint() -> dict:
     """CPU, memory, OS, Python and library versions, BLAS and its threads, GPU, git commit."""
-    from convbench.threads import get_threads
     torch_info = None
-    if _version("torch"):
-        torch_info = {"version": _version("torch")}
+    if package_version("torch"):
+        torch_info = {"version": package_version("torch")}
         if "torch" in sys.modules:
             t = sys.modules["torch"]
             torch_info["threads"] = t.get_num_threads()
             torch_info["cudnn"] = t.backends.cudnn.version() if t.cuda.is_available() else None
     return {
-        "cpu": _cpu(),
+        "cpu": cpu_info(),
         "cores": os.cpu_count(),
         "threads": get_threads(),
         "memory_bytes": _memory_bytes(),
         "os": platform.platform(),
         "python": platform.python_version(),
         "numpy": np.__version__,
-        "scipy": _version("scipy"),
-        "numba": _version("numba"),
-        "llvmlite": _version("llvmlite"),
-        "numba_cuda": _version("numba-cuda"),
+        "scipy": package_version("scipy"),
+        "numba": package_version("numba"),
+        "llvmlite": package_version("llvmlite"),
+        "numba_cuda": package_version("numba-cuda"),
         "blas": _blas(),
         "env": {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
                                             "OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT",
@@ -110,7 +106,7 @@ def fingerprint() -> dict:
                 if k in os.environ},
         "torch": torch_info,
         "gpu": _gpu(),
-        "convbench_commit": _git_commit(),
+        "convbench_commit": git_commit(),
     }
 
 

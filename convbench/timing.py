@@ -1,11 +1,13 @@
 """The timing core: first call apart, warm-up until timings settle, repetitions within a budget.
 
-A call is timed by the backend (`Backend.time_call`): perf_counter_ns around the call on the CPU,
-device events around the launch (with one synchronisation) on a GPU. Inputs are already where the
-backend computes (on the device for GPU backends).
+A call is timed by the backend (`Backend.time_call`): perf_counter_ns around the call on the CPU
+(`cpu_time_call`), device events around the launch (with one synchronisation) on a GPU. Inputs are
+already where the backend computes (on the device for GPU backends).
 """
 from __future__ import annotations
 
+import math
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -28,6 +30,9 @@ class TimingPolicy:
     min_warmup: int = 1
     target_rel_iqr: float = 0.03
     settle_tolerance: float = 0.05
+    #: Stop after the first warm-up call when it takes longer than this (seconds): a caller that
+    #: only looks for the fastest of several candidates need not measure one far behind the best.
+    give_up_s: float | None = None
 
     def __post_init__(self):
         if self.min_reps < 1 or self.max_reps < self.min_reps:
@@ -45,6 +50,8 @@ class Measurement:
     first_call_s: float
     warmup_s: list[float] = field(default_factory=list)
     samples_s: list[float] = field(default_factory=list)
+    #: the one call was over the policy's give_up_s: samples_s holds that call alone
+    gave_up: bool = False
 
 
 def _rel_iqr(x) -> float:
@@ -52,7 +59,7 @@ def _rel_iqr(x) -> float:
     return float((q3 - q1) / med) if med > 0 else float("inf")
 
 
-def measure(call, time_call, policy: TimingPolicy = TimingPolicy(), inputs_cycle=None,
+def measure(call, time_call, policy: TimingPolicy | None = None, inputs_cycle=None,
             first_call_s: float | None = None) -> Measurement:
     """Time `call(*inputs)`.
 
@@ -60,6 +67,7 @@ def measure(call, time_call, policy: TimingPolicy = TimingPolicy(), inputs_cycle
     input tuples to rotate through (cold-cache mode); otherwise call() takes no arguments.
     first_call_s: the first call's time when the caller already made it (compilation included).
     """
+    policy = policy or TimingPolicy()
     sets = inputs_cycle or [()]
     k = 0
 
@@ -70,6 +78,13 @@ def measure(call, time_call, policy: TimingPolicy = TimingPolicy(), inputs_cycle
         return time_call(lambda: call(*args))
 
     m = Measurement(first_call_s=once() if first_call_s is None else first_call_s)
+    if policy.give_up_s is not None:
+        t = once()
+        if t > policy.give_up_s:
+            m.samples_s.append(t)
+            m.gave_up = True
+            return m
+        m.warmup_s.append(t)
     # warm-up: until two successive windows of 3 agree, or the warm-up budget is spent
     start = time.perf_counter()
     while True:
@@ -97,3 +112,20 @@ def cpu_time_call(fn) -> float:
     t0 = time.perf_counter_ns()
     fn()
     return (time.perf_counter_ns() - t0) * 1e-9
+
+
+#: Assumed last-level cache size for cold-cache mode when the machine does not say.
+DEFAULT_LLC_BYTES = 32 << 20
+
+
+def llc_bytes() -> int:
+    try:
+        return int(os.sysconf("SC_LEVEL3_CACHE_SIZE")) or DEFAULT_LLC_BYTES
+    except (ValueError, OSError, AttributeError):
+        return DEFAULT_LLC_BYTES
+
+
+def cold_copies(inputs) -> int:
+    """Copies of the inputs to rotate through so that together they exceed the last-level cache."""
+    size = sum(a.nbytes for a in inputs if a is not None)
+    return max(2, min(64, math.ceil(2 * llc_bytes() / max(size, 1))))

@@ -15,12 +15,18 @@ Recurrent: "lstm:", "gru:" or "rnn_tanh:" then t (steps) mb slc (input size) sic
   and b0 for no bias.
 
 A trailing n"name" (or _name) names the problem; it is kept apart from the problem itself.
+
+Printing is each problem's own `descriptor()` (ops.conv, ops.pool, ops.rnn), the shortest text
+that parses back to it; this module parses. The round trip is tested on random problems.
 """
 from __future__ import annotations
 
 import re
 
 from convbench.errors import UnknownNameError
+from convbench.ops.conv import Conv2dProblem
+from convbench.ops.pool import Pool2dProblem
+from convbench.ops.rnn import RNNProblem
 
 _KEY = re.compile(r"([a-z]+)(\d+)")
 _NAME = re.compile(r'(?:n"([^"]*)"|_([A-Za-z][\w.-]*))$')
@@ -41,7 +47,8 @@ def _fields(body: str, valid: tuple[str, ...], text: str) -> dict[str, int]:
             break
         key = m.group(1)
         if key not in valid:
-            raise ValueError(f"descriptor {text!r}: unknown key {key!r}; valid keys: {', '.join(valid)}")
+            raise ValueError(f"descriptor {text!r}: unknown key {key!r}; "
+                             f"valid keys: {', '.join(valid)}")
         if key in out:
             raise ValueError(f"descriptor {text!r}: key {key!r} given twice")
         out[key] = int(m.group(2))
@@ -78,7 +85,6 @@ def _require(f, keys, text):
 
 
 def _parse_conv(body, text):
-    from convbench.ops.conv import Conv2dProblem
     f = _fields(body, CONV_KEYS, text)
     _require(f, ("ic", "ih", "oc", "kh"), text)
     g, mb = f.get("g", 1), f.get("mb", 2)
@@ -108,43 +114,7 @@ def _parse_conv(body, text):
                          (dh + 1, dw + 1), g)
 
 
-def format_conv(p) -> str:
-    (ph, pb), (pw, pr) = p.padding
-    (sh, sw), (dh, dw) = p.stride, (p.dilation[0] - 1, p.dilation[1] - 1)
-    parts = []
-    if p.groups != 1:
-        parts.append(f"g{p.groups}")
-    parts += [f"mb{p.N}", f"ic{p.C}", f"ih{p.H}"]
-    if p.W != p.H:
-        parts.append(f"iw{p.W}")
-    parts.append(f"oc{p.K}")
-    far = []
-    for size, k, s, near, d, out, pad, okey, pkey in ((p.H, p.R, sh, ph, dh, p.P, pb, "oh", "pb"),
-                                                     (p.W, p.S, sw, pw, dw, p.Q, pr, "ow", "pr")):
-        if pad != near:
-            implied = (out - 1) * s + (k - 1) * (d + 1) + 1 - size - near
-            (parts if implied == pad else far).append(f"{okey}{out}" if implied == pad
-                                                      else f"{pkey}{pad}")
-    parts.append(f"kh{p.R}")
-    if p.S != p.R:
-        parts.append(f"kw{p.S}")
-    if sh != 1:
-        parts.append(f"sh{sh}")
-    if sw != sh:
-        parts.append(f"sw{sw}")
-    if ph != 0:
-        parts.append(f"ph{ph}")
-    if pw != ph:
-        parts.append(f"pw{pw}")
-    if dh != 0:
-        parts.append(f"dh{dh}")
-    if dw != dh:
-        parts.append(f"dw{dw}")
-    return "".join(parts + far)
-
-
 def _parse_pool(kind, body, text):
-    from convbench.ops.pool import Pool2dProblem
     f = _fields(body, POOL_KEYS, text)
     _require(f, ("ic", "ih", "kh"), text)
     ih, kh = f["ih"], f["kh"]
@@ -161,40 +131,7 @@ def _parse_pool(kind, body, text):
                          (dh + 1, dw + 1), bool(f.get("cm", 0)), bool(f.get("cip", 1)))
 
 
-def format_pool(p) -> str:
-    (kh, kw), (sh, sw), (ph, pw) = p.kernel, p.stride, p.padding
-    dh, dw = p.dilation[0] - 1, p.dilation[1] - 1
-    parts = [f"{p.kind}:mb{p.N}", f"ic{p.C}", f"ih{p.H}"]
-    if p.W != p.H:
-        parts.append(f"iw{p.W}")
-    parts.append(f"kh{kh}")
-    if kw != kh:
-        parts.append(f"kw{kw}")
-    if (sh, sw) != (kh, kw):
-        parts.append(f"sh{sh}")
-        if sw != sh:
-            parts.append(f"sw{sw}")
-    if ph:
-        parts.append(f"ph{ph}")
-    if pw != ph:
-        parts.append(f"pw{pw}")
-    if dh:
-        parts.append(f"dh{dh}")
-    if dw != dh:
-        parts.append(f"dw{dw}")
-    if p.ceil_mode:
-        parts.append("cm1")
-    if p.kind == "avg" and not p.count_include_pad:
-        parts.append("cip0")
-    return "".join(parts)
-
-
 def _parse_rnn(cell, body, text):
-    from convbench.ops.rnn import RNNProblem
     f = _fields(body, RNN_KEYS, text)
     _require(f, ("t", "slc", "sic"), text)
     return RNNProblem(cell, f["t"], f.get("mb", 2), f["slc"], f["sic"], bool(f.get("b", 1)))
-
-
-def format_rnn(p) -> str:
-    return f"{p.cell}:t{p.T}mb{p.N}slc{p.I}sic{p.H}" + ("" if p.bias else "b0")

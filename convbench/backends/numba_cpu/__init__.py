@@ -1,0 +1,64 @@
+"""numba-cpu: parallel compiled kernels (Numba) for every op, one module per op family:
+`conv` (implicit GEMM on phase planes), `pool` and `rnn`; `asm` checks the conv kernels'
+vectorisation."""
+from __future__ import annotations
+
+import importlib.util
+
+from convbench.backends.base import Backend
+from convbench.backends.numba_cpu import conv, pool, rnn
+
+
+class NumbaCPUBackend(Backend):
+    name = "numba-cpu"
+    description = "parallel compiled direct convolution: implicit GEMM on phase planes (Numba)"
+
+    def unavailable_reason(self):
+        if importlib.util.find_spec("numba") is None:  # pragma: no cover - numba is a dependency
+            return "numba is not installed"
+        return None
+
+    # --- convolution ------------------------------------------------------------------------------
+    def conv2d_fwd(self, p, x, w, b):
+        with self.workspace.lease() as ws:
+            return conv.forward(ws, p, x, w, b)
+
+    def conv2d_bwd_data(self, p, dy, w):
+        with self.workspace.lease() as ws:
+            return conv.backward_data(ws, p, dy, w)
+
+    def conv2d_bwd_weights(self, p, dy, x):
+        with self.workspace.lease() as ws:
+            return conv.backward_weights(ws, p, dy, x)
+
+    # --- pooling ----------------------------------------------------------------------------------
+    def max_pool2d_fwd(self, p, x):
+        return pool.max_forward(p, x)
+
+    def max_pool2d_bwd(self, p, dy, x):
+        return pool.max_backward(p, dy, x)
+
+    def avg_pool2d_fwd(self, p, x):
+        return pool.avg_forward(p, x)
+
+    def avg_pool2d_bwd(self, p, dy, x):
+        return pool.avg_backward(p, dy, x)
+
+    # --- recurrent cells: BLAS GEMMs around fused gate kernels ------------------------------------
+    def lstm_fwd(self, p, *args):
+        return rnn.forward(p, *args)
+
+    def gru_fwd(self, p, *args):
+        return rnn.forward(p, *args)
+
+    def rnn_tanh_fwd(self, p, *args):
+        return rnn.forward(p, *args)
+
+    def lstm_bwd(self, p, *args):
+        return rnn.backward(p, *args)
+
+    def gru_bwd(self, p, *args):
+        return rnn.backward(p, *args)
+
+    def rnn_tanh_bwd(self, p, *args):
+        return rnn.backward(p, *args)

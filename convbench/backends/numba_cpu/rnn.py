@@ -1,0 +1,59 @@
+"""numba-cpu recurrent cells: BLAS GEMMs (backends.rnn_numpy) around fused gate kernels."""
+from __future__ import annotations
+
+import numpy as np
+
+from convbench.backends import rnn_numpy
+from convbench.backends.base import LazyModule
+
+KERNELS = LazyModule("convbench.backends._numba_rnn_kernels")
+
+
+class FusedSteps:
+    """rnn_numpy.ExactSteps' interface on the fused Numba kernels (float32 only)."""
+
+    @staticmethod
+    def step_forward(cell, gi, gh, h, c):
+        hn = np.empty_like(h)
+        if cell == "lstm":
+            cn, act, tc = np.empty_like(c), np.empty_like(gi), np.empty_like(h)
+            KERNELS.lstm_fwd(gi, gh, c, hn, cn, act, tc)
+            return hn, cn, (act, c, tc)
+        if cell == "gru":
+            act = np.empty_like(gi)
+            KERNELS.gru_fwd(gi, gh, h, hn, act)
+            return hn, None, (act, gh, h)
+        KERNELS.tanh_fwd(gi, gh, hn)
+        return hn, None, (hn,)
+
+    @staticmethod
+    def step_backward(cell, dh, dc, cache):
+        dh = np.ascontiguousarray(dh)
+        if cell == "lstm":
+            act, c_prev, tc = cache
+            da, dc_prev = np.empty_like(act), np.empty_like(dh)
+            KERNELS.lstm_bwd(dh, dc, act, c_prev, tc, da, dc_prev)
+            return da, da, None, dc_prev
+        if cell == "gru":
+            act, gh, h_prev = cache
+            dgi, dgh, direct = np.empty_like(act), np.empty_like(act), np.empty_like(dh)
+            KERNELS.gru_bwd(dh, act, gh, h_prev, dgi, dgh, direct)
+            return dgi, dgh, direct, None
+        (hn,) = cache
+        da = np.empty_like(dh)
+        KERNELS.tanh_bwd(dh, hn, da)
+        return da, da, None, None
+
+
+def _steps(dtype):
+    """The fused kernels are float32 (their tanh fit is float32-accurate); float64 runs the exact
+    gate arithmetic around the same GEMMs."""
+    return FusedSteps if dtype == np.float32 else rnn_numpy.ExactSteps
+
+
+def forward(p, x, *args):
+    return rnn_numpy.forward(p, x, *args, steps=_steps(x.dtype))
+
+
+def backward(p, dy, *args):
+    return rnn_numpy.backward(p, dy, *args, steps=_steps(dy.dtype))
