@@ -24,7 +24,7 @@ def test_backend_matches_reference(backend, label, family, problem):
         if c.status == UNAVAILABLE:
             pytest.skip(c.reason)
         if backend in ("naive", "im2col", "fft", "winograd-f2", "winograd-f4") or (
-                backend == "numba-cuda" and (op.direction == "bwd" or problem.original_gru)):
+                backend == "numba-cuda" and problem.original_gru):
             assert c.status == UNIMPLEMENTED, (op.name, c.status, c.reason)
             continue
         assert c.status == PASSED, f"{op.name} {label}: {c.status} {c.reason}"
@@ -135,17 +135,24 @@ def test_layer_equals_torch_nn_outputs_and_gradients(cls, config, backend, rng):
         np.testing.assert_allclose(layer.state_grad[1], c0t.grad.numpy(), **tol)
 
 
-def test_layer_forward_on_numba_cuda(rng):
+def test_layer_forward_and_backward_on_numba_cuda(rng):
     torch = pytest.importorskip("torch")
-    layer = GRU(3, 2, num_layers=2, bidirectional=True, backend="numba-cuda")
     if not cb.get_backend("numba-cuda").available:
         pytest.skip("numba-cuda unavailable")
+    layer = GRU(3, 2, num_layers=2, bidirectional=True, backend="numba-cuda")
     tm = _torch_layer(torch, GRU, input_size=3, hidden_size=2, num_layers=2, bidirectional=True)
     layer.load_state_dict(tm.state_dict())
     x = rng.standard_normal((3, 2, 3)).astype(np.float32)
-    with torch.no_grad():
-        yt, _ = tm(torch.from_numpy(x))
-    np.testing.assert_allclose(layer.forward(x), yt.numpy(), rtol=1e-5, atol=1e-6)
+    xt = torch.from_numpy(x).requires_grad_()
+    yt, _ = tm(xt)
+    y = layer.forward(x)
+    np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-5, atol=1e-6)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    yt.backward(torch.from_numpy(dy))
+    np.testing.assert_allclose(layer.backward(dy), xt.grad.numpy(), rtol=1e-4, atol=1e-5)
+    for name, g in zip(layer.names, layer.grads):
+        np.testing.assert_allclose(g, dict(tm.named_parameters())[name].grad.numpy(),
+                                   rtol=1e-4, atol=1e-5, err_msg=name)
 
 
 def test_dropout_between_layers_and_its_gradient(rng):
