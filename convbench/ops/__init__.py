@@ -179,13 +179,21 @@ def _max_abs_scale(index):
     return scale
 
 
+def _max_pool_bwd_scale(p, inputs, outputs):
+    # dx sums the dy of every window whose maximum an input is (up to p.overlap() of them, as
+    # many as the padding lets a corner take): the same sums of |dy| bound the terms
+    dy, x = inputs
+    return (float(np.nanmax(ref.max_pool2d_bwd(p, _abs(dy)[0], x), initial=0.0)),)
+
+
 for _kind in ("max", "avg"):
     _fam = f"{_kind}_pool2d"
     _register(OpSpec(_fam, "fwd", getattr(ref, f"{_fam}_fwd"), _pool_inputs("fwd"),
                      _max_abs_scale(0),
                      (lambda p: 1) if _kind == "max" else (lambda p: p.window + 1), ("x",), ("y",)))
     _register(OpSpec(_fam, "bwd", getattr(ref, f"{_fam}_bwd"), _pool_inputs("bwd"),
-                     _max_abs_scale(0), lambda p: p.overlap() + 1, ("dy", "x"), ("dx",)))
+                     _max_pool_bwd_scale if _kind == "max" else _max_abs_scale(0),
+                     lambda p: p.overlap() + 1, ("dy", "x"), ("dx",)))
 
 
 def _rnn_inputs(direction):
