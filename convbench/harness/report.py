@@ -87,6 +87,11 @@ def whole_model(frame: pd.DataFrame, counts: dict, baseline: str | None,
         return pd.DataFrame(), pd.DataFrame()
     weight = pd.Series([counts.get(c, 1) for c, _ in med.index], index=med.index, dtype=float)
     own = [b for b in med.columns if b != peer]
+    chosen = {}             # backend -> (case, direction) -> the backend it delegated to
+    for r in frame.itertuples():
+        if str(r.reason).startswith("chose "):
+            chosen.setdefault(r.backend, {})[(r.case, r.direction)] = \
+                r.reason[len("chose "):].split(";")[0]
     rows, mix_rows = [], []
     directions = list(dict.fromkeys(d for _, d in med.index))
     for direction in directions + (["all"] if len(directions) > 1 else []):
@@ -105,6 +110,10 @@ def whole_model(frame: pd.DataFrame, counts: dict, baseline: str | None,
             rows.append({"direction": direction, "backend": b, "total_s": total,
                          "layers": layers, "of": len(sel), "speedup": base / total})
         if winner is not None:
+            winner = winner.copy()
+            for key, b in winner.items():       # name what a delegating backend ran
+                if b in chosen and key in chosen[b]:
+                    winner[key] = f"{b} ({chosen[b][key]})"
             for b in dict.fromkeys(winner):
                 won = winner == b
                 mix_rows.append({"direction": direction, "backend": b, "layers": int(won.sum()),
