@@ -1,0 +1,18 @@
+"""Compute kernels below the backends: convbench's own GEMM and the machine's FMA ceiling.
+
+This package sits under `convbench.backends` in the layering: it imports only NumPy, Numba,
+llvmlite and `convbench.threads`/`convbench.errors`, never a backend or the harness, so every
+backend (and the harness's machine record) can use it.
+
+- `gemm`, `gemm_batched`: single- and batched-matrix products on packed panels and
+  register-resident micro-kernels (`gemm.py`; the micro-kernels come from `_codegen.py`).
+- `fma_peak`, `isa`, `blas_info`: the fp32 FMA peak measured by a Numba kernel, the vector ISA
+  that Numba compiles for, and which core type the BLAS runs (`peak.py`).
+
+Nothing here compiles at import: kernels compile (or load from Numba's cache) on first use.
+"""
+from convbench.kernels.gemm import GemmParams, default_params, gemm, gemm_batched, micro_shapes
+from convbench.kernels.peak import PeakResult, blas_info, fma_peak, isa, vector_bits
+
+__all__ = ["GemmParams", "PeakResult", "blas_info", "default_params", "fma_peak", "gemm",
+           "gemm_batched", "isa", "micro_shapes", "vector_bits"]
