@@ -20,20 +20,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from convbench.kernels._tiles import LANES, SHAPES, kernel_suffix
 from convbench.kernels.peak import isa as _isa
-
-#: (MR, NR) register tiles per (ISA, dtype), best first. A tile needs MR*NR/lanes accumulator
-#: registers plus NR/lanes for B and a few for A's broadcasts; the largest tiles that fit (32
-#: vector registers on AVX-512, 16 on AVX2 and SSE) do the most FMAs per load. Narrower tiles
-#: (fewer rows or columns) waste less on small or ragged M and N.
-_SHAPES = {
-    ("avx512", "float32"): ((8, 32), (6, 64), (4, 64), (12, 32)),
-    ("avx512", "float64"): ((8, 16), (6, 32), (4, 32)),
-    ("avx2", "float32"): ((6, 16), (4, 24), (8, 8)),
-    ("avx2", "float64"): ((6, 8), (4, 12)),
-    ("other", "float32"): ((6, 8), (4, 12)),
-    ("other", "float64"): ((6, 4),),
-}
 
 #: Below this many multiply-adds a product runs on one thread: waking the others costs more.
 SERIAL_WORK = 1 << 18
@@ -43,14 +31,12 @@ SERIAL_WORK = 1 << 18
 class GemmParams:
     """A register tile (mr, nr) and cache blocks: kc (the depth of one pass, sized so a kc x nr
     panel of B stays in L1), mc (rows of A packed at once, sized for L2) and nc (columns of B
-    packed at once), and prefetch: whether the micro-kernels prefetch the next block of B into
-    L2 while they run. Any positive values are valid; these are what a tuner sweeps."""
+    packed at once). Any positive values are valid; these are what a tuner sweeps."""
     mr: int
     nr: int
     kc: int
     mc: int
     nc: int
-    prefetch: bool = True
 
     def __post_init__(self):
         for name in ("kc", "mc", "nc"):
@@ -64,9 +50,9 @@ def micro_shapes(dtype=np.float32, isa: str | None = None) -> tuple[tuple[int, i
     compiles for here), best first."""
     isa = isa or _isa()
     key = (isa, np.dtype(dtype).name)
-    if key not in _SHAPES:
+    if key not in SHAPES:
         raise ValueError(f"dtype={np.dtype(dtype).name!r} must be float32 or float64")
-    return _SHAPES[key]
+    return SHAPES[key]
 
 
 @functools.lru_cache(maxsize=None)
@@ -120,20 +106,14 @@ def _default_params(m, n, k, dtype, isa, shape) -> GemmParams:
         best = max(scores)
         shape = next(s for s, sc in zip(shapes, scores) if sc >= 0.9 * best)
     mr, nr = shape
-    if (mr, nr) not in _all_shapes():
-        raise ValueError(f"shape={shape!r} must be one of {sorted(_all_shapes())}")
+    if (mr, nr) not in shapes:
+        raise ValueError(f"shape={shape!r} must be one of {shapes} for {dtype} on {isa}")
     item = np.dtype(dtype).itemsize
     l1, l2 = _cache_bytes()
     kc = max(64, min(768, l1 * 2 // 5 // (mr * item) // 8 * 8))
     nc = max(nr, min(4096, l2 // 2 // (kc * item) // nr * nr))
     mc = max(mr, 1024 // mr * mr)
     return GemmParams(mr, nr, kc, mc, nc)
-
-
-@functools.lru_cache(maxsize=None)
-def _all_shapes() -> frozenset:
-    from convbench.kernels._codegen import SHAPES
-    return frozenset(SHAPES)
 
 
 @functools.lru_cache(maxsize=None)
@@ -272,15 +252,18 @@ def _run(a3: np.ndarray, b3: np.ndarray, c3: np.ndarray, accumulate: bool,
     if batch * m * n * k < SERIAL_WORK:
         nthreads = 1
     nsplit, split_n, nthreads = _split(batch, m, n, p, nthreads)
+    if (p.mr, p.nr) not in micro_shapes(c3.dtype):
+        raise ValueError(f"params tile ({p.mr}, {p.nr}) must be one of "
+                         f"{micro_shapes(c3.dtype)} for {c3.dtype} here")
     kern = _kernels()
-    name = f"{p.mr}x{p.nr}"
+    name = kernel_suffix(p.mr, p.nr, LANES[_isa(), c3.dtype.name])
     kcb, mcb, ncb = _blocks(m, n, k, p)
     boff = -(-mcb * kcb // _ALIGN) * _ALIGN
     wsize = -(-(boff + ncb * kcb) // _ALIGN) * _ALIGN
     ws = _workspace(nthreads * wsize, c3.dtype)
     args = (af[0], af[2], af[3], af[1], bf[0], bf[2], bf[3], bf[1], cf[0], cf[2], cf[1],
             batch, m, n, k, bool(accumulate), kcb, mcb, ncb, nsplit, split_n, nthreads,
-            ws, wsize, boff, p.prefetch)
+            ws, wsize, boff)
     if nthreads == 1:
         getattr(kern, "run_" + name)(*args)
         return

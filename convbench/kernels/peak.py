@@ -80,11 +80,11 @@ class PeakResult:
 def _peak_kernels(lanes: int):
     from convbench.kernels.gemm import _kernels
     k = _kernels()
-    return getattr(k, f"fma_chains_{lanes}"), getattr(k, f"fma_chains_par_{lanes}")
+    return getattr(k, f"fma_chains_v{lanes}"), getattr(k, f"fma_chains_par_v{lanes}")
 
 
 def _chains() -> int:
-    from convbench.kernels._codegen import PEAK
+    from convbench.kernels._tiles import PEAK
     return dict(PEAK)
 
 
@@ -103,7 +103,7 @@ def fma_peak(threads: int | None = None, seconds: float = 0.05, repeats: int = 5
     lanes = vector_bits(name) // 32
     chains = _chains()[lanes]
     one, par = _peak_kernels(lanes)
-    io = np.ones((nthreads, lanes), np.float32)
+    io = np.ones((nthreads, chains * lanes), np.float32) + np.arange(chains * lanes, dtype=np.float32)
     # x = x * a + b with a just below 1 stays finite for any count
     a, b = np.float32(0.999), np.float32(0.001)
     flops_per_iter = 2 * lanes * chains
@@ -148,7 +148,7 @@ def kernel_vector_bits() -> int:
     from convbench.kernels.asm import fresh_asm, hot_loop, loop_stats
     lanes = vector_bits() // 32
     one, _ = _peak_kernels(lanes)
-    asm = fresh_asm(one, 1, np.float32(1), np.float32(1), np.ones(lanes, np.float32))
+    asm = fresh_asm(one, 1, np.float32(1), np.float32(1), np.ones(_chains()[lanes] * lanes, np.float32))
     return loop_stats(hot_loop(asm)).fma_bits
 
 
