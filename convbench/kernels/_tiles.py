@@ -13,7 +13,7 @@ LANES = {("avx512", "float32"): 16, ("avx512", "float64"): 8,
 #: Register tiles (MR, NR) per (ISA, dtype), best first. A tile holds MR*NR/L accumulators, NR/L
 #: vectors of B and one broadcast of A at a time: at most 32 registers with AVX-512, 16 with AVX2
 #: and SSE. The biggest tiles do the most FMAs per load; the narrower ones waste less on small
-#: or ragged M and N (gemm.default_params picks).
+#: or ragged M and N (gemm.default_params weighs the two).
 SHAPES = {
     ("avx512", "float32"): ((8, 32), (6, 64), (4, 64), (16, 16)),
     ("avx512", "float64"): ((8, 16), (6, 32), (4, 32)),
@@ -22,6 +22,11 @@ SHAPES = {
     ("other", "float32"): ((6, 8), (4, 12)),
     ("other", "float64"): ((6, 4), (4, 6)),
 }
+
+
+#: Relative speed of the tiles that load about as much as they compute (one vector of B per row
+#: of A: an FMA per load), against the best ones of their ISA; measured on large products.
+SLOWER = {(16, 16, 16): 0.8, (8, 8, 8): 0.8}
 
 
 def kernel_suffix(mr: int, nr: int, lanes: int) -> str:

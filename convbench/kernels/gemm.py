@@ -16,22 +16,25 @@ import functools
 import math
 import os
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
-from convbench.kernels._tiles import LANES, SHAPES, kernel_suffix
+from convbench.kernels._tiles import LANES, SHAPES, SLOWER, kernel_suffix
 from convbench.kernels.peak import isa as _isa
 
-#: Below this many multiply-adds a product runs on one thread: waking the others costs more.
-SERIAL_WORK = 1 << 18
+#: Below this many multiply-adds a call runs on one thread: waking the others costs more.
+SERIAL_WORK = 1 << 21
 
 
 @dataclass(frozen=True)
 class GemmParams:
-    """A register tile (mr, nr) and cache blocks: kc (the depth of one pass, sized so a kc x nr
-    panel of B stays in L1), mc (rows of A packed at once, sized for L2) and nc (columns of B
-    packed at once). Any positive values are valid; these are what a tuner sweeps."""
+    """A register tile (mr, nr), one of micro_shapes(dtype), and cache blocks: kc, the depth of
+    one pass (an mr x kc panel of A stays in L1 while it meets every panel of B); nc, the columns
+    of B packed at once (a kc x nc block that stays in L2); mc, the rows of A packed at once.
+    Any positive blocks are valid (they are rounded up to whole tiles); a tuner sweeps them.
+    When C is stored column-major the product runs as C^T = B^T A^T, and the tile applies to
+    that."""
     mr: int
     nr: int
     kc: int
@@ -82,16 +85,17 @@ def _cache_bytes() -> tuple[int, int]:
     return l1, l2
 
 
-def _tile_waste(mr: int, nr: int, m: int, n: int) -> float:
-    """Fraction of the padded tiles' work that is real."""
+def _useful(mr: int, nr: int, m: int, n: int) -> float:
+    """The share of the padded tiles' work that lies inside the m x n product."""
     return (m * n) / (math.ceil(m / mr) * mr * math.ceil(n / nr) * nr)
 
 
 def default_params(m: int, n: int, k: int, dtype=np.float32, isa: str | None = None,
                    shape: tuple[int, int] | None = None) -> GemmParams:
-    """The tile and blocks for an m x n x k product: the listed tile that wastes least on
-    ragged edges (ties to the earlier, better one), then kc so an MR x kc panel of A fills 40%
-    of L1, nc so a kc x nc block of B fills half of L2, and mc a thousand rows."""
+    """The tile and blocks for an m x n x k product: the tile that does the most useful work per
+    cycle (the share of its padded tiles that lies inside m x n, times its relative speed; ties
+    to the earlier one), then kc so an MR x kc panel of A fills 40% of L1, nc so a kc x nc block
+    of B fills half of L2, and mc a thousand rows."""
     dtype = dtype if isinstance(dtype, np.dtype) else np.dtype(dtype)
     return _default_params(int(m), int(n), int(k), dtype, isa or _isa(),
                            None if shape is None else tuple(shape))
@@ -101,10 +105,11 @@ def default_params(m: int, n: int, k: int, dtype=np.float32, isa: str | None = N
 def _default_params(m, n, k, dtype, isa, shape) -> GemmParams:
     shapes = micro_shapes(dtype, isa)
     if shape is None:
-        # a tile must cover at least 90% of the best one's useful work to win on waste alone
-        scores = [_tile_waste(mr, nr, m, n) for mr, nr in shapes]
+        lanes = LANES[isa, dtype.name]
+        scores = [_useful(mr, nr, m, n) * SLOWER.get((mr, nr, lanes), 1.0) for mr, nr in shapes]
+        # a later tile must beat the earlier ones by 5% (noise in the speeds)
         best = max(scores)
-        shape = next(s for s, sc in zip(shapes, scores) if sc >= 0.9 * best)
+        shape = next(s for s, sc in zip(shapes, scores) if sc >= best / 1.05)
     mr, nr = shape
     if (mr, nr) not in shapes:
         raise ValueError(f"shape={shape!r} must be one of {shapes} for {dtype} on {isa}")
@@ -209,6 +214,16 @@ def _split(batch: int, m: int, n: int, p: GemmParams, threads: int) -> tuple[int
     return nsplit, split_n, min(threads, batch * nsplit)
 
 
+def _via_temporary(a3, b3, c3, accumulate, params, threads) -> None:
+    """For an out that cannot be written in place (no unit stride, or overlapping an input)."""
+    tmp = np.empty(c3.shape, c3.dtype)
+    _run(a3, b3, tmp, False, params, threads)
+    if accumulate:
+        c3 += tmp
+    else:
+        c3[...] = tmp
+
+
 def _run(a3: np.ndarray, b3: np.ndarray, c3: np.ndarray, accumulate: bool,
          params: GemmParams | None, threads: int | None) -> None:
     """c3[i] (+)= a3[i] @ b3[i] for 3-D views (a batch stride of 0 broadcasts)."""
@@ -227,28 +242,14 @@ def _run(a3: np.ndarray, b3: np.ndarray, c3: np.ndarray, accumulate: bool,
             _run(b3.transpose(0, 2, 1), a3.transpose(0, 2, 1), c3.transpose(0, 2, 1),
                  accumulate, params, threads)
             return
-        tmp = np.empty(c3.shape, c3.dtype)
-        _run(a3, b3, tmp, False, params, threads)
-        if accumulate:
-            c3 += tmp
-        else:
-            c3[...] = tmp
-        return
+        return _via_temporary(a3, b3, c3, accumulate, params, threads)
     if np.may_share_memory(c3, a3) or np.may_share_memory(c3, b3):
-        tmp = np.empty(c3.shape, c3.dtype)
-        _run(a3, b3, tmp, False, params, threads)
-        if accumulate:
-            c3 += tmp
-        else:
-            c3[...] = tmp
-        return
+        return _via_temporary(a3, b3, c3, accumulate, params, threads)
     af = _flat(a3) or _flat(np.ascontiguousarray(a3))
     bf = _flat(b3) or _flat(np.ascontiguousarray(b3))
     p = params or default_params(m, n, k, c3.dtype)
     import numba
-    nthreads = numba.get_num_threads() if threads is None else int(threads)
-    if nthreads < 1:
-        raise ValueError(f"threads={threads!r} must be a positive int")
+    nthreads = numba.get_num_threads() if threads is None else threads
     if batch * m * n * k < SERIAL_WORK:
         nthreads = 1
     nsplit, split_n, nthreads = _split(batch, m, n, p, nthreads)
@@ -295,6 +296,7 @@ def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, *,
     Numba's thread count. Returns out."""
     _check_array("a", a, (2,))
     _check_array("b", b, (2,))
+    _check_threads(threads)
     A = _operand("a", a, trans_a, False)
     B = _operand("b", b, trans_b, False)
     out3 = _prepare(A, B, out, accumulate, (2,))
@@ -311,6 +313,7 @@ def gemm_batched(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, *,
     Threads take whole products when there are many, and split each one otherwise."""
     _check_array("a", a, (2, 3))
     _check_array("b", b, (2, 3))
+    _check_threads(threads)
     if a.ndim == 2 and b.ndim == 2:
         raise ValueError("a and b are both 2-D: gemm_batched needs a batch (use gemm)")
     A = _operand("a", a, trans_a, True)
@@ -350,6 +353,6 @@ def _prepare(A, B, out, accumulate, out_ndims):
     return out[None] if out.ndim == 2 else out
 
 
-def with_params(p: GemmParams, **changes) -> GemmParams:
-    """p with some fields replaced (for tuners)."""
-    return replace(p, **changes)
+def _check_threads(threads) -> None:
+    if threads is not None and (not isinstance(threads, (int, np.integer)) or threads < 1):
+        raise ValueError(f"threads={threads!r} must be a positive int")
