@@ -229,7 +229,7 @@ def _ukr_asm(mr, nr, dtype=F32):
     b = np.ones(kc * nr, dtype)
     c = np.zeros(mr * nr, dtype)
     fn = getattr(kern, "ukr_" + kernel_suffix(mr, nr, LANES[isa(), np.dtype(dtype).name]))
-    return fresh_asm(fn, kc, a, b, c, nr, mr, nr, True)
+    return fresh_asm(fn, kc, a, 0, b, 0, c, 0, nr, mr, nr, True)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

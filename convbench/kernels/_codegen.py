@@ -29,40 +29,41 @@ import numba
 import numpy as np
 from numba import prange
 
-from convbench.kernels._llvm import (copy_elems, stack_tile, vadd, vfma, vload, vsplat, vstore,
-                                     vzero, wide_vectors)
+from convbench.kernels._llvm import (copy_elems, stack_tile, vadd, vbroadcast, vfma, vload, vsplat,
+                                     vstore, vzero, wide_vectors)
 
 _FLAGS = dict(fastmath=True, error_model="numpy", boundscheck=False, nogil=True, cache=True)
 '''
 
 
 def _ukr(mr: int, nr: int, lanes: int) -> str:
-    """C[:mr, :nr] (+)= A_panel^T B_panel over kc: A_panel is kc x MR (a[p*MR + i]), B_panel is
-    kc x NR (b[p*NR + l]), both zero-padded, so the loop always runs the full tile; c starts at
-    the tile's corner, rows ldc apart. Accumulator c{i}_{j} holds row i, lanes j*L..j*L+L-1."""
+    """c[co + i*ldc + l] (+)= sum_p a[ao + p*MR + i] * b[bo + p*NR + l] for i < mr, l < nr: the
+    A panel (kc x MR) and B panel (kc x NR) are zero-padded, so the loop always runs the full
+    tile. Accumulator c{i}_{j} holds row i, lanes j*L..j*L+L-1. Offsets rather than views: a
+    view per call costs two atomic reference-count updates."""
     nv = nr // lanes
     acc = [(i, j) for i in range(mr) for j in range(nv)]
     out = [f"@numba.njit(inline='never', **_FLAGS)",
-           f"def ukr_{kernel_suffix(mr, nr, lanes)}(kc, a, b, c, ldc, mr, nr, first):",
+           f"def ukr_{kernel_suffix(mr, nr, lanes)}(kc, a, ao, b, bo, c, co, ldc, mr, nr, first):",
            "    wide_vectors()"]
     out += [f"    c{i}_{j} = vzero(a, {lanes})" for i, j in acc]
     out += ["    for p in range(kc):"]
-    out += [f"        b{j} = vload(b, p * {nr} + {j * lanes}, {lanes})" for j in range(nv)]
+    out += [f"        b{j} = vload(b, bo + p * {nr} + {j * lanes}, {lanes})" for j in range(nv)]
     for i in range(mr):
-        out.append(f"        x = vsplat(a[p * {mr} + {i}], {lanes})")
+        out.append(f"        x = vbroadcast(a, ao + p * {mr} + {i}, {lanes})")
         out += [f"        c{i}_{j} = vfma(x, b{j}, c{i}_{j})" for j in range(nv)]
     out += [f"    if mr == {mr} and nr == {nr}:",
             "        if first:"]
-    out += [f"            vstore(c, {i} * ldc + {j * lanes}, c{i}_{j})" for i, j in acc]
+    out += [f"            vstore(c, co + {i} * ldc + {j * lanes}, c{i}_{j})" for i, j in acc]
     out += ["        else:"]
-    out += [f"            vstore(c, {i} * ldc + {j * lanes}, "
-            f"vadd(vload(c, {i} * ldc + {j * lanes}, {lanes}), c{i}_{j}))" for i, j in acc]
+    out += [f"            vstore(c, co + {i} * ldc + {j * lanes}, "
+            f"vadd(vload(c, co + {i} * ldc + {j * lanes}, {lanes}), c{i}_{j}))" for i, j in acc]
     out += ["    else:",
             "        # an edge tile: through a buffer, element by element",
             f"        t = numba.carray(stack_tile(a, {mr * nr}), ({mr * nr},))"]
     out += [f"        vstore(t, {i * nr + j * lanes}, c{i}_{j})" for i, j in acc]
     out += ["        for i in range(mr):",
-            "            ci = c[i * ldc:i * ldc + nr]",
+            "            ci = c[co + i * ldc:co + i * ldc + nr]",
             "            if first:",
             "                for l in range(nr):",
             f"                    ci[l] = t[i * {nr} + l]",
@@ -161,12 +162,10 @@ def gemm_{s}(a, ars, acs, b, brs, bcs, c, ldc, m, n, k, accumulate, kcb, mcb, nc
                 # an MR x kc panel of A stays in L1 while the kc x NR panels of B stream
                 # from L2, and the tiles of C are visited along their rows
                 for ir in range(0, mc, {mr}):
-                    ap = abuf[ir * kc:ir * kc + kc * {mr}]
                     mrr = min({mr}, mc - ir)
                     for jr in range(0, nc, {nr}):
-                        bp = bbuf[jr * kc:jr * kc + kc * {nr}]
-                        ukr_{s}(kc, ap, bp, c[(ic + ir) * ldc + jc + jr:], ldc,
-                                mrr, min({nr}, nc - jr), first)
+                        ukr_{s}(kc, abuf, ir * kc, bbuf, jr * kc, c, (ic + ir) * ldc + jc + jr,
+                                ldc, mrr, min({nr}, nc - jr), first)
 
 '''
     for name, loop in ((f"run_{s}", "range"), (f"run_par_{s}", "prange")):

@@ -6,7 +6,8 @@ or vectorise the wrong loop on others (AVX2 tiles, float64). These intrinsics wr
 out instead, so the register tile is what the source says on every x86 target:
 
 - `Vec(dtype, lanes)`: a Numba type lowered to an LLVM vector `<lanes x dtype>` held in registers.
-- `vzero(like, lanes)`, `vsplat(x, lanes)`, `vload(arr, i, lanes)` (arr[i:i + lanes]),
+- `vzero(like, lanes)`, `vsplat(x, lanes)`, `vbroadcast(arr, i, lanes)` (arr[i] in every lane),
+  `vload(arr, i, lanes)` (arr[i:i + lanes]),
   `vstore(arr, i, v)`, `vfma(a, b, c)` (a*b + c: one FMA where the CPU has them, else a multiply
   and an add), `vadd(a, b)`. Loads and stores are unchecked: the callers index within their
   arrays.
@@ -56,7 +57,7 @@ def _lanes(lanes):
 
 
 def _element_ptr(context, builder, aty, arr, ity, idx, vty):
-    """Pointer to arr[idx], as a pointer to vty's LLVM vector type."""
+    """Pointer to arr[idx], as a pointer to vty's LLVM type."""
     data = context.make_array(aty)(context, builder, arr).data
     ptr = builder.gep(data, [context.cast(builder, idx, ity, types.intp)])
     return builder.bitcast(ptr, context.get_value_type(vty).as_pointer())
@@ -90,6 +91,25 @@ def vsplat(typingctx, x, lanes):
         mask = ir.Constant(ir.VectorType(ir.IntType(32), vt.lanes), [0] * vt.lanes)
         return builder.shuffle_vector(one, undef, mask)
     return vt(x, lanes), codegen
+
+
+@intrinsic
+def vbroadcast(typingctx, arr, index, lanes):
+    if not isinstance(arr, types.Array) or not isinstance(index, types.Integer) \
+            or _lanes(lanes) is None:
+        return None
+    vt = Vec(arr.dtype, _lanes(lanes))
+
+    def codegen(context, builder, sig, args):
+        ptr = _element_ptr(context, builder, sig.args[0], args[0], sig.args[1], args[1],
+                           arr.dtype)
+        x = builder.load(ptr, align=_align(context, arr.dtype))
+        ty = context.get_value_type(vt)
+        undef = ir.Constant(ty, ir.Undefined)
+        one = builder.insert_element(undef, x, ir.Constant(ir.IntType(32), 0))
+        mask = ir.Constant(ir.VectorType(ir.IntType(32), vt.lanes), [0] * vt.lanes)
+        return builder.shuffle_vector(one, undef, mask)
+    return vt(arr, index, lanes), codegen
 
 
 @intrinsic
