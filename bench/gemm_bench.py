@@ -6,8 +6,11 @@ as a percentage of the fp32 FMA peak measured in the same run (before and after)
 Shapes are M x N x K: 2048^3, and the GEMMs of ResNet-50's 3x3 layers at batch 8 as im2col runs
 them (M output channels, N = batch x positions, K = input channels x 9). Every product is checked
 against float64 first. Each round times convbench, NumPy and torch once each, in that order
-(interleaved, so that a change in the machine's load hits all three); a figure is the best of the
-rounds. The peak is the best of its measurements before and after; "% peak" divides by it.
+(interleaved, so that a change in the machine's load hits all three), after a pause that lets
+the previous library's worker threads stop spinning (OpenBLAS, OpenMP and Numba's pools busy-wait
+for a while after each call and would otherwise take cores from the next one); a figure is the
+best of the rounds. The peak is the best of its measurements before and after; "% peak" divides
+by it.
 """
 import argparse
 import platform
@@ -47,6 +50,8 @@ def main():
     ap.add_argument("--repeats", type=int, default=7, help="rounds per shape (best is kept)")
     ap.add_argument("--shapes", default=",".join("x".join(map(str, s)) for s in SHAPES))
     ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--settle", type=float, default=0.2,
+                    help="seconds of pause before each timed call (idle spinning thread pools)")
     args = ap.parse_args()
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
 
@@ -93,6 +98,7 @@ def main():
         best = {name: float("inf") for name in contenders}
         for _ in range(args.repeats):
             for name, f in contenders.items():
+                time.sleep(args.settle)
                 t0 = time.perf_counter()
                 f()
                 best[name] = min(best[name], time.perf_counter() - t0)
