@@ -6,6 +6,8 @@ Small problems with small cache blocks, so that every blocking path (K cut into 
 several M and N blocks, edge tiles) runs on shapes of tens of elements. Most cases use one tile
 shape to keep compilation short; one test runs every shape of this machine's ISA.
 """
+import importlib
+
 import numpy as np
 import pytest
 
@@ -72,15 +74,26 @@ def test_gemm_accumulate_adds_to_out():
     _check(c, A, B, c0)
 
 
-def test_gemm_default_params_and_threads_give_identical_bits():
-    """Splitting M or N over threads keeps every element's sum in the same order."""
+@pytest.fixture
+def threaded_small(monkeypatch):
+    """Small products take the multi-threaded paths too (they normally run on one thread)."""
+    # the module, not the function of the same name that the package exports
+    monkeypatch.setattr(importlib.import_module("convbench.kernels.gemm"), "SERIAL_WORK", 0)
+
+
+def test_gemm_default_params_and_threads_give_identical_bits(threaded_small):
+    """Splitting M or N over threads (with the operand both pieces use packed once, by both)
+    keeps every element's sum in the same order."""
     rng = np.random.default_rng(2)
-    for m, n, k in ((150, 41, 90), (41, 150, 90), (8, 700, 33)):
+    for m, n, k in ((150, 41, 90), (41, 150, 90), (8, 700, 33), (300, 200, 1000)):
         a, b, A, B = _operands(rng, m, n, k, False, False)
         one = gemm(a, b, threads=1)
         two = gemm(a, b, threads=2, params=default_params(m, n, k))
         _check(one, A, B)
         np.testing.assert_array_equal(one, two)
+        small = _small_blocks()
+        np.testing.assert_array_equal(gemm(a, b, threads=2, params=small),
+                                      gemm(a, b, threads=1, params=small))
 
 
 def test_gemm_takes_strided_views_in_place_and_copies_others():
@@ -175,7 +188,7 @@ def test_gemm_rejects_bad_arguments():
         gemm(a, np.ones((4, 2), F32), threads=0)
 
 
-def test_gemm_batched_against_float64_with_shared_and_per_item_operands():
+def test_gemm_batched_against_float64_with_shared_and_per_item_operands(threaded_small):
     rng = np.random.default_rng(8)
     p = _small_blocks()
     batch, m, n, k = 5, 19, 43, 27
@@ -197,7 +210,7 @@ def test_gemm_batched_against_float64_with_shared_and_per_item_operands():
         _check(out[i], at[i].T, bt.T, before[i])
 
 
-def test_gemm_batched_few_large_items_split_within_items():
+def test_gemm_batched_few_large_items_split_within_items(threaded_small):
     """Fewer products than threads: each is cut into pieces; same bits as one thread."""
     rng = np.random.default_rng(9)
     a = rng.standard_normal((3, 70, 31)).astype(F32)

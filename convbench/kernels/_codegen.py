@@ -144,28 +144,38 @@ def _pack_b(nr: int) -> str:
 def _driver(mr: int, nr: int, lanes: int) -> str:
     """gemm_MRxNR: one matrix (or one block of rows or columns of it) on the calling thread, with
     the packing buffers passed in; run_/run_par_MRxNR: batches split into units of work over
-    threads, each thread packing into its own buffers."""
+    threads, each thread packing into its own buffers, except the operand that a product's
+    pieces share, which the threads pack together first."""
     s = kernel_suffix(mr, nr, lanes)
     body = f'''@numba.njit(**_FLAGS)
-def gemm_{s}(a, ars, acs, b, brs, bcs, c, ldc, m, n, k, accumulate, kcb, mcb, ncb, abuf, bbuf):
-    """c[:m, :n] (+)= a[:m, :k] @ b[:k, :n], K in blocks of kcb, M of mcb, N of ncb."""
+def gemm_{s}(a, ars, acs, b, brs, bcs, c, ldc, m, n, k, accumulate, kcb, mcb, ncb, abuf, bbuf,
+        apk, bpk, apad, bpad):
+    """c[:m, :n] (+)= a[:m, :k] @ b[:k, :n], K in blocks of kcb, M of mcb, N of ncb. With apk, A
+    comes packed in abuf already (the kc-deep block at pc holds its panels of MR rows from
+    pc*apad on, rows i at i*kc after it); bpk likewise for B in bbuf, with bpad."""
     wide_vectors()
     for ic in range(0, m, mcb):
         mc = min(mcb, m - ic)
         for pc in range(0, k, kcb):
             kc = min(kcb, k - pc)
-            pack_a_{mr}(a[ic * ars + pc * acs:], ars, acs, mc, kc, abuf)
+            ao = pc * apad + ic * kc
+            if not apk:
+                pack_a_{mr}(a[ic * ars + pc * acs:], ars, acs, mc, kc, abuf)
+                ao = 0
             first = pc == 0 and not accumulate
             for jc in range(0, n, ncb):
                 nc = min(ncb, n - jc)
-                pack_b_{nr}(b[pc * brs + jc * bcs:], brs, bcs, kc, nc, bbuf)
+                bo = pc * bpad + jc * kc
+                if not bpk:
+                    pack_b_{nr}(b[pc * brs + jc * bcs:], brs, bcs, kc, nc, bbuf)
+                    bo = 0
                 # an MR x kc panel of A stays in L1 while the kc x NR panels of B stream
                 # from L2, and the tiles of C are visited along their rows
                 for ir in range(0, mc, {mr}):
                     mrr = min({mr}, mc - ir)
                     for jr in range(0, nc, {nr}):
-                        ukr_{s}(kc, abuf, ir * kc, bbuf, jr * kc, c, (ic + ir) * ldc + jc + jr,
-                                ldc, mrr, min({nr}, nc - jr), first)
+                        ukr_{s}(kc, abuf, ao + ir * kc, bbuf, bo + jr * kc, c,
+                                (ic + ir) * ldc + jc + jr, ldc, mrr, min({nr}, nc - jr), first)
 
 '''
     for name, loop in ((f"run_{s}", "range"), (f"run_par_{s}", "prange")):
@@ -177,11 +187,41 @@ def {name}(a, ars, acs, asb, b, brs, bcs, bsb, c, ldc, csb, batch, m, n, k, accu
     """batch products c[i] (+)= a[i] @ b[i], each cut into nsplit pieces along n (split_n) or
     m; the batch * nsplit units are dealt to nthreads threads in equal runs. kcb, mcb and ncb
     are block sizes (mcb and ncb whole tiles); thread t packs into ws[t*wsize:(t+1)*wsize], A's
-    block at 0 and B's at boff."""
+    block at 0 and B's at boff. A single product cut into pieces has the operand they all use
+    (A when cut along n, else B) packed once, by all threads, into ws[nthreads*wsize:]."""
     units = batch * nsplit
+    share = batch == 1 and nsplit > 1
+    apad = (m + {mr} - 1) // {mr} * {mr}
+    bpad = (n + {nr} - 1) // {nr} * {nr}
+    shared = ws[nthreads * wsize:]
+    if share:
+        kb = (k + kcb - 1) // kcb
+        tiles = (m + {mr} - 1) // {mr} if split_n else (n + {nr} - 1) // {nr}
+        for u in {loop}(kb * nthreads):
+            pc = u // nthreads * kcb
+            kc = min(kcb, k - pc)
+            t = u % nthreads
+            if split_n:
+                i0 = t * tiles // nthreads * {mr}
+                i1 = min(m, (t + 1) * tiles // nthreads * {mr})
+                if i1 > i0:
+                    pack_a_{mr}(a[i0 * ars + pc * acs:], ars, acs, i1 - i0, kc,
+                                shared[pc * apad + i0 * kc:])
+            else:
+                j0 = t * tiles // nthreads * {nr}
+                j1 = min(n, (t + 1) * tiles // nthreads * {nr})
+                if j1 > j0:
+                    pack_b_{nr}(b[pc * brs + j0 * bcs:], brs, bcs, kc, j1 - j0,
+                                shared[pc * bpad + j0 * kc:])
     for t in {loop}(nthreads):
         abuf = ws[t * wsize:t * wsize + mcb * kcb]
         bbuf = ws[t * wsize + boff:t * wsize + boff + ncb * kcb]
+        apk = share and split_n
+        bpk = share and not split_n
+        if apk:
+            abuf = shared
+        if bpk:
+            bbuf = shared
         for u in range(t * units // nthreads, (t + 1) * units // nthreads):
             i = u // nsplit
             s = u % nsplit
@@ -200,7 +240,7 @@ def {name}(a, ars, acs, asb, b, brs, bcs, bsb, c, ldc, csb, batch, m, n, k, accu
             if i1 > i0 and j1 > j0:
                 gemm_{s}(a[i * asb + i0 * ars:], ars, acs, b[i * bsb + j0 * bcs:], brs, bcs,
                          c[i * csb + i0 * ldc + j0:], ldc, i1 - i0, j1 - j0, k, accumulate,
-                         kcb, mcb, ncb, abuf, bbuf)
+                         kcb, mcb, ncb, abuf, bbuf, apk, bpk, apad, bpad)
 
 '''
     return body

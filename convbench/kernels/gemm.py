@@ -261,7 +261,11 @@ def _run(a3: np.ndarray, b3: np.ndarray, c3: np.ndarray, accumulate: bool,
     kcb, mcb, ncb = _blocks(m, n, k, p)
     boff = -(-mcb * kcb // _ALIGN) * _ALIGN
     wsize = -(-(boff + ncb * kcb) // _ALIGN) * _ALIGN
-    ws = _workspace(nthreads * wsize, c3.dtype)
+    shared = 0
+    if batch == 1 and nsplit > 1:
+        # the operand every piece uses, packed once for all threads (see run_par_*)
+        shared = k * (-(-m // p.mr) * p.mr if split_n else -(-n // p.nr) * p.nr)
+    ws = _workspace(nthreads * wsize + shared, c3.dtype)
     args = (af[0], af[2], af[3], af[1], bf[0], bf[2], bf[3], bf[1], cf[0], cf[2], cf[1],
             batch, m, n, k, bool(accumulate), kcb, mcb, ncb, nsplit, split_n, nthreads,
             ws, wsize, boff)
