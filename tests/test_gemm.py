@@ -15,6 +15,7 @@ from convbench.kernels import (GemmParams, blas_info, default_params, fma_peak, 
                                gemm_batched, isa, micro_shapes, vector_bits)
 from convbench.kernels import _codegen
 from convbench.kernels import peak as peak_mod
+from convbench.kernels._tiles import PEAK
 from convbench.kernels.asm import fresh_asm, hot_loop, loop_stats
 
 F32 = np.float32
@@ -290,7 +291,11 @@ def test_fma_peak_is_positive_and_runs_full_width_fmas():
     assert res.isa == isa() and res.vector_bits == vector_bits() and res.lanes * 32 == res.vector_bits
     assert res.threads == 2
     if isa() != "other":
-        assert peak_mod.kernel_vector_bits() == vector_bits()
+        stats = peak_mod.kernel_loop_stats()
+        chains = dict(PEAK)[vector_bits() // 32]
+        unroll = sum(stats.fma.values()) // chains
+        assert unroll >= 1 and stats.fma == {vector_bits(): unroll * chains}, stats
+        assert stats.stack_accesses == 0 and stats.gathers == 0, stats
 
 
 def test_blas_info_flags_a_blas_narrower_than_the_cpu(monkeypatch):

@@ -141,15 +141,21 @@ def fma_peak(threads: int | None = None, seconds: float = 0.05, repeats: int = 5
     return PeakResult(gall, g1, nthreads, name, lanes * 32, lanes)
 
 
-def kernel_vector_bits() -> int:
-    """The register width (bits) of the packed FMAs in the peak kernel's loop as compiled here,
-    read from its assembly (a fresh compilation, about a second): what the hardware really runs,
-    which can be narrower than isa() says if the compiler's target is configured down."""
+def kernel_loop_stats():
+    """Instruction counts (asm.LoopStats) of the peak kernel's loop as compiled here, read from
+    its assembly (a fresh compilation, about a second)."""
     from convbench.kernels.asm import fresh_asm, hot_loop, loop_stats
     lanes = vector_bits() // 32
     one, _ = _peak_kernels(lanes)
-    asm = fresh_asm(one, 1, np.float32(1), np.float32(1), np.ones(_chains()[lanes] * lanes, np.float32))
-    return loop_stats(hot_loop(asm)).fma_bits
+    io = np.ones(_chains()[lanes] * lanes, np.float32)
+    return loop_stats(hot_loop(fresh_asm(one, 1, np.float32(1), np.float32(1), io)))
+
+
+def kernel_vector_bits() -> int:
+    """The register width (bits) of the packed FMAs in the peak kernel's loop: what the hardware
+    really runs, which can be narrower than isa() says if the compiler's target is configured
+    down."""
+    return kernel_loop_stats().fma_bits
 
 
 def blas_info() -> dict:
