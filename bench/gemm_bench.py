@@ -73,9 +73,10 @@ def main():
     info = blas_info()
     print(f"CPU: {cpu_model()}; ISA in use: {before.isa}, {before.vector_bits}-bit vectors; "
           f"threads: {args.threads}")
+    forced = f"; forced by {info['coretype_var']}={info['coretype_env']}" if info["forced"] else ""
+    narrower = "; NARROWER than the CPU" if info["narrower"] else ""
     print(f"BLAS: {info['internal_api']} {info['version']}, core type {info['architecture']} "
-          f"({info['blas_vector_bits']}-bit){'; forced by ' + info['coretype_var'] + '=' + str(info['coretype_env']) if info['forced'] else ''}"
-          f"{'; NARROWER than the CPU' if info['narrower'] else ''}")
+          f"({info['blas_vector_bits']}-bit){forced}{narrower}")
     if torch is not None:
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"first convbench gemm call (compile or cache load): {first:.2f} s")
@@ -89,10 +90,11 @@ def main():
         c = np.empty((m, n), np.float32)
         gemm(a, b, c)
         check(c, a, b)
-        contenders = {"convbench": lambda: gemm(a, b, c), "numpy": lambda: np.matmul(a, b, out=c)}
+        contenders = {"convbench": lambda a=a, b=b, c=c: gemm(a, b, c),
+                      "numpy": lambda a=a, b=b, c=c: np.matmul(a, b, out=c)}
         if torch is not None:
             ta, tb, tc = torch.from_numpy(a), torch.from_numpy(b), torch.from_numpy(c)
-            contenders["torch"] = lambda: torch.matmul(ta, tb, out=tc)
+            contenders["torch"] = lambda ta=ta, tb=tb, tc=tc: torch.matmul(ta, tb, out=tc)
         for f in contenders.values():
             f()
         best = {name: float("inf") for name in contenders}

@@ -93,7 +93,7 @@ def loop_stats(body: list[str]) -> LoopStats:
             bits = _REG_BITS[m.group(1)]
             fma[bits] = fma.get(bits, 0) + 1
         op = s.split(None, 1)[0]
-        if op.startswith("vbroadcast") or op.startswith("vpbroadcast") or "{1to" in s:
+        if op.startswith(("vbroadcast", "vpbroadcast")) or "{1to" in s:
             broadcasts += 1
         if re.match(r"vmov[au]p[sd]$", op) and re.search(r"\)\s*,\s*%[xyz]mm\d+$", s):
             loads += 1

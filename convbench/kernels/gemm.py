@@ -58,7 +58,7 @@ def micro_shapes(dtype=np.float32, isa: str | None = None) -> tuple[tuple[int, i
     return SHAPES[key]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cache_bytes() -> tuple[int, int]:
     """Per-core L1d and L2 sizes from sysfs (32 KiB and 1 MiB where it is not readable)."""
     l1, l2 = 32 << 10, 1 << 20
@@ -121,7 +121,7 @@ def _default_params(m, n, k, dtype, isa, shape) -> GemmParams:
     return GemmParams(mr, nr, kc, mc, nc)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _kernels():
     """The generated kernel module (imported on first use: importing convbench.kernels does not
     import Numba)."""

@@ -40,7 +40,7 @@ def _isa_of(features: str) -> str:
     return "other"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def isa() -> str:
     """'avx512', 'avx2' or 'other': the vector ISA Numba compiles for here (the host CPU's
     features, or NUMBA_CPU_FEATURES where set; Numba reads it once, at import)."""
@@ -50,7 +50,7 @@ def isa() -> str:
     return cpu_isa()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cpu_isa() -> str:
     """'avx512', 'avx2' or 'other': what the host CPU supports."""
     import llvmlite.binding as ll
@@ -103,7 +103,8 @@ def fma_peak(threads: int | None = None, seconds: float = 0.05, repeats: int = 5
     lanes = vector_bits(name) // 32
     chains = _chains()[lanes]
     one, par = _peak_kernels(lanes)
-    io = np.ones((nthreads, chains * lanes), np.float32) + np.arange(chains * lanes, dtype=np.float32)
+    # distinct starting values, so that LLVM cannot merge the chains
+    io = np.tile(np.arange(1, chains * lanes + 1, dtype=np.float32), (nthreads, 1))
     # x = x * a + b with a just below 1 stays finite for any count
     a, b = np.float32(0.999), np.float32(0.001)
     flops_per_iter = 2 * lanes * chains
