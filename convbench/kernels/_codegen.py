@@ -74,8 +74,8 @@ def _ukr(mr: int, nr: int, lanes: int) -> str:
 
 
 def _pack_a(mr: int) -> str:
-    """Packs the m x kc block at a (strides rs, cs) into ceil(m/MR) panels of kc x MR, each
-    out[panel*kc*MR + p*MR + i], zero-padding the last panel's missing rows."""
+    """Packs the m x kc block at a (strides rs, cs, one of them 1) into ceil(m/MR) panels of
+    kc x MR, each out[panel*kc*MR + p*MR + i], zero-padding the last panel's missing rows."""
     rows = range(mr)
     out = ["@numba.njit(**_FLAGS)",
            f"def pack_a_{mr}(a, rs, cs, m, kc, out):",
@@ -102,8 +102,8 @@ def _pack_a(mr: int) -> str:
 
 
 def _pack_b(nr: int) -> str:
-    """Packs the kc x n block at b (strides rs, cs) into ceil(n/NR) panels of kc x NR, each
-    out[panel*kc*NR + p*NR + l], zero-padding the last panel's missing columns."""
+    """Packs the kc x n block at b (strides rs, cs, one of them 1) into ceil(n/NR) panels of
+    kc x NR, each out[panel*kc*NR + p*NR + l], zero-padding the last panel's missing columns."""
     out = ["@numba.njit(**_FLAGS)",
            f"def pack_b_{nr}(b, rs, cs, kc, n, out):",
            "    wide_vectors()",
@@ -119,8 +119,8 @@ def _pack_b(nr: int) -> str:
            f"                for l in range(n - full, {nr}):",
            "                    t[l] = 0",
            "    else:",
-           "        # columns contiguous in k (or general strides): a transpose, done in strips of",
-           "        # 16 rows of the panel, so that the strip and the columns' pieces stay in L1",
+           "        # columns contiguous in k (rs == 1): a transpose, done in strips of 16 rows of",
+           "        # the panel, so that the strip and the columns' pieces stay in L1",
            f"        for j0 in range(0, n, {nr}):",
            f"            d = out[j0 * kc:j0 * kc + kc * {nr}]",
            f"            cols = min({nr}, n - j0)",
@@ -128,13 +128,9 @@ def _pack_b(nr: int) -> str:
            "                pn = min(16, kc - p0)",
            f"                t = d[p0 * {nr}:(p0 + pn) * {nr}]",
            "                for l in range(cols):",
-           "                    if rs == 1:",
-           "                        col = b[(j0 + l) * cs + p0:(j0 + l) * cs + p0 + pn]",
-           "                        for q in range(pn):",
-           f"                            t[q * {nr} + l] = col[q]",
-           "                    else:",
-           "                        for q in range(pn):",
-           f"                            t[q * {nr} + l] = b[(p0 + q) * rs + (j0 + l) * cs]",
+           "                    col = b[(j0 + l) * cs + p0:(j0 + l) * cs + p0 + pn]",
+           "                    for q in range(pn):",
+           f"                        t[q * {nr} + l] = col[q]",
            f"                for l in range(cols, {nr}):",
            "                    for q in range(pn):",
            f"                        t[q * {nr} + l] = 0"]
