@@ -324,14 +324,21 @@ def gemm_batched(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, *,
     B = _operand("b", b, trans_b, True)
     if A.shape[0] != B.shape[0]:
         if A.shape[0] == 1 and a.ndim == 2:
-            A = np.broadcast_to(A, (B.shape[0],) + A.shape[1:])
+            A = _repeat(A, B.shape[0])
         elif B.shape[0] == 1 and b.ndim == 2:
-            B = np.broadcast_to(B, (A.shape[0],) + B.shape[1:])
+            B = _repeat(B, A.shape[0])
         else:
             raise ValueError(f"a has batch {A.shape[0]} but b has batch {B.shape[0]}")
     out3 = _prepare(A, B, out, accumulate, (3,))
     _run(A, B, out3, accumulate, params, threads)
     return out if out is not None else out3
+
+
+def _repeat(x: np.ndarray, batch: int) -> np.ndarray:
+    """x (1, r, c) seen batch times (batch stride 0) without a copy. Unlike np.broadcast_to the
+    view stays writeable when x is (it is only read), so that it compiles to the same kernel
+    signature as every other writeable input."""
+    return np.lib.stride_tricks.as_strided(x, (batch,) + x.shape[1:], (0,) + x.strides[1:])
 
 
 def _prepare(A, B, out, accumulate, out_ndims):
