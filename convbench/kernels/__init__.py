@@ -1,8 +1,8 @@
 """Compute kernels below the backends: convbench's own GEMM and the machine's FMA ceiling.
 
 This package sits under `convbench.backends` in the layering: it imports only NumPy, Numba,
-llvmlite and `convbench.threads`/`convbench.errors`, never a backend or the harness, so every
-backend (and the harness's machine record) can use it.
+llvmlite, threadpoolctl (for `blas_info`) and `convbench.threads`, never a backend or the
+harness, so every backend (and the harness's machine record) can use it.
 
 - `gemm`, `gemm_batched`: single- and batched-matrix products on packed panels and
   register-resident micro-kernels (`gemm.py`; the micro-kernels come from `_codegen.py`).

@@ -83,7 +83,7 @@ def _peak_kernels(lanes: int):
     return getattr(k, f"fma_chains_v{lanes}"), getattr(k, f"fma_chains_par_v{lanes}")
 
 
-def _chains() -> int:
+def _chains() -> dict:
     from convbench.kernels._tiles import PEAK
     return dict(PEAK)
 
