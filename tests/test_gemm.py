@@ -11,8 +11,18 @@ import importlib
 import numpy as np
 import pytest
 
-from convbench.kernels import (GemmParams, _codegen, blas_info, default_params, fma_peak, gemm,
-                               gemm_batched, isa, micro_shapes, vector_bits)
+from convbench.kernels import (
+    GemmParams,
+    _codegen,
+    blas_info,
+    default_params,
+    fma_peak,
+    gemm,
+    gemm_batched,
+    isa,
+    micro_shapes,
+    vector_bits,
+)
 from convbench.kernels import peak as peak_mod
 from convbench.kernels._tiles import PEAK
 from convbench.kernels.asm import fresh_asm, hot_loop, loop_stats
@@ -305,7 +315,7 @@ def test_blas_info_flags_a_blas_narrower_than_the_cpu(monkeypatch):
             "cpu_vector_bits", "narrower"} <= set(info)
     fake = [{"user_api": "blas", "internal_api": "openblas", "architecture": "Haswell",
              "filepath": "/x/numpy.libs/libopenblas.so", "num_threads": 2, "version": "0.3"}]
-    monkeypatch.setattr("threadpoolctl.threadpool_info", lambda: fake)
+    monkeypatch.setattr(peak_mod, "threadpool_info", lambda: fake)
     monkeypatch.setattr(peak_mod, "cpu_isa", lambda: "avx512")
     monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
     info = blas_info()

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from convbench.backends.base import Backend, LazyModule
+from convbench.backends.base import Backend
+from convbench.lazy import LazyModule
 
 TORCH = LazyModule("torch")
 

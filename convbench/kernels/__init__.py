@@ -14,8 +14,15 @@ harness, so every backend (and the harness's machine record) can use it.
 Nothing here compiles at import: kernels compile (or load from Numba's cache) on first use.
 """
 from convbench.kernels.gemm import GemmParams, default_params, gemm, gemm_batched, micro_shapes
-from convbench.kernels.peak import (PeakResult, blas_info, cpu_isa, fma_peak, isa,
-                                    kernel_vector_bits, vector_bits)
+from convbench.kernels.peak import (
+                                    PeakResult,
+                                    blas_info,
+                                    cpu_isa,
+                                    fma_peak,
+                                    isa,
+                                    kernel_vector_bits,
+                                    vector_bits,
+)
 
 __all__ = ["GemmParams", "PeakResult", "blas_info", "cpu_isa", "default_params", "fma_peak",
            "gemm", "gemm_batched", "isa", "kernel_vector_bits", "micro_shapes", "vector_bits"]

@@ -28,8 +28,18 @@ per element that LLVM turns into gathers. C has unit column stride.
 import numba
 from numba import prange
 
-from convbench.kernels._llvm import (copy_elems, stack_tile, vadd, vbroadcast, vfma, vload, vsplat,
-                                     vstore, vzero, wide_vectors)
+from convbench.kernels._llvm import (
+    copy_elems,
+    stack_tile,
+    vadd,
+    vbroadcast,
+    vfma,
+    vload,
+    vsplat,
+    vstore,
+    vzero,
+    wide_vectors,
+)
 
 _FLAGS = {"fastmath": True, "error_model": "numpy", "boundscheck": False, "nogil": True,
           "cache": True}
@@ -65,11 +75,11 @@ def _ukr(mr: int, nr: int, lanes: int) -> str:
     out += ["        for i in range(mr):",
             "            ci = c[co + i * ldc:co + i * ldc + nr]",
             "            if first:",
-            "                for l in range(nr):",
-            f"                    ci[l] = t[i * {nr} + l]",
+            "                for lane in range(nr):",
+            f"                    ci[lane] = t[i * {nr} + lane]",
             "            else:",
-            "                for l in range(nr):",
-            f"                    ci[l] += t[i * {nr} + l]"]
+            "                for lane in range(nr):",
+            f"                    ci[lane] += t[i * {nr} + lane]"]
     return "\n".join(out) + "\n"
 
 
@@ -116,8 +126,8 @@ def _pack_b(nr: int) -> str:
            "            if full < n:",
            f"                copy_elems(out, full * kc + p * {nr}, b, p * rs + full, n - full)",
            f"                t = out[full * kc + p * {nr}:full * kc + p * {nr} + {nr}]",
-           f"                for l in range(n - full, {nr}):",
-           "                    t[l] = 0",
+           f"                for lane in range(n - full, {nr}):",
+           "                    t[lane] = 0",
            "    else:",
            "        # columns contiguous in k (rs == 1): a transpose, done in strips of 16 rows of",
            "        # the panel, so that the strip and the columns' pieces stay in L1",
@@ -127,13 +137,13 @@ def _pack_b(nr: int) -> str:
            "            for p0 in range(0, kc, 16):",
            "                pn = min(16, kc - p0)",
            f"                t = d[p0 * {nr}:(p0 + pn) * {nr}]",
-           "                for l in range(cols):",
-           "                    col = b[(j0 + l) * cs + p0:(j0 + l) * cs + p0 + pn]",
+           "                for lane in range(cols):",
+           "                    col = b[(j0 + lane) * cs + p0:(j0 + lane) * cs + p0 + pn]",
            "                    for q in range(pn):",
-           f"                        t[q * {nr} + l] = col[q]",
-           f"                for l in range(cols, {nr}):",
+           f"                        t[q * {nr} + lane] = col[q]",
+           f"                for lane in range(cols, {nr}):",
            "                    for q in range(pn):",
-           f"                        t[q * {nr} + l] = 0"]
+           f"                        t[q * {nr} + lane] = 0"]
     return "\n".join(out) + "\n"
 
 
@@ -254,7 +264,7 @@ def _peak(lanes: int, chains: int) -> str:
            f"    va = vsplat(a, {lanes})",
            f"    vb = vsplat(b, {lanes})"]
     out += [f"    x{i} = vload(io, {i * lanes}, {lanes})" for i in rows]
-    out += ["    for it in range(n):"]
+    out += ["    for _ in range(n):"]
     out += [f"        x{i} = vfma(x{i}, va, vb)" for i in rows]
     out += [f"    vstore(io, {i * lanes}, x{i})" for i in rows]
     out += ["", "", "@numba.njit(parallel=True, **_FLAGS)",

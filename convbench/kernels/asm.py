@@ -20,7 +20,7 @@ _STACK = re.compile(r"\((?:%rsp|%rbp)[,)]")
 def fresh_asm(fn, *args) -> str:
     """The assembly of Numba dispatcher fn compiled for args' types, from a new compilation:
     Numba keeps no assembly for a kernel it loaded from its cache."""
-    import numba
+    import numba  # heavy: importing convbench.kernels must not load it
     opts = {k: v for k, v in fn.targetoptions.items() if k not in ("cache", "nopython")}
     fresh = numba.njit(**opts)(fn.py_func)
     fresh.compile(tuple(numba.typeof(a) for a in args))

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from convbench.kernels._tiles import LANES, SHAPES, SLOWER, kernel_suffix
+from convbench.kernels.compiled import KERNELS
 from convbench.kernels.peak import isa as _isa
 
 #: Below this many multiply-adds a call runs on one thread: waking the others costs more.
@@ -119,16 +120,6 @@ def _default_params(m, n, k, dtype, isa, shape) -> GemmParams:
     nc = max(nr, min(4096, l2 // 2 // (kc * item) // nr * nr))
     mc = max(mr, 1024 // mr * mr)
     return GemmParams(mr, nr, kc, mc, nc)
-
-
-@functools.cache
-def _kernels():
-    """The generated kernel module (imported on first use: importing convbench.kernels does not
-    import Numba)."""
-    from convbench.kernels import _gemm_kernels
-    from convbench.threads import ensure_synced
-    ensure_synced()
-    return _gemm_kernels
 
 
 def _check_array(name: str, x, ndims: tuple[int, ...]) -> np.ndarray:
@@ -248,7 +239,7 @@ def _run(a3: np.ndarray, b3: np.ndarray, c3: np.ndarray, accumulate: bool,
     af = _flat(a3) or _flat(np.ascontiguousarray(a3))
     bf = _flat(b3) or _flat(np.ascontiguousarray(b3))
     p = params or default_params(m, n, k, c3.dtype)
-    import numba
+    import numba  # heavy: importing convbench.kernels must not load it
     nthreads = numba.get_num_threads() if threads is None else threads
     if batch * m * n * k < SERIAL_WORK:
         nthreads = 1
@@ -256,7 +247,7 @@ def _run(a3: np.ndarray, b3: np.ndarray, c3: np.ndarray, accumulate: bool,
     if (p.mr, p.nr) not in micro_shapes(c3.dtype):
         raise ValueError(f"params tile ({p.mr}, {p.nr}) must be one of "
                          f"{micro_shapes(c3.dtype)} for {c3.dtype} here")
-    kern = _kernels()
+    kern = KERNELS.load()
     name = kernel_suffix(p.mr, p.nr, LANES[_isa(), c3.dtype.name])
     kcb, mcb, ncb = _blocks(m, n, k, p)
     boff = -(-mcb * kcb // _ALIGN) * _ALIGN

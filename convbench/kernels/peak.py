@@ -16,6 +16,11 @@ import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from threadpoolctl import threadpool_info
+
+from convbench.kernels._tiles import PEAK
+from convbench.kernels.asm import fresh_asm, hot_loop, loop_stats
+from convbench.kernels.compiled import KERNELS
 
 #: Vector register bits per ISA name.
 _BITS = {"avx512": 512, "avx2": 256, "other": 128}
@@ -44,7 +49,7 @@ def _isa_of(features: str) -> str:
 def isa() -> str:
     """'avx512', 'avx2' or 'other': the vector ISA Numba compiles for here (the host CPU's
     features, or NUMBA_CPU_FEATURES where set; Numba reads it once, at import)."""
-    from numba.core import config
+    from numba.core import config  # heavy: importing convbench.kernels must not load Numba
     if config.CPU_FEATURES is not None:
         return _isa_of(config.CPU_FEATURES)
     return cpu_isa()
@@ -53,7 +58,7 @@ def isa() -> str:
 @functools.cache
 def cpu_isa() -> str:
     """'avx512', 'avx2' or 'other': what the host CPU supports."""
-    import llvmlite.binding as ll
+    import llvmlite.binding as ll  # heavy, as Numba
     return _isa_of(ll.get_host_cpu_features().flatten())
 
 
@@ -78,20 +83,18 @@ class PeakResult:
 
 
 def _peak_kernels(lanes: int):
-    from convbench.kernels.gemm import _kernels
-    k = _kernels()
+    k = KERNELS.load()
     return getattr(k, f"fma_chains_v{lanes}"), getattr(k, f"fma_chains_par_v{lanes}")
 
 
 def _chains() -> dict:
-    from convbench.kernels._tiles import PEAK
     return dict(PEAK)
 
 
 def fma_peak(threads: int | None = None, seconds: float = 0.05, repeats: int = 5) -> PeakResult:
     """Best of `repeats` timings of about `seconds` each, on `threads` threads (default: Numba's
     thread count) and on one. The first call compiles (or loads from cache) the kernel."""
-    import numba
+    import numba  # heavy: importing convbench.kernels must not load it
     if seconds <= 0:
         raise ValueError(f"seconds={seconds!r} must be > 0")
     if not isinstance(repeats, int) or repeats < 1:
@@ -145,7 +148,6 @@ def fma_peak(threads: int | None = None, seconds: float = 0.05, repeats: int = 5
 def kernel_loop_stats():
     """Instruction counts (asm.LoopStats) of the peak kernel's loop as compiled here, read from
     its assembly (a fresh compilation, about a second)."""
-    from convbench.kernels.asm import fresh_asm, hot_loop, loop_stats
     lanes = vector_bits() // 32
     one, _ = _peak_kernels(lanes)
     io = np.ones(_chains()[lanes] * lanes, np.float32)
@@ -166,7 +168,6 @@ def blas_info() -> dict:
     forced (whether that variable is set), blas_vector_bits (the core type's vector width, None
     if unknown), cpu_vector_bits (the CPU's) and narrower (True when the BLAS runs narrower
     vectors than the CPU has: its SGEMM then is not the machine's ceiling)."""
-    from threadpoolctl import threadpool_info
     infos = [i for i in threadpool_info() if i.get("user_api") == "blas"]
     # NumPy's BLAS when several are loaded: the one its own wheel ships, else the first
     info = next((i for i in infos if "numpy" in i.get("filepath", "")), infos[0] if infos else {})
