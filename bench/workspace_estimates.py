@@ -14,7 +14,13 @@ import warnings
 import numpy as np
 
 from convbench.backends import free_workspace, get_backend
-from convbench.ops import RNNProblem, conv2d_problem, ops_of, pool2d_problem
+from convbench.ops import (
+    RNNProblem,
+    conv2d_problem,
+    conv_transpose2d_problem,
+    ops_of,
+    pool2d_problem,
+)
 
 PROBLEMS = [
     ("3x3 pad 1", "conv2d", conv2d_problem((4, 16, 28, 28), (32, 16, 3, 3), padding=1)),
@@ -36,8 +42,18 @@ PROBLEMS = [
     ("avg 2", "avg_pool2d", pool2d_problem("avg", (4, 16, 28, 28), kernel_size=2)),
     ("avg 3 ceil", "avg_pool2d", pool2d_problem("avg", (4, 16, 27, 27), kernel_size=3, stride=2,
                                                 ceil_mode=True)),
+    ("max pad (0,2)", "max_pool2d", pool2d_problem("max", (4, 16, 28, 28), kernel_size=3,
+                                                   stride=2, padding=((0, 1), (1, 0)))),
+    ("deconv /2 op1 bias", "conv_transpose2d",
+     conv_transpose2d_problem((4, 16, 14, 14), (16, 8, 3, 3), stride=2, padding=1,
+                              output_padding=1, bias=True)),
+    ("deconv 3x3", "conv_transpose2d", conv_transpose2d_problem((4, 16, 14, 14), (16, 8, 3, 3),
+                                                                padding=1)),
 ] + [(f"{cell} t16", cell, RNNProblem(cell, 16, 8, 64, 64)) for cell in ("rnn_tanh", "lstm",
-                                                                         "gru")]
+                                                                         "gru")] + [
+    ("gru reverse lbr0", "gru", RNNProblem("gru", 16, 8, 64, 64, reverse=True,
+                                           linear_before_reset=False)),
+]
 
 
 def measure(backend, op, p, dtype=np.float32) -> tuple[int, int]:
@@ -54,7 +70,7 @@ def measure(backend, op, p, dtype=np.float32) -> tuple[int, int]:
         tracemalloc.stop()
     outs = out if isinstance(out, tuple) else (out,)
     out_bytes = sum(o.nbytes for o in outs if o is not None)
-    return backend.workspace_bytes(op, p, np.dtype(dtype)), max(0, peak - out_bytes)
+    return backend.scratch_bytes(op, p, np.dtype(dtype)), max(0, peak - out_bytes)
 
 
 def main():

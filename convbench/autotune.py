@@ -76,19 +76,25 @@ class CacheFileError(ConvbenchError):
 
 def _load() -> dict:
     """The cache: {machine key: {problem key: {"backend": name, ...}}}. A file that is missing or
-    not JSON (cut short by a kill) counts as empty; JSON of another shape is an error rather than
-    something to overwrite: it may not be convbench's."""
+    not JSON (cut short by a kill) counts as empty. JSON of another shape where convbench reads
+    (not an object, or this machine's part not one) is an error rather than something to
+    overwrite: it may not be convbench's. Entries of other shapes inside (other versions' or
+    other tools') are left alone and never taken as choices (_entry)."""
     path = cache_path()
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return {}
-    if not (isinstance(data, dict) and all(
-            isinstance(m, dict) and all(isinstance(e, dict) and isinstance(e.get("backend"), str)
-                                        for e in m.values()) for m in data.values())):
+    if not isinstance(data, dict) or not isinstance(data.get(machine_key(), {}), dict):
         raise CacheFileError(f"{path} is not convbench's autotune cache (JSON of another shape): "
                              f"delete it, or set CONVBENCH_CACHE_DIR to another folder")
     return data
+
+
+def _entry(data: dict, mkey: str, key: str) -> dict | None:
+    """The cached choice for a problem, None where there is none of the expected shape."""
+    hit = data.get(mkey, {}).get(key)
+    return hit if isinstance(hit, dict) and isinstance(hit.get("backend"), str) else None
 
 
 def check_cache() -> None:
@@ -139,7 +145,7 @@ def choose(op, problem, dtype, budget_s: float = 0.05) -> dict:
         return hit
     with _lock:
         data = _load()
-        hit = data.get(mkey, {}).get(key)
+        hit = _entry(data, mkey, key)
         if hit and hit.get("backend") in candidates(op, problem, dtype):
             _memo[memo_key] = hit
             return hit
@@ -183,7 +189,7 @@ class AutoBackend(Backend):
         candidate in turn with its outputs and scratch; later calls need the chosen one's
         scratch alone, which this bounds."""
         itemsize = np.dtype(dtype).itemsize
-        most = max((get_backend(n).workspace_bytes(op, problem, np.dtype(dtype))
+        most = max((get_backend(n).scratch_bytes(op, problem, np.dtype(dtype))
                     + op.output_bytes(problem, itemsize)
                     for n in candidates(op, problem, dtype)), default=0)
         return shared_bytes(op, problem, dtype) + most

@@ -243,8 +243,8 @@ def _memory_limit(max_memory: str | None) -> tuple[int | None, str]:
 @main.command()
 @click.option("--suite", "suite", default="quick", show_default=True,
               help="built-in suite (quick, resnet50, vgg16, mobilenet, deepbench-train, "
-                   "deepbench-inference, deepbench-rnn, pooling, rnn), fuzz[:SEED[:COUNT]], "
-                   "or a file")
+                   "deepbench-inference, deepbench-rnn, pooling, rnn, decoders), "
+                   "fuzz[:SEED[:COUNT]], a file of descriptors, or an ONNX model (*.onnx)")
 @click.option("--backends", "backend_list", default=None,
               help="comma-separated backends (default: every registered one)")
 @click.option("--batch", type=click.IntRange(min=1), default=None,
@@ -272,12 +272,15 @@ def _memory_limit(max_memory: str | None) -> tuple[int | None, str]:
 @click.option("--baseline", default=None,
               help="backend the report compares against (default torch)")
 @click.option("--no-peaks", is_flag=True, help="skip measuring the machine's peaks (roofline)")
+@click.option("--input-shape", "input_shapes", multiple=True,
+              help="an ONNX model's input shape where it is dynamic: NAME:1,3,224,224, or "
+                   "1,3,224,224 for its only input (repeat for several inputs)")
 def run(suite, backend_list, batch, direction, dtype, threads, oversubscribe, out_dir, resume,
-        budget, per_case_limit, max_memory, cold_cache, baseline, no_peaks):
+        budget, per_case_limit, max_memory, cold_cache, baseline, no_peaks, input_shapes):
     """Verify, then time, every case of a suite on every backend; write CSV, JSON and HTML."""
-    from convbench.harness.report import choose_baseline, summary  # per command
+    from convbench.harness.report import choose_baseline, summary, whole_model  # per command
     from convbench.harness.runner import DIRECTIONS, RunConfig, run_suite  # per command
-    from convbench.harness.suites import load_suite  # per command
+    from convbench.harness.suites import is_model_file, load_suite  # per command
 
     backends = _backend_list(backend_list) or backend_names()
     dirs = _names(direction, "--direction", [*DIRECTIONS, "all"], "direction")
@@ -289,7 +292,7 @@ def run(suite, backend_list, batch, direction, dtype, threads, oversubscribe, ou
                                  f"({', '.join(backends)})")
     max_bytes, limit_note = _memory_limit(max_memory)
     try:
-        cases = load_suite(suite, batch)
+        cases = load_suite(suite, batch, list(input_shapes) or None)
     except (ValueError, OSError) as e:
         raise _bad("--suite", _one_line(e)) from None
     if resume and out_dir is None:
@@ -302,7 +305,8 @@ def run(suite, backend_list, batch, direction, dtype, threads, oversubscribe, ou
         check_cache()
     policy = TimingPolicy(budget_s=budget, warmup_budget_s=min(budget, 0.5))
     cfg = RunConfig(suite, cases, backends, tuple(dirs), dtype, threads, policy, per_case_limit,
-                    cold_cache, baseline, batch=batch, max_bytes=max_bytes)
+                    cold_cache, baseline, whole_model=is_model_file(suite), batch=batch,
+                    max_bytes=max_bytes)
     click.echo(f"suite {suite}: {len(cases)} cases x {len(backends)} backends -> {out_dir}")
     click.echo(f"memory per case: "
                f"{format_bytes(max_bytes) if max_bytes else 'no limit'} ({limit_note})")
@@ -324,6 +328,15 @@ def run(suite, backend_list, batch, direction, dtype, threads, oversubscribe, ou
     for s in summary(frame, base).itertuples(index=False):
         sp = "" if math.isnan(s.speedup) else f"{s.speedup:.2f}x vs {base}"
         click.echo(f"  {s.case} [{s.direction}]: best {s.best or '-'} {sp}")
+    if meta.get("counts"):
+        totals, _ = whole_model(frame, meta["counts"], base)
+        click.echo(f"whole model ({len(meta['counts'])} distinct layers, "
+                   f"{sum(meta['counts'].values())} calls):")
+        for r in totals.itertuples():
+            total = "incomplete" if math.isnan(r.total_s) else f"{r.total_s * 1e3:.3f} ms"
+            sp = "" if math.isnan(r.speedup) else f"  {r.speedup:.2f}x vs {base}"
+            click.echo(f"  [{r.direction}] {r.backend}: {total} ({r.layers} of {r.of} "
+                       f"layers){sp}")
     counts = frame["status"].value_counts().sort_index()
     click.echo(f"{len(frame)} results ({', '.join(f'{v} {k}' for k, v in counts.items())}) "
                f"in {meta['wall_s']:.1f} s")

@@ -38,7 +38,7 @@ def unit_roundoff(dtype) -> float:
 
 
 def tolerance(op: OpSpec, problem, dtype, backend=None) -> float:
-    extra = backend.tolerance_terms(op, problem) if backend is not None else 0.0
+    extra = backend.extra_rounding(op, problem) if backend is not None else 0.0
     return (op.reduction(problem) + extra + 1) * unit_roundoff(dtype)
 
 
@@ -131,7 +131,7 @@ class MemoryNeed:
     """The bytes one backend on one problem needs at its peak, estimated before anything is
     allocated: what every backend of the case shares (the inputs; the float64 reference: its
     copies of the inputs, its outputs and the error scale's; the cold-cache copies), the backend's
-    outputs, and its workspace (Backend.workspace_bytes)."""
+    outputs, and its workspace (Backend.scratch_bytes: workspace_bytes, through a lowering)."""
 
     shared: int
     outputs: int
@@ -161,7 +161,7 @@ def memory_need(backend, op: OpSpec, problem, dtype, cold_cache: bool = False) -
     itemsize = np.dtype(dtype).itemsize
     return MemoryNeed(shared_bytes(op, problem, dtype, cold_cache),
                       op.output_bytes(problem, itemsize),
-                      int(backend.workspace_bytes(op, problem, np.dtype(dtype))))
+                      int(backend.scratch_bytes(op, problem, np.dtype(dtype))))
 
 
 def estimated_call_s(backend, op: OpSpec, problem) -> float | None:

@@ -1,50 +1,14 @@
-"""What every backend is: a name, the ops it implements, and what it cannot do, with reasons;
-and how a backend reaches its compiled kernels (LazyModule)."""
+"""What every backend is: a name, the ops it implements, and what it cannot do, with reasons.
+Backends reach their compiled kernels, torch and numba-cuda through `convbench.lazy.LazyModule`."""
 from __future__ import annotations
-
-import importlib
-import threading
-from contextlib import nullcontext
 
 import numpy as np
 
+from convbench.backends.lowering import LOWERINGS
 from convbench.backends.scratch import Workspace
 from convbench.errors import BackendUnavailableError, UnsupportedError
-from convbench.threads import ensure_synced
+from convbench.ops import get_op
 from convbench.timing import cpu_time_call
-
-
-class LazyModule:
-    """A module imported on first use, after which the thread count is applied to whatever the
-    import loaded (threads.ensure_synced). Backends reach their compiled kernels, torch and
-    numba-cuda through one of these, so importing a backend imports and compiles nothing.
-
-    prepare: a function returning a context manager the import runs inside (numba-cuda needs one).
-    """
-
-    def __init__(self, name: str, prepare=None):
-        self.name = name
-        self._prepare = prepare
-        self._module = None
-        self._lock = threading.Lock()
-
-    def load(self):
-        """The module (imported now if need be). ImportError if it cannot be imported."""
-        if self._module is None:
-            with self._lock:
-                if self._module is None:
-                    with self._prepare() if self._prepare is not None else nullcontext():
-                        self._module = importlib.import_module(self.name)
-        ensure_synced()
-        return self._module
-
-    def __getattr__(self, attr):
-        if attr.startswith("__"):       # copy, pickle and introspection probe for these
-            raise AttributeError(attr)
-        return getattr(self.load(), attr)
-
-    def __repr__(self) -> str:
-        return f"<lazy module {self.name}>"
 
 
 class Backend:
@@ -80,7 +44,16 @@ class Backend:
 
     # --- capability -----------------------------------------------------------------------------
     def implements(self, op) -> bool:
-        return callable(getattr(self, op.method, None))
+        return callable(getattr(self, op.method, None)) or self.lowering(op) is not None
+
+    def lowering(self, op):
+        """How this backend runs `op` through its kernels for another op (backends.lowering):
+        for a CPU backend without a method of its own for op but with one for the inner op;
+        else None."""
+        low = LOWERINGS.get(op.name)
+        if low is None or self.device != "cpu" or callable(getattr(self, op.method, None)):
+            return None
+        return low if callable(getattr(self, get_op(low.inner).method, None)) else None
 
     def unsupported(self, op, problem, dtype) -> str | None:
         """A reason this backend cannot run this problem, or None. Override for parameter limits."""
@@ -97,12 +70,20 @@ class Backend:
             names = ", ".join(np.dtype(d).name for d in self.dtypes)
             raise UnsupportedError(f"{self.name} does not support dtype {np.dtype(dtype).name} "
                                    f"(supports {names})")
-        why = self.unsupported(op, problem, np.dtype(dtype))
+        low = self.lowering(op)
+        if low is None:
+            why = self.unsupported(op, problem, np.dtype(dtype))
+        else:
+            why = self.unsupported(get_op(low.inner), low.problem(problem), np.dtype(dtype))
         if why:
-            raise UnsupportedError(f"{self.name} does not support {op.name} with {why}")
+            via = f" (as {low.inner})" if low is not None else ""
+            raise UnsupportedError(f"{self.name} does not support {op.name}{via} with {why}")
 
     def run(self, op, problem, *inputs):
         """Run op on host or device arrays as given (no checks: call `check` first)."""
+        low = self.lowering(op)
+        if low is not None:
+            return low.run(self, problem, *inputs)
         return getattr(self, op.method)(problem, *inputs)
 
     def workspace_bytes(self, op, problem, dtype) -> int:
@@ -114,9 +95,26 @@ class Backend:
         only its outputs."""
         return 0
 
+    def scratch_bytes(self, op, problem, dtype) -> int:
+        """workspace_bytes of the kernel that runs op: for an op lowered onto another
+        (backends.lowering), the inner op's on its problem plus the copies the lowering makes."""
+        low = self.lowering(op)
+        if low is None:
+            return self.workspace_bytes(op, problem, np.dtype(dtype))
+        during, after = low.copies(problem, np.dtype(dtype).itemsize)
+        inner = self.workspace_bytes(get_op(low.inner), low.problem(problem), np.dtype(dtype))
+        return max(inner + during, after)
+
     def tolerance_terms(self, op, problem) -> float:
         """Extra rounding steps this algorithm adds beyond the direct sum (transforms, FFT)."""
         return 0.0
+
+    def extra_rounding(self, op, problem) -> float:
+        """tolerance_terms of the kernel that runs op: the inner op's for a lowered one."""
+        low = self.lowering(op)
+        if low is not None:
+            return self.tolerance_terms(get_op(low.inner), low.problem(problem))
+        return self.tolerance_terms(op, problem)
 
     def delegate(self, op, problem, dtype) -> str | None:
         """The backend this one hands `problem` to, for backends that choose among others

@@ -28,9 +28,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from convbench.backends.base import Backend, LazyModule
+from convbench.backends.base import Backend
 from convbench.backends.nonfinite import exact
 from convbench.backends.scratch import Lease
+from convbench.lazy import LazyModule
 from convbench.ops.conv import Conv2dProblem, input_gradient_problem
 from convbench.threads import get_threads
 

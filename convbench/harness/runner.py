@@ -142,6 +142,8 @@ class RunConfig:
     seed: int = 0
     batch: int | None = None          # the batch the cases were given (None: the suite's own)
     max_bytes: int | None = None      # memory a case may plan to use (None: no limit)
+    #: the suite is a model's layers: the report adds their sum (each case's count x time)
+    whole_model: bool = False
 
     @property
     def settings(self) -> Settings:
@@ -155,8 +157,8 @@ COMPARABLE = ("suite", "suite_hash", "backends", "directions", "dtype", "batch",
 
 
 def suite_hash(cases) -> str:
-    """A hash of a suite's content: every case's name and problem, in order."""
-    text = "\n".join(f"{c.name}\t{c.descriptor}" for c in cases)
+    """A hash of a suite's content: every case's name, problem and count, in order."""
+    text = "\n".join(f"{c.name}\t{c.descriptor}\t{getattr(c, 'count', 1)}" for c in cases)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -407,6 +409,8 @@ def run_suite(config: RunConfig, out_dir, resume: bool = False, progress=None,
                 "policy": vars(config.policy), "resumed": resume,
                 "started": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": fingerprint(),
                 "peaks": measure_peaks() if peaks else None}
+        if config.whole_model or any(getattr(c, "count", 1) != 1 for c in config.cases):
+            meta["counts"] = {c.name: c.count for c in config.cases}
         runner = Runner(config, out_dir, resume, progress, warn)
         files.write_text(out_dir / "meta.json", json.dumps(meta, indent=1))
         t0 = time.perf_counter()

@@ -4,13 +4,14 @@ from __future__ import annotations
 import numpy as np
 
 from convbench.backends import rnn_numpy
-from convbench.backends.base import LazyModule
+from convbench.lazy import LazyModule
 
 KERNELS = LazyModule("convbench.backends._numba_rnn_kernels")
 
 
-class FusedSteps:
-    """rnn_numpy.ExactSteps' interface on the fused Numba kernels (float32 only)."""
+class FusedSteps(rnn_numpy.ExactSteps):
+    """rnn_numpy.ExactSteps' interface on the fused Numba kernels (float32 only). The original
+    GRU's split gates (gru0_*) are ExactSteps' NumPy ones, around the same BLAS GEMMs."""
 
     @staticmethod
     def step_forward(cell, gi, gh, h, c):
