@@ -478,14 +478,22 @@ def _calls_per_epoch() -> int:
     validation ones."""
     from convbench.train import data, trainer
     tr, va, _ = data.split(data.load("digits"), 0.15, 0.2, 0)
-    return len(trainer._batches(len(tr), 64, np.random.default_rng(0))) + len(
-        trainer._batches(len(va), 64))
+    return len(trainer._batches(len(tr), 128, np.random.default_rng(0))) + len(
+        trainer._batches(len(va), 128))
 
 
 def _train_config(**kw):
     from convbench.train import TrainConfig
-    return TrainConfig(**{"epochs": 3, "backend": "im2col", "batch_size": 64, "patience": 5,
+    return TrainConfig(**{"epochs": 3, "backend": "im2col", "batch_size": 128, "patience": 5,
                           **kw})
+
+
+def _saved_checkpoint(path, epoch: int):
+    """A checkpoint of an untrained digits model, as the trainer writes it."""
+    from convbench.train.model import build_model
+    from convbench.train.trainer import save_checkpoint
+    return save_checkpoint(path, build_model("small-cnn", (1, 8, 8), 10, "im2col"),
+                           _train_config(), epoch)
 
 
 def test_a_loss_that_turns_nan_stops_the_run_and_keeps_the_best_checkpoint(tmp_path,
@@ -533,7 +541,7 @@ def test_a_full_disk_while_saving_a_checkpoint_keeps_the_previous_one(tmp_path, 
     from convbench.train.trainer import load_checkpoint, save_checkpoint
     cfg = _train_config()
     model = build_model("small-cnn", (1, 8, 8), 10, "im2col")
-    save_checkpoint(tmp_path / "best.npz", model, cfg, 3)
+    _saved_checkpoint(tmp_path / "best.npz", epoch=3)
     good = (tmp_path / "best.npz").read_bytes()
     real = np.savez
 
@@ -566,10 +574,9 @@ def test_files_are_written_whole_or_not_at_all(tmp_path, monkeypatch):
 
 def test_resume_with_fewer_epochs_than_the_checkpoint_is_an_error(tmp_path):
     from convbench.train.trainer import ConfigError, train
-    train(_train_config(epochs=2), tmp_path / "a", verbose=False)
+    best = _saved_checkpoint(tmp_path / "best.npz", epoch=1)         # two epochs finished
     with pytest.raises(ConfigError, match="epochs=2 leaves nothing to train") as e:
-        train(_train_config(epochs=2), tmp_path / "b", verbose=False,
-              resume=tmp_path / "a" / "best.npz")
+        train(_train_config(epochs=2), tmp_path / "b", verbose=False, resume=best)
     assert e.value.field == "epochs" and not (tmp_path / "b").exists()
 
 
@@ -579,11 +586,11 @@ def test_resume_with_fewer_epochs_than_the_checkpoint_is_an_error(tmp_path):
     ("foreign", r"no config, epoch, norm, param.0 in it"),
 ])
 def test_a_file_that_is_not_a_checkpoint_says_so(tmp_path, content, match):
-    from convbench.train.trainer import CheckpointError, load_checkpoint, train
+    from convbench.train.trainer import CheckpointError, load_checkpoint
     path = tmp_path / "x.npz"
     if content is None:
-        train(_train_config(epochs=1), tmp_path / "a", verbose=False)
-        path.write_bytes((tmp_path / "a" / "best.npz").read_bytes()[:-400])
+        whole = _saved_checkpoint(tmp_path / "whole.npz", epoch=0).read_bytes()
+        path.write_bytes(whole[:-400])
     elif content == "foreign":
         np.savez(path, a=np.arange(3))
     else:
