@@ -62,6 +62,7 @@ def kernels():
 
 class NumbaCUDABackend(Backend):
     name = "numba-cuda"
+    auto_candidate = True
     description = "CUDA kernels in Numba (one thread per output); the CPU simulator in tests"
     device = "cuda"
     dtypes = (np.float32, np.float64)

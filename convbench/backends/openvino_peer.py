@@ -1,0 +1,59 @@
+"""openvino: Intel's OpenVINO runtime on the CPU (oneDNN-based plugin) as a peer.
+
+The same single-node ONNX graphs as onnxruntime (backends.onnx_graphs), read by OpenVINO's ONNX
+frontend and compiled for "CPU" on a problem's first call, in float32
+(INFERENCE_PRECISION_HINT=f32: no bf16 or f16 downcasting on CPUs that have them) with
+INFERENCE_NUM_THREADS following convbench's thread count, one stream, and no thread pinning (the
+process's other libraries share the cores). Available with `pip install "convbench[openvino]"`.
+"""
+from __future__ import annotations
+
+import threading
+
+from convbench.backends.base import LazyModule, package_version
+from convbench.backends.onnx_graphs import ONNX, OnnxGraphBackend
+from convbench.threads import get_threads
+
+OV = LazyModule("openvino")
+
+
+def config(threads: int) -> dict:
+    return {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads,
+            "NUM_STREAMS": 1, "ENABLE_CPU_PINNING": False}
+
+
+class OpenVINOBackend(OnnxGraphBackend):
+    name = "openvino"
+    description = "OpenVINO (CPU plugin), the same single-node ONNX graphs, f32: a peer"
+
+    def __init__(self):
+        super().__init__()
+        self._core = None
+
+    def unavailable_reason(self):
+        for lazy in (ONNX, OV):
+            try:
+                lazy.load()
+            except ImportError as e:
+                return f"{lazy.name} is not installed ({e}); pip install 'convbench[openvino]'"
+        return None
+
+    def compile(self, model_bytes, input_names, threads):
+        ov = OV.load()
+        if self._core is None:
+            self._core = ov.Core()
+        compiled = self._core.compile_model(self._core.read_model(model_bytes, b""), "CPU",
+                                            config(threads))
+        request = compiled.create_infer_request()
+        lock = threading.Lock()         # one infer request: one inference at a time
+
+        def run(arrays):
+            with lock:
+                out = request.infer(arrays, share_inputs=True, share_outputs=True)
+                # the outputs are the request's buffers, overwritten by its next inference
+                return [out[k].copy() for k in compiled.outputs]
+        return run
+
+    def record(self):
+        return {"version": package_version("openvino"), "onnx": package_version("onnx"),
+                **config(get_threads())}
