@@ -5,16 +5,41 @@ frontend and compiled for "CPU" on a problem's first call, in float32
 (INFERENCE_PRECISION_HINT=f32: no bf16 or f16 downcasting on CPUs that have them) with
 INFERENCE_NUM_THREADS following convbench's thread count, one stream, and no thread pinning (the
 process's other libraries share the cores). Available with `pip install "convbench[openvino]"`.
+
+Importing openvino sends a usage event through the openvino-telemetry package, which forks a
+process to deliver it: during a benchmark that process takes CPU from the kernels being timed,
+and forking a process that runs other libraries' threads (JAX's) can deadlock it. convbench
+imports openvino with that package hidden, so OpenVINO falls back to its own no-op stub.
 """
 from __future__ import annotations
 
+import sys
 import threading
+from contextlib import contextmanager
 
 from convbench.backends.base import LazyModule, package_version
 from convbench.backends.onnx_graphs import ONNX, OnnxGraphBackend
 from convbench.threads import get_threads
 
-OV = LazyModule("openvino")
+TELEMETRY = "openvino_telemetry"
+
+
+@contextmanager
+def _without_telemetry():
+    """While importing openvino: its telemetry package unimportable (see the module docstring),
+    unless something imported it already."""
+    if TELEMETRY in sys.modules:
+        yield
+        return
+    sys.modules[TELEMETRY] = None
+    try:
+        yield
+    finally:
+        if sys.modules.get(TELEMETRY, 0) is None:
+            del sys.modules[TELEMETRY]
+
+
+OV = LazyModule("openvino", prepare=_without_telemetry)
 
 
 def config(threads: int) -> dict:
