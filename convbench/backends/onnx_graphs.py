@@ -10,6 +10,8 @@ convbench's semantics in ONNX's terms:
   - MaxPool/AveragePool: PyTorch's symmetric padding, dilations (max), ceil_mode (both drop a
     last window that would start in the right or bottom padding, as PyTorch does),
     count_include_pad (the divisor of a window clipped by ceil_mode is checked by verification).
+    Not PyTorch's: a NaN in a MaxPool window does not always win (ONNX Runtime: in some
+    positions; OpenVINO: never), which finite inputs never show.
   - LSTM/GRU/RNN: ONNX orders the gates i, o, f, c (LSTM) and z, r, h (GRU) where PyTorch has i,
     f, g, o and r, z, n; the weights are reordered per call. PyTorch's GRU applies the reset
     gate after the recurrent product: linear_before_reset=1. B is [b_ih, b_hh] in one row.
