@@ -1,21 +1,38 @@
-"""numba-cuda: CUDA kernels written in Numba (numba-cuda package), forward and both gradients.
+"""numba-cuda: CUDA kernels written in Numba (numba-cuda package), for every op convbench has.
+
+Convolutions run as implicit GEMMs (shared-memory tiles, a register block of outputs per thread,
+double-buffered loads; tile shapes are parameters), depthwise convolutions as direct kernels;
+pooling as bandwidth-bound element-wise kernels; recurrent layers as one input-projection GEMM
+and one fused GEMM-plus-gates kernel per step, forward and backward. The kernels live in
+_numba_cuda_{gemm,conv,pool,rnn}.py (reached through KERNELS, loaded on first use), their tile
+shapes in _numba_cuda_tiles.py (Tiles and the sweep's candidates are named here for callers
+outside the package), the float32 PTX check in _numba_cuda_ptx.py.
 
 Without a GPU the kernels still run under Numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1), which
-the tests use on tiny shapes; the simulator is far too slow to time anything.
-
-Padding is handled inside the kernels by bounds checks, so inputs stay on the device untouched.
-Accumulators start from a zero of the data's dtype passed in by the host (`zero`), so float32
-kernels hold no float64 arithmetic.
+the tests use on tiny shapes with tiny tiles; the simulator is far too slow to time anything.
 """
 from __future__ import annotations
 
 import os
 from contextlib import contextmanager
+from types import SimpleNamespace
 
 import numpy as np
 
+from convbench.backends._numba_cuda_tiles import (
+    GPU_CONV,
+    GPU_GEMM,
+    GPU_STEP,
+    GPU_THREADS,
+    SIM,
+    SIM_THREADS,
+    Tiles,
+    default_tiles,
+)
 from convbench.backends.base import Backend, LazyModule
-from convbench.ops.pool import avg_divisors
+
+__all__ = ["CUDA", "GPU_CONV", "GPU_GEMM", "GPU_STEP", "KERNELS", "SIM", "NumbaCUDABackend",
+           "Tiles", "default_tiles", "simulated"]
 
 
 @contextmanager
@@ -36,7 +53,11 @@ def _row_stack_alias():
 
 
 CUDA = LazyModule("numba.cuda", prepare=_row_stack_alias)
-KERNELS = LazyModule("convbench.backends._numba_cuda_kernels", prepare=_row_stack_alias)
+#: The kernel modules by kind, each loaded on first use (numba-cuda compiles each kernel on its
+#: first launch); they import numba.cuda, so they load inside the same workaround.
+KERNELS = SimpleNamespace(**{
+    kind: LazyModule(f"convbench.backends._numba_cuda_{kind}", prepare=_row_stack_alias)
+    for kind in ("gemm", "conv", "pool", "rnn", "ptx")})
 
 
 def _cuda():
@@ -48,24 +69,23 @@ def simulated() -> bool:
     return os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0")
 
 
-THREADS = 128
-
-
-def _grid(n: int) -> int:
-    return max(1, min((n + THREADS - 1) // THREADS, 65535 * 4))
-
-
-def kernels():
-    """The kernel module (numba-cuda compiles each kernel on its first launch)."""
-    return KERNELS.load()
+def _flat(a):
+    return a.reshape(a.size)
 
 
 class NumbaCUDABackend(Backend):
     name = "numba-cuda"
     auto_candidate = True
-    description = "CUDA kernels in Numba (one thread per output); the CPU simulator in tests"
+    description = ("CUDA kernels in Numba: tiled implicit-GEMM convolutions, fused recurrent "
+                   "steps; the CPU simulator in tests")
     device = "cuda"
     dtypes = (np.float32, np.float64)
+
+    def __init__(self):
+        super().__init__()
+        #: Tile shapes by kernel kind ('conv', 'gemm', 'step'); unset kinds use default_tiles.
+        self.tiles: dict = {}
+        self._plans = None
 
     def unavailable_reason(self):
         try:
@@ -103,104 +123,115 @@ class NumbaCUDABackend(Backend):
         _cuda().synchronize()
 
     def time_call(self, fn):
-        """Device events around the launches, one synchronisation: kernel time, no host copies."""
+        """Device events around the launches, one synchronisation: kernel time, no host copies.
+        The simulator runs kernels synchronously and its events record no time: a host clock."""
+        if simulated():
+            return super().time_call(fn)
         cuda = _cuda()
         start, end = cuda.event(), cuda.event()
         start.record()
         fn()
         end.record()
         end.synchronize()
-        return cuda.event_elapsed_time(start, end) * 1e-3
+        return start.elapsed_time(end) * 1e-3
 
-    def _launch(self, name, n, *args):
-        getattr(kernels(), name)[_grid(n), THREADS](*args)
+    # --- launch settings ------------------------------------------------------------------------
+    def tiles_for(self, kind: str, rows: int | None = None, columns: int | None = None) -> Tiles:
+        return self.tiles.get(kind) or default_tiles(kind, simulated(), rows, columns)
 
-    def _geom(self, p, dtype):
-        (sh, sw), ((pt, _), (pl, _)), (dh, dw) = p.stride, p.padding, p.dilation
-        return sh, sw, pt, pl, dh, dw, p.groups, np.dtype(dtype).type(0)
+    @property
+    def threads(self) -> int:
+        return SIM_THREADS if simulated() else GPU_THREADS
 
+    def multiprocessors(self) -> int:
+        if simulated():
+            return 1
+        return int(_cuda().get_current_device().MULTIPROCESSOR_COUNT)
+
+    def _empty(self, shape, dtype):
+        return _cuda().device_array(int(np.prod(shape)), dtype=dtype)
+
+    def plans(self):
+        if self._plans is None:
+            self._plans = KERNELS.conv.ConvPlans(_cuda())
+        return self._plans
+
+    # --- convolution ------------------------------------------------------------------------------
     def conv2d_fwd(self, p, x, w, b):
-        cuda = _cuda()
-        y = cuda.device_array(p.y_shape, dtype=x.dtype)
-        bias = b if b is not None else cuda.device_array(1, dtype=x.dtype)
-        self._launch("conv_fwd", int(np.prod(p.y_shape)), x, w, bias, b is not None, y,
-                     *self._geom(p, y.dtype))
-        return y
+        conv = KERNELS.conv
+        y = self._empty(p.y_shape, x.dtype)
+        bf = None if b is None else _flat(b)
+        if p.is_depthwise:
+            conv.depthwise_fwd(p, _flat(x), _flat(w), bf, y, self.threads)
+        else:
+            conv.conv_fwd(self.plans(), p, _flat(x), _flat(w), bf, y,
+                          self.tiles_for("conv", p.N * p.P * p.Q, p.Kg))
+        return y.reshape(p.y_shape)
 
     def conv2d_bwd_data(self, p, dy, w):
-        dx = _cuda().device_array(p.x_shape, dtype=dy.dtype)
-        self._launch("conv_bwd_data", int(np.prod(p.x_shape)), dy, w, dx, *self._geom(p, dy.dtype))
-        return dx
+        conv = KERNELS.conv
+        dx = self._empty(p.x_shape, dy.dtype)
+        if p.is_depthwise:
+            conv.depthwise_bwd_data(p, _flat(dy), _flat(w), dx, self.threads)
+        else:
+            conv.conv_bwd_data(self.plans(), p, _flat(dy), _flat(w), dx,
+                               self.tiles_for("conv", p.N * p.H * p.W, p.Cg))
+        return dx.reshape(p.x_shape)
 
     def conv2d_bwd_weights(self, p, dy, x):
-        dwt = _cuda().device_array(p.w_shape, dtype=dy.dtype)
-        self._launch("conv_bwd_weights", int(np.prod(p.w_shape)), dy, x, dwt,
-                     *self._geom(p, dy.dtype))
-        return dwt
+        conv = KERNELS.conv
+        dw = self._empty(p.w_shape, dy.dtype)
+        if p.is_depthwise:
+            conv.depthwise_bwd_weights(p, _flat(dy), _flat(x), dw, self.threads)
+        else:
+            conv.conv_bwd_weights(p, _flat(dy), _flat(x), dw,
+                                  self.tiles_for("conv", p.Kg, p.Cg * p.R * p.S),
+                                  self.multiprocessors(), self.threads)
+        return dw.reshape(p.w_shape)
 
     # --- pooling ----------------------------------------------------------------------------------
-    def _pool_geom(self, p):
-        return (*p.kernel, *p.stride, *p.padding)
-
-    def _divisors(self, p, dtype):
-        return _cuda().to_device(avg_divisors(p).astype(dtype))
-
     def max_pool2d_fwd(self, p, x):
-        y = _cuda().device_array(p.y_shape, dtype=x.dtype)
-        self._launch("max_pool_fwd", int(np.prod(p.y_shape)), x, y, *self._pool_geom(p),
-                     *p.dilation)
-        return y
+        y = self._empty(p.y_shape, x.dtype)
+        KERNELS.pool.max_pool_fwd(p, _flat(x), y, self.threads)
+        return y.reshape(p.y_shape)
 
     def max_pool2d_bwd(self, p, dy, x):
-        dx = _cuda().device_array(p.x_shape, dtype=dy.dtype)
-        self._launch("max_pool_bwd", int(np.prod(p.x_shape)), dy, x, dx, *self._pool_geom(p),
-                     *p.dilation, np.dtype(dy.dtype).type(0))
-        return dx
+        dx = self._empty(p.x_shape, dy.dtype)
+        arg = _cuda().device_array(dy.size, dtype=np.int32)
+        KERNELS.pool.max_pool_bwd(p, _flat(dy), _flat(x), dx, arg, self.threads)
+        return dx.reshape(p.x_shape)
 
     def avg_pool2d_fwd(self, p, x):
-        y = _cuda().device_array(p.y_shape, dtype=x.dtype)
-        self._launch("avg_pool_fwd", int(np.prod(p.y_shape)), x, y, self._divisors(p, x.dtype),
-                     *self._pool_geom(p), np.dtype(x.dtype).type(0))
-        return y
+        y = self._empty(p.y_shape, x.dtype)
+        KERNELS.pool.avg_pool_fwd(p, _flat(x), y, self.threads)
+        return y.reshape(p.y_shape)
 
     def avg_pool2d_bwd(self, p, dy, x):
-        dx = _cuda().device_array(p.x_shape, dtype=dy.dtype)
-        self._launch("avg_pool_bwd", int(np.prod(p.x_shape)), dy, dx, self._divisors(p, dy.dtype),
-                     *self._pool_geom(p), np.dtype(dy.dtype).type(0))
-        return dx
+        dx = self._empty(p.x_shape, dy.dtype)
+        KERNELS.pool.avg_pool_bwd(p, _flat(dy), dx, self.threads)
+        return dx.reshape(p.x_shape)
 
-    # --- recurrent cells (forward): tiled GEMM + fused gates per step -----------------------------
-    def _gemm(self, a, b, bias, out):
-        k = kernels().matmul_bt_bias
-        T = kernels().TILE
-        grid = ((out.shape[1] + T - 1) // T, (out.shape[0] + T - 1) // T)
-        k[grid, (T, T)](a, b, bias, out, np.dtype(out.dtype).type(0))
+    # --- recurrent layers -----------------------------------------------------------------------
+    @staticmethod
+    def _flats(*arrays):
+        return [None if a is None else _flat(a) for a in arrays]
 
     def _rnn_fwd(self, p, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
-        cuda = _cuda()
-        dt = x.dtype
-        GH = p.gates * p.H
-        zeros = cuda.to_device(np.zeros(GH, dtype=dt))
-        b_ih = zeros if b_ih is None else b_ih
-        b_hh = zeros if b_hh is None else b_hh
-        gi = cuda.device_array((p.T * p.N, GH), dtype=dt)
-        self._gemm(x.reshape(p.T * p.N, p.I), w_ih, b_ih, gi)
-        gi = gi.reshape(p.T, p.N, GH)
-        gh = cuda.device_array((p.N, GH), dtype=dt)
-        y = cuda.device_array(p.y_shape, dtype=dt)
-        one = np.dtype(dt).type(1)
-        h, c = h0, c0
-        for t in range(p.T):
-            self._gemm(h, w_hh, b_hh, gh)
-            hn = y[t]
-            if p.cell == "lstm":
-                cn = cuda.device_array(p.h_shape, dtype=dt)
-                self._launch("lstm_gates", p.N * p.H, gi[t], gh, c, hn, cn, one)
-                c = cn
-            else:
-                self._launch("gru_gates" if p.cell == "gru" else "tanh_gates", p.N * p.H,
-                             gi[t], gh, h, hn, one)
-            h = hn
-        return y, h, c
+        hs, cs, _ = KERNELS.rnn.forward(p, *self._flats(x, h0, c0, w_ih, w_hh, b_ih, b_hh),
+                                          self.tiles_for("gemm"), self.tiles_for("step"))
+        NH = p.N * p.H
+        y = hs[NH:].reshape(p.y_shape)
+        hT = hs[p.T * NH:].reshape(p.h_shape)
+        cT = None if cs is None else cs[p.T * NH:].reshape(p.h_shape)
+        return y, hT, cT
+
+    def _rnn_bwd(self, p, dy, dhT, dcT, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
+        out = KERNELS.rnn.backward(
+            p, *self._flats(dy, dhT, dcT, x, h0, c0, w_ih, w_hh, b_ih, b_hh),
+            self.tiles_for("gemm"), self.tiles_for("step"), self.threads)
+        shapes = (p.x_shape, p.h_shape, p.h_shape, p.w_ih_shape, p.w_hh_shape,
+                  (p.gates * p.H,), (p.gates * p.H,))
+        return tuple(None if a is None else a.reshape(s) for a, s in zip(out, shapes))
 
     lstm_fwd = gru_fwd = rnn_tanh_fwd = _rnn_fwd
+    lstm_bwd = gru_bwd = rnn_tanh_bwd = _rnn_bwd
