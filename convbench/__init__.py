@@ -12,20 +12,30 @@ Your own kernel: subclass `cb.Backend` (a name, a description, a method per op) 
 # anything loads NumPy: it is the first import, and imports nothing heavy itself.
 from convbench import env  # noqa: F401
 from convbench.api import (
+    avg_pool1d,
+    avg_pool1d_backward,
     avg_pool2d,
     avg_pool2d_backward,
     conv1d,
     conv1d_backward,
     conv2d,
     conv2d_backward,
+    conv_transpose1d,
+    conv_transpose1d_backward,
+    conv_transpose2d,
+    conv_transpose2d_backward,
     global_avg_pool2d,
     global_avg_pool2d_backward,
+    global_max_pool2d,
+    global_max_pool2d_backward,
     gru,
     gru_backward,
     gru_cell,
     lstm,
     lstm_backward,
     lstm_cell,
+    max_pool1d,
+    max_pool1d_backward,
     max_pool2d,
     max_pool2d_backward,
     rnn_tanh,
@@ -57,9 +67,13 @@ __version__ = "0.1.0"
 __all__ = [
     # convolution
     "conv2d", "conv2d_backward", "conv1d", "conv1d_backward", "conv2d_matrix",
+    "conv_transpose2d", "conv_transpose2d_backward", "conv_transpose1d",
+    "conv_transpose1d_backward",
     # pooling
     "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
-    "global_avg_pool2d", "global_avg_pool2d_backward",
+    "global_avg_pool2d", "global_avg_pool2d_backward", "global_max_pool2d",
+    "global_max_pool2d_backward", "max_pool1d", "max_pool1d_backward", "avg_pool1d",
+    "avg_pool1d_backward",
     # recurrent cells
     "lstm", "lstm_backward", "lstm_cell", "gru", "gru_backward", "gru_cell",
     "rnn_tanh", "rnn_tanh_backward", "rnn_tanh_cell",

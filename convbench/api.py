@@ -9,7 +9,16 @@ from __future__ import annotations
 import numpy as np
 
 from convbench.backends import get_backend
-from convbench.ops import RNNProblem, conv1d_problem, conv2d_problem, get_op, pool2d_problem
+from convbench.ops import (
+    RNNProblem,
+    conv1d_problem,
+    conv2d_problem,
+    conv_transpose1d_problem,
+    conv_transpose2d_problem,
+    get_op,
+    pool1d_problem,
+    pool2d_problem,
+)
 
 #: The backend used when none is named: BLAS-backed, no compilation, every conv parameter.
 DEFAULT_BACKEND = "im2col"
@@ -131,7 +140,78 @@ def conv1d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1,
     return dx[:, :, 0, :], dw[:, :, 0, :], bias_grad(dy4)
 
 
+# --- transposed convolution ----------------------------------------------------------------------
+def conv_transpose2d(x, w, bias=None, *, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1, backend=DEFAULT_BACKEND):
+    """PyTorch's conv_transpose2d (the input gradient of a convolution; "deconvolution").
+
+    x (N, C, H, W), w (C, K/groups, R, S), bias (K,) or None -> (N, K, P, Q), where
+    P = (H - 1)*stride - pad_top - pad_bottom + dilation*(R - 1) + output_padding + 1 (Q likewise).
+    padding: int, (ph, pw) or ((top, bottom), (left, right)); output_padding < stride or dilation.
+    """
+    x = check_array("x", x, "N, C, H, W")
+    w = check_array("w", w, "C, K/groups, R, S", x.dtype)
+    p = conv_transpose2d_problem(x.shape, w.shape, stride=stride, padding=padding,
+                                 output_padding=output_padding, dilation=dilation, groups=groups,
+                                 bias=bias is not None)
+    if bias is not None:
+        bias = check_array("bias", bias, "K", x.dtype)
+        check_shape("bias", bias, (p.K,))
+    return execute("conv_transpose2d:fwd", backend, p, (x, w, bias))
+
+
+def conv_transpose2d_backward(dy, x, w, *, stride=1, padding=0, output_padding=0, groups=1,
+                              dilation=1, backend=DEFAULT_BACKEND):
+    """Gradients of conv_transpose2d: dy (N, K, P, Q), x, w as in the forward -> (dx, dw, db)."""
+    x = check_array("x", x, "N, C, H, W")
+    w = check_array("w", w, "C, K/groups, R, S", x.dtype)
+    dy = check_array("dy", dy, "N, K, P, Q", x.dtype)
+    p = conv_transpose2d_problem(x.shape, w.shape, stride=stride, padding=padding,
+                                 output_padding=output_padding, dilation=dilation, groups=groups)
+    check_shape("dy", dy, p.y_shape)
+    dx = execute("conv_transpose2d:bwd-data", backend, p, (dy, w))
+    dw = execute("conv_transpose2d:bwd-weights", backend, p, (dy, x))
+    return dx, dw, bias_grad(dy)
+
+
+def conv_transpose1d(x, w, bias=None, *, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1, backend=DEFAULT_BACKEND):
+    """PyTorch's conv_transpose1d: x (N, C, L), w (C, K/groups, S) -> (N, K, L'); padding an int
+    or (left, right)."""
+    x = check_array("x", x, "N, C, L")
+    w = check_array("w", w, "C, K/groups, S", x.dtype)
+    p = conv_transpose1d_problem(x.shape, w.shape, stride=stride, padding=padding,
+                                 output_padding=output_padding, dilation=dilation, groups=groups,
+                                 bias=bias is not None)
+    if bias is not None:
+        bias = check_array("bias", bias, "K", x.dtype)
+        check_shape("bias", bias, (p.K,))
+    y = execute("conv_transpose2d:fwd", backend, p, (x[:, :, None, :], w[:, :, None, :], bias))
+    return y[:, :, 0, :]
+
+
+def conv_transpose1d_backward(dy, x, w, *, stride=1, padding=0, output_padding=0, groups=1,
+                              dilation=1, backend=DEFAULT_BACKEND):
+    """Gradients of conv_transpose1d: dy (N, K, L'), x (N, C, L), w (C, K/groups, S)
+    -> (dx, dw, db)."""
+    x = check_array("x", x, "N, C, L")
+    w = check_array("w", w, "C, K/groups, S", x.dtype)
+    dy = check_array("dy", dy, "N, K, L'", x.dtype)
+    p = conv_transpose1d_problem(x.shape, w.shape, stride=stride, padding=padding,
+                                 output_padding=output_padding, dilation=dilation, groups=groups)
+    check_shape("dy", dy, (p.N, p.K, p.Q))
+    dy4 = dy[:, :, None, :]
+    dx = execute("conv_transpose2d:bwd-data", backend, p, (dy4, w[:, :, None, :]))
+    dw = execute("conv_transpose2d:bwd-weights", backend, p, (dy4, x[:, :, None, :]))
+    return dx[:, :, 0, :], dw[:, :, 0, :], bias_grad(dy4)
+
+
 # --- pooling --------------------------------------------------------------------------------------
+POOL_PADDING = ("padding: int, (ph, pw), ((top, bottom), (left, right)), 'valid', 'same' "
+                "(TensorFlow's/ONNX's SAME_UPPER) or 'same_lower'; each side up to the kernel's "
+                "extent - 1")
+
+
 def _pool(kind, x, kernel_size, stride, padding, dilation, ceil_mode, count_include_pad):
     x = check_array("x", x, "N, C, H, W")
     return x, pool2d_problem(kind, x.shape, kernel_size, stride, padding, dilation, ceil_mode,
@@ -141,7 +221,7 @@ def _pool(kind, x, kernel_size, stride, padding, dilation, ceil_mode, count_incl
 def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                backend=DEFAULT_POOL_BACKEND):
     """PyTorch's max_pool2d: x (N, C, H, W) -> (N, C, P, Q); padding is minus infinity; stride
-    defaults to kernel_size; padding at most half the kernel."""
+    defaults to kernel_size. A window lying entirely in the padding is an error."""
     x, p = _pool("max", x, kernel_size, stride, padding, dilation, ceil_mode, True)
     return execute("max_pool2d:fwd", backend, p, (x,))
 
@@ -173,6 +253,52 @@ def avg_pool2d_backward(dy, x, kernel_size, stride=None, padding=0, ceil_mode=Fa
     return execute("avg_pool2d:bwd", backend, p, (dy, x))
 
 
+for _f in (max_pool2d, max_pool2d_backward, avg_pool2d, avg_pool2d_backward):
+    _f.__doc__ += "\n\n    " + POOL_PADDING + "."
+
+
+def _pool1d(kind, x, kernel_size, stride, padding, dilation, ceil_mode, count_include_pad):
+    x = check_array("x", x, "N, C, L")
+    return x, pool1d_problem(kind, x.shape, kernel_size, stride, padding, dilation, ceil_mode,
+                             count_include_pad)
+
+
+def _pool1d_grads(dy, x, p):
+    """dy and x of a 1D pooling as the 2D problem's (N, C, 1, L') and (N, C, 1, L)."""
+    dy = check_array("dy", dy, "N, C, L'", x.dtype)
+    check_shape("dy", dy, (p.N, p.C, p.Q))
+    return dy[:, :, None, :], x[:, :, None, :]
+
+
+def max_pool1d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               backend=DEFAULT_POOL_BACKEND):
+    """PyTorch's max_pool1d: x (N, C, L) -> (N, C, L'). padding: int, (left, right), 'valid',
+    'same' or 'same_lower'; stride defaults to kernel_size."""
+    x, p = _pool1d("max", x, kernel_size, stride, padding, dilation, ceil_mode, True)
+    return execute("max_pool2d:fwd", backend, p, (x[:, :, None, :],))[:, :, 0, :]
+
+
+def max_pool1d_backward(dy, x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+                        backend=DEFAULT_POOL_BACKEND):
+    """Gradient of max_pool1d w.r.t. x: dy (N, C, L') -> (N, C, L)."""
+    x, p = _pool1d("max", x, kernel_size, stride, padding, dilation, ceil_mode, True)
+    return execute("max_pool2d:bwd", backend, p, _pool1d_grads(dy, x, p))[:, :, 0, :]
+
+
+def avg_pool1d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               backend=DEFAULT_POOL_BACKEND):
+    """PyTorch's avg_pool1d: x (N, C, L) -> (N, C, L'); padding as max_pool1d's."""
+    x, p = _pool1d("avg", x, kernel_size, stride, padding, 1, ceil_mode, count_include_pad)
+    return execute("avg_pool2d:fwd", backend, p, (x[:, :, None, :],))[:, :, 0, :]
+
+
+def avg_pool1d_backward(dy, x, kernel_size, stride=None, padding=0, ceil_mode=False,
+                        count_include_pad=True, backend=DEFAULT_POOL_BACKEND):
+    """Gradient of avg_pool1d w.r.t. x: dy (N, C, L') -> (N, C, L)."""
+    x, p = _pool1d("avg", x, kernel_size, stride, padding, 1, ceil_mode, count_include_pad)
+    return execute("avg_pool2d:bwd", backend, p, _pool1d_grads(dy, x, p))[:, :, 0, :]
+
+
 def global_avg_pool2d(x, backend=DEFAULT_POOL_BACKEND):
     """Mean over each plane: x (N, C, H, W) -> (N, C, 1, 1), like adaptive_avg_pool2d(x, 1)."""
     x = check_array("x", x, "N, C, H, W")
@@ -185,8 +311,22 @@ def global_avg_pool2d_backward(dy, x, backend=DEFAULT_POOL_BACKEND):
     return avg_pool2d_backward(dy, x, x.shape[2:], backend=backend)
 
 
+def global_max_pool2d(x, backend=DEFAULT_POOL_BACKEND):
+    """Maximum over each plane: x (N, C, H, W) -> (N, C, 1, 1), like adaptive_max_pool2d(x, 1)
+    (a NaN in a plane gives NaN)."""
+    x = check_array("x", x, "N, C, H, W")
+    return max_pool2d(x, x.shape[2:], backend=backend)
+
+
+def global_max_pool2d_backward(dy, x, backend=DEFAULT_POOL_BACKEND):
+    """Gradient of global_max_pool2d: dy (N, C, 1, 1) goes to each plane's first maximum in
+    row-major order -> (N, C, H, W)."""
+    x = check_array("x", x, "N, C, H, W")
+    return max_pool2d_backward(dy, x, x.shape[2:], backend=backend)
+
+
 # --- recurrent cells ------------------------------------------------------------------------------
-def _rnn_args(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
+def _rnn_args(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse=False, linear_before_reset=True):
     """Validate a recurrent layer's arrays against each other and build the problem."""
     x = check_array("x", x, "T, N, I")
     h0 = check_array("h0", h0, "N, H", x.dtype)
@@ -216,7 +356,10 @@ def _rnn_args(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
     if cell == "lstm":
         c0 = check_array("c0", c0, "N, H", x.dtype)
         check_shape("c0", c0, h0.shape)
-    p = RNNProblem(cell, T, N, I, H, b_ih is not None)
+    for name, v in (("reverse", reverse), ("linear_before_reset", linear_before_reset)):
+        if not isinstance(v, (bool, np.bool_)):
+            raise TypeError(f"{name}={v!r} must be a bool")
+    p = RNNProblem(cell, T, N, I, H, b_ih is not None, bool(reverse), bool(linear_before_reset))
     return p, (x, h0, c0, w_ih, w_hh, b_ih, b_hh)
 
 
@@ -238,54 +381,73 @@ def _state_pair(state):
     return state
 
 
-def lstm(x, state, w_ih, w_hh, b_ih=None, b_hh=None, backend=DEFAULT_RNN_BACKEND):
+def lstm(x, state, w_ih, w_hh, b_ih=None, b_hh=None, backend=DEFAULT_RNN_BACKEND, *,
+         reverse=False):
     """An LSTM layer over a sequence (PyTorch's layout; gates i, f, g, o).
 
     x (T, N, I), state (h0, c0) each (N, H), w_ih (4H, I), w_hh (4H, H), biases (4H,) or None
-    -> (y (T, N, H), (hT, cT)).
+    -> (y (T, N, H), (hT, cT)). reverse: run from the last step to the first (the backward half
+    of a bidirectional layer); y stays in the input's time order.
     """
     h0, c0 = _state_pair(state)
-    p, args = _rnn_args("lstm", x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+    p, args = _rnn_args("lstm", x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse)
     y, hT, cT = execute("lstm:fwd", backend, p, args)
     return y, (hT, cT)
 
 
 def lstm_backward(dy, dstate, x, state, w_ih, w_hh, b_ih=None, b_hh=None,
-                  backend=DEFAULT_RNN_BACKEND):
+                  backend=DEFAULT_RNN_BACKEND, *, reverse=False):
     """Backpropagation through time for lstm. dy (T, N, H); dstate (dhT, dcT) (either may be None)
     -> (dx, (dh0, dc0), dw_ih, dw_hh, db_ih, db_hh); bias gradients None without biases."""
     h0, c0 = _state_pair(state)
     dhT, dcT = (None, None) if dstate is None else _state_pair(dstate)
-    p, args = _rnn_args("lstm", x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+    p, args = _rnn_args("lstm", x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse)
     grads = _check_grads(p, args[0], dy, dhT, dcT)
     dx, dh0, dc0, dwi, dwh, dbi, dbh = execute("lstm:bwd", backend, p, grads + args)
     return dx, (dh0, dc0), dwi, dwh, dbi, dbh
 
 
-def _rnn_family(cell):
-    def forward(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, backend=DEFAULT_RNN_BACKEND):
-        p, args = _rnn_args(cell, x, h0, None, w_ih, w_hh, b_ih, b_hh)
-        y, hT, _ = execute(f"{cell}:fwd", backend, p, args)
-        return y, hT
+def gru(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, backend=DEFAULT_RNN_BACKEND, *, reverse=False,
+        linear_before_reset=True):
+    """A GRU layer over a sequence (PyTorch's layout; gates r, z, n). x (T, N, I), h0 (N, H),
+    w_ih (3H, I), w_hh (3H, H), biases (3H,) or None -> (y (T, N, H), hT).
 
-    def backward(dy, dhT, x, h0, w_ih, w_hh, b_ih=None, b_hh=None, backend=DEFAULT_RNN_BACKEND):
-        p, args = _rnn_args(cell, x, h0, None, w_ih, w_hh, b_ih, b_hh)
-        grads = _check_grads(p, args[0], dy, dhT, None)
-        dx, dh0, _, dwi, dwh, dbi, dbh = execute(f"{cell}:bwd", backend, p, grads + args)
-        return dx, dh0, dwi, dwh, dbi, dbh
-
-    gates = {"gru": "3H (gates r, z, n)", "rnn_tanh": "H"}[cell]
-    forward.__name__, backward.__name__ = cell, f"{cell}_backward"
-    forward.__doc__ = (f"A {cell} layer over a sequence (PyTorch's layout). x (T, N, I), "
-                       f"h0 (N, H), w_ih ({gates}, I), w_hh ({gates}, H), biases or None "
-                       "-> (y (T, N, H), hT).")
-    backward.__doc__ = (f"Backpropagation through time for {cell}: dy (T, N, H), dhT (N, H) or "
-                        "None -> (dx, dh0, dw_ih, dw_hh, db_ih, db_hh).")
-    return forward, backward
+    linear_before_reset=True is PyTorch's and cuDNN's GRU, n = tanh(gi_n + r*(h w_hn^T + b_hn));
+    False the original of Cho et al. (2014), ONNX's default and Keras's reset_after=False,
+    n = tanh(gi_n + (r*h) w_hn^T + b_hn). reverse: run from the last step to the first.
+    """
+    p, args = _rnn_args("gru", x, h0, None, w_ih, w_hh, b_ih, b_hh, reverse, linear_before_reset)
+    y, hT, _ = execute("gru:fwd", backend, p, args)
+    return y, hT
 
 
-gru, gru_backward = _rnn_family("gru")
-rnn_tanh, rnn_tanh_backward = _rnn_family("rnn_tanh")
+def gru_backward(dy, dhT, x, h0, w_ih, w_hh, b_ih=None, b_hh=None, backend=DEFAULT_RNN_BACKEND,
+                 *, reverse=False, linear_before_reset=True):
+    """Backpropagation through time for gru: dy (T, N, H), dhT (N, H) or None
+    -> (dx, dh0, dw_ih, dw_hh, db_ih, db_hh)."""
+    p, args = _rnn_args("gru", x, h0, None, w_ih, w_hh, b_ih, b_hh, reverse, linear_before_reset)
+    grads = _check_grads(p, args[0], dy, dhT, None)
+    dx, dh0, _, dwi, dwh, dbi, dbh = execute("gru:bwd", backend, p, grads + args)
+    return dx, dh0, dwi, dwh, dbi, dbh
+
+
+def rnn_tanh(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, backend=DEFAULT_RNN_BACKEND, *,
+             reverse=False):
+    """A tanh RNN layer over a sequence (PyTorch's layout). x (T, N, I), h0 (N, H), w_ih (H, I),
+    w_hh (H, H), biases (H,) or None -> (y (T, N, H), hT). reverse: last step to first."""
+    p, args = _rnn_args("rnn_tanh", x, h0, None, w_ih, w_hh, b_ih, b_hh, reverse)
+    y, hT, _ = execute("rnn_tanh:fwd", backend, p, args)
+    return y, hT
+
+
+def rnn_tanh_backward(dy, dhT, x, h0, w_ih, w_hh, b_ih=None, b_hh=None,
+                      backend=DEFAULT_RNN_BACKEND, *, reverse=False):
+    """Backpropagation through time for rnn_tanh: dy (T, N, H), dhT (N, H) or None
+    -> (dx, dh0, dw_ih, dw_hh, db_ih, db_hh)."""
+    p, args = _rnn_args("rnn_tanh", x, h0, None, w_ih, w_hh, b_ih, b_hh, reverse)
+    grads = _check_grads(p, args[0], dy, dhT, None)
+    dx, dh0, _, dwi, dwh, dbi, dbh = execute("rnn_tanh:bwd", backend, p, grads + args)
+    return dx, dh0, dwi, dwh, dbi, dbh
 
 
 def lstm_cell(x, state, w_ih, w_hh, b_ih=None, b_hh=None, backend=DEFAULT_RNN_BACKEND):
@@ -295,10 +457,12 @@ def lstm_cell(x, state, w_ih, w_hh, b_ih=None, b_hh=None, backend=DEFAULT_RNN_BA
     return h, c
 
 
-def gru_cell(x, h, w_ih, w_hh, b_ih=None, b_hh=None, backend=DEFAULT_RNN_BACKEND):
+def gru_cell(x, h, w_ih, w_hh, b_ih=None, b_hh=None, backend=DEFAULT_RNN_BACKEND, *,
+             linear_before_reset=True):
     """One GRU step: x (N, I), h (N, H) -> h'."""
     x = check_array("x", x, "N, I")
-    return gru(x[None], h, w_ih, w_hh, b_ih, b_hh, backend=backend)[1]
+    return gru(x[None], h, w_ih, w_hh, b_ih, b_hh, backend=backend,
+               linear_before_reset=linear_before_reset)[1]
 
 
 def rnn_tanh_cell(x, h, w_ih, w_hh, b_ih=None, b_hh=None, backend=DEFAULT_RNN_BACKEND):

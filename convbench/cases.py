@@ -8,7 +8,8 @@ import numpy as np
 
 from convbench.errors import UnknownNameError
 from convbench.ops.conv import Conv2dProblem, conv1d_problem, conv2d_problem
-from convbench.ops.pool import pool2d_problem
+from convbench.ops.conv_transpose import conv_transpose1d_problem, conv_transpose2d_problem
+from convbench.ops.pool import pool1d_problem, pool2d_problem
 from convbench.ops.rnn import RNNProblem
 
 
@@ -66,6 +67,36 @@ def random_conv_cases(count: int = 20, seed: int = 0):
             for i in range(count)]
 
 
+def _t(label, x, w, **kw):
+    return (label, "conv_transpose2d", conv_transpose2d_problem(x, w, **kw))
+
+
+def deconv_edge_cases():
+    """Transposed convolutions: PyTorch's padding and output_padding, ONNX's asymmetric pads,
+    groups, dilation, 1D."""
+    return [
+        _t("4x4 stride 2 padding 1 (DCGAN)", (2, 4, 4, 4), (4, 3, 4, 4), stride=2, padding=1),
+        _t("2x2 stride 2 (U-Net up-conv)", (2, 4, 3, 5), (4, 2, 2, 2), stride=2),
+        _t("3x3 stride 2 padding 1 output_padding 1", (2, 3, 4, 5), (3, 4, 3, 3), stride=2,
+           padding=1, output_padding=1),
+        _t("output_padding beyond the padding", (1, 2, 3, 3), (2, 3, 3, 3), stride=2,
+           output_padding=(1, 0)),
+        _t("output_padding < dilation at stride 1", (1, 2, 5, 4), (2, 2, 3, 2), dilation=2,
+           output_padding=1, padding=1),
+        _t("3x3 stride 1 padding 1", (2, 3, 6, 6), (3, 4, 3, 3), padding=1),
+        _t("1x1", (2, 5, 3, 4), (5, 3, 1, 1)),
+        _t("asymmetric padding (ONNX pads)", (2, 3, 5, 4), (3, 2, 3, 3), stride=2,
+           padding=((2, 0), (0, 1))),
+        _t("groups 2, dilation 2, stride 3", (1, 4, 4, 3), (4, 3, 3, 2), stride=3, dilation=2,
+           groups=2, padding=1),
+        _t("depthwise stride 2", (2, 3, 4, 4), (3, 1, 3, 3), stride=2, groups=3, padding=1,
+           output_padding=1),
+        _t("bias", (2, 3, 4, 4), (3, 5, 3, 3), stride=2, padding=1, bias=True),
+        ("conv_transpose1d stride 2", "conv_transpose2d",
+         conv_transpose1d_problem((2, 3, 7), (3, 4, 5), stride=2, padding=2, output_padding=1)),
+    ]
+
+
 def _pool(label, kind, x, **kw):
     return (label, f"{kind}_pool2d", pool2d_problem(kind, x, **kw))
 
@@ -92,6 +123,43 @@ def pool_edge_cases():
         _pool("avg count_include_pad=False", "avg", (2, 2, 7, 7), kernel_size=3, stride=2,
               padding=1, ceil_mode=True, count_include_pad=False),
     ]
+    return out + pool_padding_cases()
+
+
+def _pool1d(label, kind, x, **kw):
+    return (label, f"{kind}_pool2d", pool1d_problem(kind, x, **kw))
+
+
+def pool_padding_cases():
+    """Padding beyond PyTorch's: asymmetric, SAME_UPPER/SAME_LOWER, up to kernel - 1; 1D and
+    global pooling."""
+    out = []
+    for kind in ("max", "avg"):
+        out += [
+            _pool(f"{kind} asymmetric padding", kind, (2, 2, 7, 8), kernel_size=3, stride=2,
+                  padding=((2, 0), (1, 2))),
+            _pool(f"{kind} padding 'same' stride 2", kind, (1, 2, 7, 6), kernel_size=3, stride=2,
+                  padding="same"),
+            _pool(f"{kind} padding 'same_lower' even kernel", kind, (1, 2, 5, 6), kernel_size=4,
+                  stride=1, padding="same_lower"),
+            _pool(f"{kind} padding = kernel - 1", kind, (2, 2, 5, 5), kernel_size=3, stride=1,
+                  padding=2),
+            _pool(f"{kind} asymmetric padding, ceil_mode", kind, (1, 2, 6, 7), kernel_size=3,
+                  stride=2, padding=((0, 2), (2, 1)), ceil_mode=True),
+            _pool1d(f"{kind} 1d stride 2 padding (2, 1)", kind, (2, 3, 9), kernel_size=3,
+                    stride=2, padding=(2, 1)),
+            _pool1d(f"{kind} 1d padding 'same'", kind, (1, 2, 10), kernel_size=4, stride=3,
+                    padding="same"),
+            _pool(f"{kind} global", kind, (2, 3, 4, 5), kernel_size=(4, 5)),
+        ]
+    out += [
+        _pool("max dilation 2, padding 3 > half the kernel", "max", (1, 2, 8, 8), kernel_size=3,
+              stride=2, padding=3, dilation=2),
+        _pool("avg 'same', count_include_pad=False (TensorFlow)", "avg", (2, 2, 7, 7),
+              kernel_size=3, stride=2, padding="same", count_include_pad=False),
+        _pool("avg padding = kernel - 1, count_include_pad=False", "avg", (1, 2, 5, 4),
+              kernel_size=(3, 2), stride=1, padding=((2, 2), (1, 1)), count_include_pad=False),
+    ]
     return out
 
 
@@ -108,12 +176,32 @@ def rnn_edge_cases():
     return out
 
 
+def rnn_variant_cases():
+    """Reversed layers (the backward half of a bidirectional layer) and the original GRU
+    (linear_before_reset=False)."""
+    out = []
+    for cell in ("rnn_tanh", "lstm", "gru"):
+        out += [(f"{cell} reverse T=5 N=3 I=4 H=6", cell, RNNProblem(cell, 5, 3, 4, 6,
+                                                                      reverse=True)),
+                (f"{cell} reverse no bias", cell, RNNProblem(cell, 3, 2, 5, 3, bias=False,
+                                                             reverse=True))]
+    out += [("gru linear_before_reset=False", "gru",
+             RNNProblem("gru", 5, 3, 4, 6, linear_before_reset=False)),
+            ("gru linear_before_reset=False reverse no bias", "gru",
+             RNNProblem("gru", 4, 2, 3, 5, bias=False, reverse=True, linear_before_reset=False)),
+            ("gru linear_before_reset=False T=1", "gru",
+             RNNProblem("gru", 1, 2, 3, 4, linear_before_reset=False))]
+    return out
+
+
 #: name -> function returning the cases. Other op families add their lists here.
 CASE_LISTS = {
     "conv-edge": conv_edge_cases,
     "conv-random": random_conv_cases,
+    "deconv-edge": deconv_edge_cases,
     "pool-edge": pool_edge_cases,
     "rnn-edge": rnn_edge_cases,
+    "rnn-variants": rnn_variant_cases,
 }
 
 

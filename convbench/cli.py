@@ -127,8 +127,8 @@ def _progress(echo_err):
 @main.command()
 @click.option("--suite", "suite", default="quick", show_default=True,
               help="built-in suite (quick, resnet50, vgg16, mobilenet, deepbench-train, "
-                   "deepbench-inference, deepbench-rnn, pooling, rnn), fuzz[:SEED[:COUNT]], "
-                   "or a file")
+                   "deepbench-inference, deepbench-rnn, pooling, rnn, decoders), "
+                   "fuzz[:SEED[:COUNT]], a file of descriptors, or an ONNX model (*.onnx)")
 @click.option("--backends", "backend_list", default=None,
               help="comma-separated backends (default: every registered one)")
 @click.option("--batch", type=int, default=None, help="batch size for every case")
@@ -148,13 +148,21 @@ def _progress(echo_err):
 @click.option("--baseline", default=None,
               help="backend the report compares against (default torch)")
 @click.option("--no-peaks", is_flag=True, help="skip measuring the machine's peaks (roofline)")
+@click.option("--input-shape", "input_shapes", multiple=True,
+              help="an ONNX model's input shape where it is dynamic: NAME:1,3,224,224, or "
+                   "1,3,224,224 for its only input (repeat for several inputs)")
 @_backend_files
 def run(suite, backend_list, batch, direction, dtype, threads, out_dir, resume, budget,
-        per_case_limit, cold_cache, baseline, no_peaks, backend_files):
+        per_case_limit, cold_cache, baseline, no_peaks, input_shapes, backend_files):
     """Verify, then time, every case of a suite on every backend; write CSV, JSON and HTML."""
-    from convbench.harness.report import choose_baseline, peers_of, summary  # per command
+    from convbench.harness.report import (  # per command
+        choose_baseline,
+        peers_of,
+        summary,
+        whole_model,
+    )
     from convbench.harness.runner import DIRECTIONS, RunConfig, run_suite  # per command
-    from convbench.harness.suites import load_suite  # per command
+    from convbench.harness.suites import is_model_file, load_suite  # per command
 
     _register_user_backends(backend_files)
     backends = _split(backend_list) or backend_names()
@@ -172,7 +180,7 @@ def run(suite, backend_list, batch, direction, dtype, threads, out_dir, resume, 
     if budget <= 0:
         raise click.BadParameter(f"{budget} must be > 0", param_hint="--budget")
     try:
-        cases = load_suite(suite, batch)
+        cases = load_suite(suite, batch, list(input_shapes) or None)
     except (ValueError, OSError) as e:
         raise click.BadParameter(str(e), param_hint="--suite") from e
     if resume and out_dir is None:
@@ -182,7 +190,7 @@ def run(suite, backend_list, batch, direction, dtype, threads, out_dir, resume, 
                           f"{time.strftime('%Y%m%d-%H%M%S')}")
     policy = TimingPolicy(budget_s=budget, warmup_budget_s=min(budget, 0.5))
     cfg = RunConfig(suite, cases, backends, tuple(dirs), dtype, threads, policy, per_case_limit,
-                    cold_cache, baseline)
+                    cold_cache, baseline, whole_model=is_model_file(suite))
     click.echo(f"suite {suite}: {len(cases)} cases x {len(backends)} backends -> {out_dir}")
     progress = _progress(lambda m, nl: click.echo(m, err=True, nl=nl))
     try:
@@ -192,11 +200,21 @@ def run(suite, backend_list, batch, direction, dtype, threads, out_dir, resume, 
                    f"(continue with --resume --out {out_dir})", err=True)
         sys.exit(130)
     base = choose_baseline(frame, baseline)
-    for s in summary(frame, base, peers_of(frame, meta)).itertuples(index=False):
+    peers = peers_of(frame, meta)
+    for s in summary(frame, base, peers).itertuples(index=False):
         sp = "" if math.isnan(s.speedup) else f" {s.speedup:.2f}x vs {base}"
         peer = ("" if math.isnan(s.own_vs_peer) else
                 f"; best peer {s.best_peer}, {s.best_own} {s.own_vs_peer:.2f}x of it")
         click.echo(f"  {s.case} [{s.direction}]: best {s.best or '-'}{sp}{peer}")
+    if meta.get("counts"):
+        totals, _ = whole_model(frame, meta["counts"], base, peers)
+        click.echo(f"whole model ({len(meta['counts'])} distinct layers, "
+                   f"{sum(meta['counts'].values())} calls):")
+        for r in totals.itertuples():
+            total = "incomplete" if math.isnan(r.total_s) else f"{r.total_s * 1e3:.3f} ms"
+            sp = "" if math.isnan(r.speedup) else f"  {r.speedup:.2f}x vs {base}"
+            click.echo(f"  [{r.direction}] {r.backend}: {total} ({r.layers} of {r.of} "
+                       f"layers){sp}")
     counts = frame["status"].value_counts().sort_index()
     click.echo(f"{len(frame)} results ({', '.join(f'{v} {k}' for k, v in counts.items())}) "
                f"in {meta['wall_s']:.1f} s")

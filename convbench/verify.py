@@ -32,7 +32,7 @@ def unit_roundoff(dtype) -> float:
 
 
 def tolerance(op: OpSpec, problem, dtype, backend=None) -> float:
-    extra = backend.tolerance_terms(op, problem) if backend is not None else 0.0
+    extra = backend.extra_rounding(op, problem) if backend is not None else 0.0
     return (op.reduction(problem) + extra + 1) * unit_roundoff(dtype)
 
 

@@ -18,7 +18,7 @@ FLOORS = {
     3: ("convbench.backends",),
     4: ("convbench.verify", "convbench.api", "convbench.machine", "convbench"),
     5: ("convbench.harness", "convbench.autotune", "convbench.train", "convbench.filters",
-        "convbench.tcn"),
+        "convbench.tcn", "convbench.suites"),
     6: ("convbench.cli",),
 }
 FLOOR = {unit: floor for floor, units in FLOORS.items() for unit in units}

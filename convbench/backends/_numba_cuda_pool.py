@@ -85,8 +85,8 @@ def _make_max_bwd(ft):
 
 
 @cuda.jit(device=True)
-def _avg_divisor(start, k, size, pad, include_pad):
-    end = min(start + k, size + pad)
+def _avg_divisor(start, k, size, pad_end, include_pad):
+    end = min(start + k, size + pad_end)
     if include_pad:
         return end - start
     return min(end, size) - max(start, 0)
@@ -94,7 +94,7 @@ def _avg_divisor(start, k, size, pad, include_pad):
 
 def _make_avg_fwd(ft):
     @cuda.jit(cache=True)
-    def avg_fwd(x, y, total, H, W, P, Q, kh, kw, sh, sw, ph, pw, include_pad):
+    def avg_fwd(x, y, total, H, W, P, Q, kh, kw, sh, sw, ph, pw, pb, pr, include_pad):
         for idx in range(cuda.grid(1), total, cuda.gridsize(1)):
             plane = idx // (P * Q)
             ij = idx - plane * P * Q
@@ -106,15 +106,15 @@ def _make_avg_fwd(ft):
             for h in range(max(h0, 0), min(h0 + kh, H)):
                 for w in range(max(w0, 0), min(w0 + kw, W)):
                     acc += x[base + h * W + w]
-            div = (_avg_divisor(h0, kh, H, ph, include_pad)
-                   * _avg_divisor(w0, kw, W, pw, include_pad))
+            div = (_avg_divisor(h0, kh, H, pb, include_pad)
+                   * _avg_divisor(w0, kw, W, pr, include_pad))
             y[idx] = acc / ft(div)
     return avg_fwd
 
 
 def _make_avg_bwd(ft):
     @cuda.jit(cache=True)
-    def avg_bwd(dy, dx, total, H, W, P, Q, kh, kw, sh, sw, ph, pw, include_pad):
+    def avg_bwd(dy, dx, total, H, W, P, Q, kh, kw, sh, sw, ph, pw, pb, pr, include_pad):
         for idx in range(cuda.grid(1), total, cuda.gridsize(1)):
             plane = idx // (H * W)
             hw = idx - plane * H * W
@@ -126,19 +126,20 @@ def _make_avg_bwd(ft):
                 hh = h + ph - a
                 if hh >= 0 and hh % sh == 0 and hh // sh < P:
                     i = hh // sh
-                    dvh = _avg_divisor(i * sh - ph, kh, H, ph, include_pad)
+                    dvh = _avg_divisor(i * sh - ph, kh, H, pb, include_pad)
                     for b in range(kw):
                         ww = w + pw - b
                         if ww >= 0 and ww % sw == 0 and ww // sw < Q:
                             j = ww // sw
-                            div = dvh * _avg_divisor(j * sw - pw, kw, W, pw, include_pad)
+                            div = dvh * _avg_divisor(j * sw - pw, kw, W, pr, include_pad)
                             acc += dy[yb + i * Q + j] / ft(div)
             dx[idx] = acc
     return avg_bwd
 
 
 def _geometry(p):
-    return (p.H, p.W, p.P, p.Q, *p.kernel, *p.stride, *p.padding)
+    # windows start at -(the padding before); the padding after sets P, Q and the divisors
+    return (p.H, p.W, p.P, p.Q, *p.kernel, *p.stride, *p.pad_begin)
 
 
 def max_pool_fwd(p, x, y, threads):
@@ -157,9 +158,9 @@ def max_pool_bwd(p, dy, x, dx, arg, threads):
 
 def avg_pool_fwd(p, x, y, threads):
     launch_1d(elementwise("avg_fwd", y.dtype, _make_avg_fwd), y.size, threads, x, y, y.size,
-              *_geometry(p), p.count_include_pad)
+              *_geometry(p), *p.pad_end, p.count_include_pad)
 
 
 def avg_pool_bwd(p, dy, dx, threads):
     launch_1d(elementwise("avg_bwd", dx.dtype, _make_avg_bwd), dx.size, threads, dy, dx,
-              dx.size, *_geometry(p), p.count_include_pad)
+              dx.size, *_geometry(p), *p.pad_end, p.count_include_pad)

@@ -58,6 +58,7 @@ def catalogue(dtype=np.float32):
         "max_pool_bwd": gemm.elementwise("max_bwd", dtype, pool._make_max_bwd),
         "avg_pool_fwd": gemm.elementwise("avg_fwd", dtype, pool._make_avg_fwd),
         "avg_pool_bwd": gemm.elementwise("avg_bwd", dtype, pool._make_avg_bwd),
+        "rnn_flip_steps": gemm.elementwise("flip_steps", dtype, rnn._make_flip_steps),
     }
     for cell in rnn.CELLS:
         out[f"{cell}_step_fwd"] = rnn.step_fwd(step_t, dtype, cell)

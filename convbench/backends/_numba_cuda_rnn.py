@@ -331,6 +331,23 @@ def _make_gates_bwd_last(cell):
     return make
 
 
+def _make_flip_steps(ft):
+    @cuda.jit(cache=True)
+    def flip_steps(a, out, T, M):
+        """out[t] = a[T-1-t], M values a step: a reversed layer runs on the flipped sequence."""
+        for idx in range(cuda.grid(1), T * M, cuda.gridsize(1)):
+            t = idx // M
+            out[idx] = a[idx + (T - 1 - 2 * t) * M]
+    return flip_steps
+
+
+def flip_steps(a, T: int, M: int, threads: int):
+    """A new flat array with the T steps of a (M values each) in reverse order."""
+    out = cuda.device_array(T * M, a.dtype)
+    launch_1d(elementwise("flip_steps", a.dtype, _make_flip_steps), T * M, threads, a, out, T, M)
+    return out
+
+
 # --- host drivers: flat device arrays -------------------------------------------------------------
 def forward(p, x, h0, c0, w_ih, w_hh, b_ih, b_hh, gemm_tiles, step_tiles, store=False):
     """(hs (T+1)*N*H, cs or None, ws or None): the states of every step, flat."""

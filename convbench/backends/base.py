@@ -9,8 +9,10 @@ from importlib import metadata
 
 import numpy as np
 
+from convbench.backends.lowering import LOWERINGS
 from convbench.backends.scratch import Workspace
 from convbench.errors import BackendUnavailableError, UnsupportedError
+from convbench.ops import get_op
 from convbench.threads import ensure_synced
 from convbench.timing import cpu_time_call
 
@@ -117,7 +119,16 @@ class Backend:
 
     # --- capability -----------------------------------------------------------------------------
     def implements(self, op) -> bool:
-        return callable(getattr(self, op.method, None))
+        return callable(getattr(self, op.method, None)) or self.lowering(op) is not None
+
+    def lowering(self, op):
+        """How this backend runs `op` through its kernels for another op (backends.lowering):
+        for a CPU backend without a method of its own for op but with one for the inner op;
+        else None."""
+        low = LOWERINGS.get(op.name)
+        if low is None or self.device != "cpu" or callable(getattr(self, op.method, None)):
+            return None
+        return low if callable(getattr(self, get_op(low.inner).method, None)) else None
 
     def unsupported(self, op, problem, dtype) -> str | None:
         """A reason this backend cannot run this problem, or None. Override for parameter limits."""
@@ -134,12 +145,20 @@ class Backend:
             names = ", ".join(np.dtype(d).name for d in self.dtypes)
             raise UnsupportedError(f"{self.name} does not support dtype {np.dtype(dtype).name} "
                                    f"(supports {names})")
-        why = self.unsupported(op, problem, np.dtype(dtype))
+        low = self.lowering(op)
+        if low is None:
+            why = self.unsupported(op, problem, np.dtype(dtype))
+        else:
+            why = self.unsupported(get_op(low.inner), low.problem(problem), np.dtype(dtype))
         if why:
-            raise UnsupportedError(f"{self.name} does not support {op.name} with {why}")
+            via = f" (as {low.inner})" if low is not None else ""
+            raise UnsupportedError(f"{self.name} does not support {op.name}{via} with {why}")
 
     def run(self, op, problem, *inputs):
         """Run op on host or device arrays as given (no checks: call `check` first)."""
+        low = self.lowering(op)
+        if low is not None:
+            return low.run(self, problem, *inputs)
         return getattr(self, op.method)(problem, *inputs)
 
     def tolerance_terms(self, op, problem) -> float:
@@ -151,6 +170,13 @@ class Backend:
         versions and thread settings of the libraries it runs, without importing them. None:
         nothing beyond the common fingerprint."""
         return None
+
+    def extra_rounding(self, op, problem) -> float:
+        """tolerance_terms of the kernel that runs op: the inner op's for a lowered one."""
+        low = self.lowering(op)
+        if low is not None:
+            return self.tolerance_terms(get_op(low.inner), low.problem(problem))
+        return self.tolerance_terms(op, problem)
 
     def delegate(self, op, problem, dtype) -> str | None:
         """The backend this one hands `problem` to, for backends that choose among others

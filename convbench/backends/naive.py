@@ -62,7 +62,8 @@ class NaiveBackend(Backend):
         """(max, its (h, w), sum, divisor) of one window, by the definition: a row-major scan of
         the positions inside the input; the divisor counts padding when count_include_pad."""
         best, arg, total, inside = -np.inf, None, 0.0, 0
-        h0, w0 = i * p.stride[0] - p.padding[0], j * p.stride[1] - p.padding[1]
+        (pt, pb), (pl, pr) = p.padding
+        h0, w0 = i * p.stride[0] - pt, j * p.stride[1] - pl
         for a in range(p.kernel[0]):
             h = h0 + a * p.dilation[0]
             for b in range(p.kernel[1]):
@@ -74,8 +75,8 @@ class NaiveBackend(Backend):
                     if arg is None or v > best or np.isnan(v):
                         best, arg = v, (h, w)
         if p.count_include_pad:
-            rows = min(h0 + p.kernel[0], p.H + p.padding[0]) - h0
-            cols = min(w0 + p.kernel[1], p.W + p.padding[1]) - w0
+            rows = min(h0 + p.kernel[0], p.H + pb) - h0
+            cols = min(w0 + p.kernel[1], p.W + pr) - w0
             divisor = rows * cols
         else:
             divisor = inside
@@ -118,7 +119,7 @@ class NaiveBackend(Backend):
         w_idx = np.arange(p.W)
 
         def visit(n, c, i, j, best, arg, total, divisor):
-            h0, w0 = i * p.stride[0] - p.padding[0], j * p.stride[1] - p.padding[1]
+            h0, w0 = i * p.stride[0] - p.pad_begin[0], j * p.stride[1] - p.pad_begin[1]
             rows = h_idx[(h_idx >= h0) & (h_idx < h0 + p.kernel[0])]
             cols = w_idx[(w_idx >= w0) & (w_idx < w0 + p.kernel[1])]
             dx[n, c, rows[:, None], cols[None, :]] += dy[n, c, i, j] / divisor

@@ -112,6 +112,12 @@ class NumbaCUDABackend(Backend):
                 "compute_capability": ".".join(map(str, dev.compute_capability)),
                 "driver": str(cuda.cudadrv.driver.driver.get_version())}
 
+    def unsupported(self, op, p, dtype):
+        if getattr(p, "original_gru", False):
+            return ("linear_before_reset=False (the GRU kernel applies the reset gate after the "
+                    "hidden product)")
+        return None
+
     # --- data movement --------------------------------------------------------------------------
     def to_device(self, a):
         return _cuda().to_device(np.ascontiguousarray(a))
@@ -216,19 +222,28 @@ class NumbaCUDABackend(Backend):
     def _flats(*arrays):
         return [None if a is None else _flat(a) for a in arrays]
 
+    def _steps_in_order(self, p, a, width):
+        """A flat (T, N, width) sequence in the order the layer runs it: flipped when reversed
+        (the kernels run steps 0..T-1; the flip is one bandwidth-bound copy)."""
+        return KERNELS.rnn.flip_steps(a, p.T, p.N * width, self.threads) if p.reverse else a
+
     def _rnn_fwd(self, p, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
-        hs, cs, _ = KERNELS.rnn.forward(p, *self._flats(x, h0, c0, w_ih, w_hh, b_ih, b_hh),
+        x = self._steps_in_order(p, _flat(x), p.I)
+        hs, cs, _ = KERNELS.rnn.forward(p, x, *self._flats(h0, c0, w_ih, w_hh, b_ih, b_hh),
                                           self.tiles_for("gemm"), self.tiles_for("step"))
         NH = p.N * p.H
-        y = hs[NH:].reshape(p.y_shape)
+        y = self._steps_in_order(p, hs[NH:], p.H).reshape(p.y_shape)
         hT = hs[p.T * NH:].reshape(p.h_shape)
         cT = None if cs is None else cs[p.T * NH:].reshape(p.h_shape)
         return y, hT, cT
 
     def _rnn_bwd(self, p, dy, dhT, dcT, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
-        out = KERNELS.rnn.backward(
-            p, *self._flats(dy, dhT, dcT, x, h0, c0, w_ih, w_hh, b_ih, b_hh),
-            self.tiles_for("gemm"), self.tiles_for("step"), self.threads)
+        dy = self._steps_in_order(p, _flat(dy), p.H)
+        x = self._steps_in_order(p, _flat(x), p.I)
+        out = list(KERNELS.rnn.backward(
+            p, dy, *self._flats(dhT, dcT), x, *self._flats(h0, c0, w_ih, w_hh, b_ih, b_hh),
+            self.tiles_for("gemm"), self.tiles_for("step"), self.threads))
+        out[0] = self._steps_in_order(p, out[0], p.I)
         shapes = (p.x_shape, p.h_shape, p.h_shape, p.w_ih_shape, p.w_hh_shape,
                   (p.gates * p.H,), (p.gates * p.H,))
         return tuple(None if a is None else a.reshape(s) for a, s in zip(out, shapes))

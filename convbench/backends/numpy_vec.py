@@ -12,10 +12,10 @@ from convbench.ops.pool import avg_divisors
 def _padded(x, p, fill):
     """x padded on every side by the padding, and on the bottom/right as far as ceil_mode's last
     window reaches, with `fill`."""
-    (ph, pw), (kh, kw), (sh, sw), (dh, dw) = p.padding, p.kernel, p.stride, p.dilation
-    extra_h = max(0, (p.P - 1) * sh + dh * (kh - 1) + 1 - (p.H + 2 * ph))
-    extra_w = max(0, (p.Q - 1) * sw + dw * (kw - 1) + 1 - (p.W + 2 * pw))
-    return np.pad(x, ((0, 0), (0, 0), (ph, ph + extra_h), (pw, pw + extra_w)), constant_values=fill)
+    ((pt, pb), (pl, pr)), (kh, kw), (sh, sw), (dh, dw) = p.padding, p.kernel, p.stride, p.dilation
+    extra_h = max(0, (p.P - 1) * sh + dh * (kh - 1) + 1 - (p.H + pt + pb))
+    extra_w = max(0, (p.Q - 1) * sw + dw * (kw - 1) + 1 - (p.W + pl + pr))
+    return np.pad(x, ((0, 0), (0, 0), (pt, pb + extra_h), (pl, pr + extra_w)), constant_values=fill)
 
 
 def _windows(xp, p):
@@ -35,7 +35,7 @@ def _offset_slices(p, i, j):
 
 
 def _crop(dxp, p):
-    ph, pw = p.padding
+    ph, pw = p.pad_begin
     return np.ascontiguousarray(dxp[:, :, ph:ph + p.H, pw:pw + p.W])
 
 

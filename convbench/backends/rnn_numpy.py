@@ -1,7 +1,11 @@
 """Recurrent layers in NumPy, in the input's dtype: the input projection of the whole sequence is
 one GEMM, each step one GEMM for the hidden state plus the gate arithmetic (ExactSteps, or the
 fused Numba kernels of numba-cpu); in the backward pass only dh needs a GEMM per step, the input
-and weight gradients are one GEMM each. The equations are in ops.rnn's docstring."""
+and weight gradients are one GEMM each. The equations are in ops.rnn's docstring.
+
+A reversed layer runs the steps from last to first. The original GRU (linear_before_reset=False)
+needs two hidden GEMMs per step, the r and z rows on h and the n rows on r*h, with the gate
+arithmetic split around the second (ExactSteps.gru0_*)."""
 from __future__ import annotations
 
 import numpy as np
@@ -64,48 +68,109 @@ class ExactSteps:
         return dgi, dgh, dh * z, None
 
 
+    # --- the original GRU (Cho et al. 2014): gates split around the second hidden GEMM --------
+    @staticmethod
+    def gru0_reset(gi, gh_rz, h):
+        """-> r, z, r*h."""
+        H = h.shape[1]
+        r = sigmoid(gi[:, :H] + gh_rz[:, :H])
+        z = sigmoid(gi[:, H:2 * H] + gh_rz[:, H:])
+        return r, z, r * h
+
+    @staticmethod
+    def gru0_update(gi, gh_n, z, h):
+        """-> h', n (gh_n = (r*h) w_hn^T + b_hn)."""
+        H = h.shape[1]
+        n = np.tanh(gi[:, 2 * H:] + gh_n)
+        return (1 - z) * n + z * h, n
+
+    @staticmethod
+    def gru0_grad_update(dh, z, n, h):
+        """dh' -> (d a_n, d a_z, the part of d h_prev through z*h)."""
+        return dh * (1 - z) * (1 - n * n), dh * (h - n) * z * (1 - z), dh * z
+
+    @staticmethod
+    def gru0_grad_reset(d_rh, r, h):
+        """d(r*h) -> (d a_r, the part of d h_prev through r*h)."""
+        return d_rh * h * r * (1 - r), d_rh * r
+
+
+def _gru0_step(steps, gi, h, w_hh, b_hh):
+    H = h.shape[1]
+    r, z, rh = steps.gru0_reset(gi, h @ w_hh[:2 * H].T + b_hh[:2 * H], h)
+    hn, n = steps.gru0_update(gi, rh @ w_hh[2 * H:].T + b_hh[2 * H:], z, h)
+    return hn, (r, z, n, h, rh)
+
+
+def _gru0_step_grad(steps, dh, cache, w_hh):
+    """-> (d gi, d gh with gh's n rows meaning (r*h) w_hn^T, d h_prev)."""
+    r, z, n, h, _ = cache
+    H = h.shape[1]
+    dan, daz, dh_z = steps.gru0_grad_update(dh, z, n, h)
+    d_rh = dan @ w_hh[2 * H:]
+    dar, dh_r = steps.gru0_grad_reset(d_rh, r, h)
+    da = np.concatenate([dar, daz, dan], axis=1)
+    return da, da, da[:, :2 * H] @ w_hh[:2 * H] + dh_z + dh_r
+
+
 def _bias(b, n, dtype):
     return np.zeros(n, dtype) if b is None else b
 
 
-def _run_forward(p, x, h0, c0, w_ih, w_hh, b_ih, b_hh, keep, step_forward):
+def _run_forward(p, x, h0, c0, w_ih, w_hh, b_ih, b_hh, keep, steps):
     GH = w_ih.shape[0]
     gi_all = (x.reshape(-1, p.I) @ w_ih.T + _bias(b_ih, GH, x.dtype)).reshape(p.T, p.N, GH)
     b_hh = _bias(b_hh, GH, x.dtype)
     y = np.empty(p.y_shape, dtype=x.dtype)
-    h, c, caches = h0, c0, []
-    for t in range(p.T):
-        h, c, cache = step_forward(p.cell, gi_all[t], h @ w_hh.T + b_hh, h, c)
+    h, c, caches = h0, c0, [None] * p.T
+    for t in p.steps:
+        if p.original_gru:
+            h, cache = _gru0_step(steps, gi_all[t], h, w_hh, b_hh)
+        else:
+            h, c, cache = steps.step_forward(p.cell, gi_all[t], h @ w_hh.T + b_hh, h, c)
         y[t] = h
         if keep:
-            caches.append(cache)
+            caches[t] = cache
     return y, h, c, caches
 
 
 def forward(p, x, h0, c0, w_ih, w_hh, b_ih, b_hh, steps=ExactSteps):
     """steps: the gate arithmetic, ExactSteps or numba-cpu's FusedSteps."""
-    y, h, c, _ = _run_forward(p, x, h0, c0, w_ih, w_hh, b_ih, b_hh, False, steps.step_forward)
+    y, h, c, _ = _run_forward(p, x, h0, c0, w_ih, w_hh, b_ih, b_hh, False, steps)
     return y, h, c
 
 
 def backward(p, dy, dhT, dcT, x, h0, c0, w_ih, w_hh, b_ih, b_hh, steps=ExactSteps):
-    y, _, _, caches = _run_forward(p, x, h0, c0, w_ih, w_hh, b_ih, b_hh, True, steps.step_forward)
+    y, _, _, caches = _run_forward(p, x, h0, c0, w_ih, w_hh, b_ih, b_hh, True, steps)
     GH = w_ih.shape[0]
     dgi_all = np.empty((p.T, p.N, GH), dtype=x.dtype)
     dgh_all = np.empty((p.T, p.N, GH), dtype=x.dtype)
     dh = np.zeros(p.h_shape, x.dtype) if dhT is None else dhT
     dc = (np.zeros(p.h_shape, x.dtype) if dcT is None else dcT) if p.has_cell_state else None
-    for t in reversed(range(p.T)):
-        dgi, dgh, dh_direct, dc = steps.step_backward(p.cell, dy[t] + dh, dc, caches[t])
+    for t in reversed(p.steps):
+        if p.original_gru:
+            dgi, dgh, dh = _gru0_step_grad(steps, dy[t] + dh, caches[t], w_hh)
+        else:
+            dgi, dgh, dh_direct, dc = steps.step_backward(p.cell, dy[t] + dh, dc, caches[t])
+            dh = dgh @ w_hh
+            if dh_direct is not None:
+                dh += dh_direct
         dgi_all[t], dgh_all[t] = dgi, dgh
-        dh = dgh @ w_hh
-        if dh_direct is not None:
-            dh += dh_direct
-    h_prev = np.concatenate([h0[None], y[:-1]]).reshape(-1, p.H)
+    # the state each step read: the previous step's output, h0 for the first step run
+    if p.reverse:
+        h_prev = np.concatenate([y[1:], h0[None]]).reshape(-1, p.H)
+    else:
+        h_prev = np.concatenate([h0[None], y[:-1]]).reshape(-1, p.H)
     dgi2, dgh2 = dgi_all.reshape(-1, GH), dgh_all.reshape(-1, GH)
     dx = (dgi2 @ w_ih).reshape(p.x_shape)
     if b_ih is None:
         db_ih = db_hh = None
     else:
         db_ih, db_hh = dgi2.sum(axis=0), dgh2.sum(axis=0)
-    return dx, dh, dc, dgi2.T @ x.reshape(-1, p.I), dgh2.T @ h_prev, db_ih, db_hh
+    if p.original_gru:          # the n rows of w_hh multiply r*h
+        H2 = 2 * p.H
+        rh = np.stack([cache[4] for cache in caches]).reshape(-1, p.H)
+        dw_hh = np.concatenate([dgh2[:, :H2].T @ h_prev, dgh2[:, H2:].T @ rh])
+    else:
+        dw_hh = dgh2.T @ h_prev
+    return dx, dh, dc, dgi2.T @ x.reshape(-1, p.I), dw_hh, db_ih, db_hh

@@ -84,19 +84,66 @@ class TorchBackend(Backend):
             dw = torch.nn.grad.conv2d_weight(xt, p.w_shape, torch.from_numpy(dy), **kw)
         return dw.numpy()
 
+    # --- transposed convolution: torch's own forward; the gradients through the convolution
+    # kernels above (backends.lowering), which is what torch's autograd runs for them -----------
+    def conv_transpose2d_fwd(self, p, x, w, b):
+        torch = _torch()
+        F = torch.nn.functional
+        # torch takes padding p on both sides and output_padding o: the far crop is p - o
+        (pt, pb), (pl, pr) = p.padding
+        out_pad = (pt - pb + p.output_padding[0], pl - pr + p.output_padding[1])
+        native = all(0 <= o < max(s, d) for o, s, d in zip(out_pad, p.stride, p.dilation))
+        kw = dict(stride=p.stride, groups=p.groups, dilation=p.dilation,
+                  padding=(pt, pl) if native else 0,
+                  output_padding=out_pad if native else p.output_padding)
+        with torch.inference_mode():
+            y = F.conv_transpose2d(torch.from_numpy(x), torch.from_numpy(w),
+                                   None if b is None else torch.from_numpy(b), **kw)
+            if not native:
+                y = y[:, :, pt:pt + p.P, pl:pl + p.Q].contiguous()
+        return y.numpy()
+
     # --- pooling ----------------------------------------------------------------------------------
-    def _pool_kwargs(self, p):
-        kw = dict(kernel_size=p.kernel, stride=p.stride, padding=p.padding, ceil_mode=p.ceil_mode)
-        if p.kind == "max":
-            kw["dilation"] = p.dilation
-        else:
-            kw["count_include_pad"] = p.count_include_pad
-        return kw
+    def _pool_native(self, p):
+        """torch's own pooling takes symmetric padding of at most half the kernel."""
+        sym = p.symmetric_padding
+        return sym is not None and all(q <= k // 2 for q, k in zip(sym, p.kernel))
 
     def _pool(self, p, x):
         F = _torch().nn.functional
-        fn = F.max_pool2d if p.kind == "max" else F.avg_pool2d
-        return fn(x, **self._pool_kwargs(p))
+        if self._pool_native(p):
+            kw = dict(kernel_size=p.kernel, stride=p.stride, padding=p.symmetric_padding,
+                      ceil_mode=p.ceil_mode)
+            if p.kind == "max":
+                return F.max_pool2d(x, dilation=p.dilation, **kw)
+            return F.avg_pool2d(x, count_include_pad=p.count_include_pad, **kw)
+        return self._pool_padded(p, x)
+
+    def _pool_padded(self, p, x):
+        """Padding torch's pooling does not take, applied with F.pad: minus infinity for the
+        maximum, zeros for the average, plus room on the bottom/right for ceil_mode's last window
+        (so torch pools in floor mode and gives our P, Q). The average's divisors, which depend
+        on where each window sits (count_include_pad), come from pooling an indicator of the
+        counted cells with the same windows."""
+        torch = _torch()
+        F = torch.nn.functional
+        ((pt, pb), (pl, pr)), (kh, kw), (sh, sw), (dh, dw) = (p.padding, p.kernel, p.stride,
+                                                              p.dilation)
+        eh = max(0, (p.P - 1) * sh + dh * (kh - 1) + 1 - (p.H + pt + pb))
+        ew = max(0, (p.Q - 1) * sw + dw * (kw - 1) + 1 - (p.W + pl + pr))
+        pads = (pl, pr + ew, pt, pb + eh)
+        if p.kind == "max":
+            xp = F.pad(x, pads, value=float("-inf"))
+            return F.max_pool2d(xp, p.kernel, p.stride, 0, p.dilation)
+        sums = F.avg_pool2d(F.pad(x, pads), p.kernel, p.stride, 0, divisor_override=1)
+        counted = torch.ones((1, 1, p.H, p.W), dtype=x.dtype)
+        if p.count_include_pad:       # the padded input counts, ceil_mode's extra room does not
+            counted = F.pad(counted, (pl, pr, pt, pb), value=1.0)
+            counted = F.pad(counted, (0, ew, 0, eh))
+        else:
+            counted = F.pad(counted, pads)
+        divisors = F.avg_pool2d(counted, p.kernel, p.stride, 0, divisor_override=1)
+        return sums / divisors
 
     def _pool_fwd(self, p, x):
         torch = _torch()
@@ -114,6 +161,10 @@ class TorchBackend(Backend):
     max_pool2d_bwd = avg_pool2d_bwd = _pool_bwd
 
     # --- recurrent cells: torch.nn.LSTM/GRU/RNN with the weights copied in -----------------------
+    # A reversed layer runs on the time-flipped sequence (torch's own bidirectional layers do the
+    # same). torch.nn.GRU is the linear_before_reset=True GRU only; the original GRU is written
+    # here with torch's operations, step by step, as a torch user would, with autograd for its
+    # backward.
     def _module(self, p, w_ih, w_hh, b_ih, b_hh):
         torch = _torch()
         cls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn_tanh": torch.nn.RNN}[p.cell]
@@ -126,7 +177,45 @@ class TorchBackend(Backend):
                 m.bias_ih_l0.copy_(torch.from_numpy(b_ih))
                 b_hh = b_hh if b_hh is not None else np.zeros_like(b_ih)
                 m.bias_hh_l0.copy_(torch.from_numpy(b_hh))
-        return m
+        names = ["weight_ih_l0", "weight_hh_l0"] + (["bias_ih_l0", "bias_hh_l0"]
+                                                    if b_ih is not None else [])
+        return (lambda x, state: m(x, state)), [getattr(m, n) for n in names]
+
+    def _original_gru(self, p, w_ih, w_hh, b_ih, b_hh, grad: bool):
+        torch = _torch()
+        params = [torch.from_numpy(a).clone().requires_grad_(grad)
+                  for a in (w_ih, w_hh) + ((b_ih, b_hh) if b_ih is not None else ())]
+        H = p.H
+
+        def run(x, h):
+            w_i, w_h = params[0], params[1]
+            b_i, b_h = (params[2], params[3]) if len(params) == 4 else (0, torch.zeros(3 * H,
+                                                                                      dtype=x.dtype))
+            gi = x @ w_i.T + b_i
+            h = h[0]
+            ys = []
+            for t in range(p.T):
+                rz = torch.sigmoid(gi[t, :, :2 * H] + h @ w_h[:2 * H].T + b_h[:2 * H])
+                r, z = rz[:, :H], rz[:, H:]
+                n = torch.tanh(gi[t, :, 2 * H:] + (r * h) @ w_h[2 * H:].T + b_h[2 * H:])
+                h = (1 - z) * n + z * h
+                ys.append(h)
+            return torch.stack(ys), h[None]
+        return run, params
+
+    def _layer(self, p, w_ih, w_hh, b_ih, b_hh, grad: bool = False):
+        """(run(x, state) -> (y, state) in torch.nn's shapes, its parameter tensors)."""
+        if p.original_gru:
+            run, params = self._original_gru(p, w_ih, w_hh, b_ih, b_hh, grad)
+        else:
+            run, params = self._module(p, w_ih, w_hh, b_ih, b_hh)
+        if not p.reverse:
+            return run, params
+
+        def reversed_run(x, state):
+            y, state = run(x.flip(0), state)
+            return y.flip(0), state
+        return reversed_run, params
 
     def _state(self, p, h0, c0):
         torch = _torch()
@@ -135,21 +224,21 @@ class TorchBackend(Backend):
 
     def _rnn_fwd(self, p, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
         torch = _torch()
-        m = self._module(p, w_ih, w_hh, b_ih, b_hh)
+        run, _ = self._layer(p, w_ih, w_hh, b_ih, b_hh)
         with torch.inference_mode():
-            y, state = m(torch.from_numpy(x), self._state(p, h0, c0))
+            y, state = run(torch.from_numpy(x), self._state(p, h0, c0))
         if p.has_cell_state:
             return y.numpy(), state[0][0].numpy(), state[1][0].numpy()
         return y.numpy(), state[0].numpy(), None
 
     def _rnn_bwd(self, p, dy, dhT, dcT, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
         torch = _torch()
-        m = self._module(p, w_ih, w_hh, b_ih, b_hh)
+        run, params = self._layer(p, w_ih, w_hh, b_ih, b_hh, grad=True)
         xt = torch.from_numpy(x).requires_grad_()
         h0t = torch.from_numpy(h0).clone()[None].requires_grad_()
         c0t = torch.from_numpy(c0).clone()[None].requires_grad_() if p.has_cell_state else None
         with torch.enable_grad():
-            y, state = m(xt, (h0t, c0t) if p.has_cell_state else h0t)
+            y, state = run(xt, (h0t, c0t) if p.has_cell_state else h0t)
             outs, grads = [y], [torch.from_numpy(dy)]
             hT = state[0] if p.has_cell_state else state
             if dhT is not None:
@@ -159,11 +248,10 @@ class TorchBackend(Backend):
                 outs.append(state[1])
                 grads.append(torch.from_numpy(dcT)[None])
             torch.autograd.backward(outs, grads)
-        g = lambda t: None if t is None or t.grad is None else t.grad.numpy()  # noqa: E731
-        dbi = g(m.bias_ih_l0) if b_ih is not None else None
-        dbh = g(m.bias_hh_l0) if b_ih is not None else None
-        return (g(xt), h0t.grad[0].numpy(), None if c0t is None else c0t.grad[0].numpy(),
-                g(m.weight_ih_l0), g(m.weight_hh_l0), dbi, dbh)
+        g = [None if t.grad is None else t.grad.numpy() for t in params]
+        dbi, dbh = (g[2], g[3]) if b_ih is not None else (None, None)
+        return (xt.grad.numpy(), h0t.grad[0].numpy(),
+                None if c0t is None else c0t.grad[0].numpy(), g[0], g[1], dbi, dbh)
 
     lstm_fwd = gru_fwd = rnn_tanh_fwd = _rnn_fwd
     lstm_bwd = gru_bwd = rnn_tanh_bwd = _rnn_bwd

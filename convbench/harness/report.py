@@ -119,6 +119,81 @@ def geomeans(frame: pd.DataFrame, baseline: str | None, peers=()) -> pd.DataFram
     return out
 
 
+def whole_model(frame: pd.DataFrame, counts: dict, baseline: str | None,
+                peers=("torch",)) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A model's layers summed: per direction (and "all" over several), each backend's total
+    seconds, sum over layers of count x median (complete only where it timed every layer), and
+    the same for the mix that takes each layer's fastest backend other than the peers; the
+    baseline's total over each. Returns (totals: direction, backend, total_s, layers, of,
+    speedup), (mix: direction, backend, layers, calls, share of the mix's time)."""
+    med = medians(frame)
+    if med.empty:
+        return pd.DataFrame(), pd.DataFrame()
+    weight = pd.Series([counts.get(c, 1) for c, _ in med.index], index=med.index, dtype=float)
+    own = [b for b in med.columns if b not in peers]
+    chosen = {}             # backend -> (case, direction) -> the backend it delegated to
+    for r in frame.itertuples():
+        if str(r.reason).startswith("chose "):
+            chosen.setdefault(r.backend, {})[(r.case, r.direction)] = \
+                r.reason[len("chose "):].split(";")[0]
+    rows, mix_rows = [], []
+    directions = list(dict.fromkeys(d for _, d in med.index))
+    for direction in directions + (["all"] if len(directions) > 1 else []):
+        sel = med if direction == "all" else med[med.index.get_level_values(1) == direction]
+        w = weight[sel.index]
+        totals = {}
+        for b in sel.columns:
+            have = sel[b].notna()
+            totals[b] = ((sel[b] * w).sum() if have.all() else np.nan, int(have.sum()))
+        best = sel[own].min(axis=1) if own else pd.Series(np.nan, index=sel.index)
+        winner = sel[own].idxmin(axis=1) if own and best.notna().all() else None
+        totals["best per layer"] = ((best * w).sum() if best.notna().all() else np.nan,
+                                    int(best.notna().sum()))
+        base = totals.get(baseline, (np.nan, 0))[0]
+        for b, (total, layers) in totals.items():
+            rows.append({"direction": direction, "backend": b, "total_s": total,
+                         "layers": layers, "of": len(sel), "speedup": base / total})
+        if winner is not None:
+            winner = winner.copy()
+            for key, b in winner.items():       # name what a delegating backend ran
+                if b in chosen and key in chosen[b]:
+                    winner[key] = f"{b} ({chosen[b][key]})"
+            for b in dict.fromkeys(winner):
+                won = winner == b
+                mix_rows.append({"direction": direction, "backend": b, "layers": int(won.sum()),
+                                 "calls": int(w[won].sum()),
+                                 "share": float((best[won] * w[won]).sum() / (best * w).sum())})
+    return pd.DataFrame(rows), pd.DataFrame(mix_rows)
+
+
+def _whole_model_html(frame, meta, baseline, peers=("torch",)) -> str:
+    counts = meta.get("counts") or {}
+    totals, mix = whole_model(frame, counts, baseline, peers)
+    if totals.empty:
+        return ""
+    esc = html.escape
+    parts = ["<h2>Whole model</h2><p>The model's layers that convbench times "
+             f"({len(counts)} distinct, {sum(counts.values())} calls; other operations are not "
+             "included): for each backend the sum over layers of calls x median time, complete "
+             "only where the backend timed every layer; and the mix that runs each layer on its "
+             f"fastest backend other than the peers ({esc(', '.join(peers) or 'none')}). "
+             "Speedup: the baseline "
+             f"<b>{esc(str(baseline))}</b>'s total over each (&gt;1 is faster).</p>"]
+    body = []
+    for r in totals.itertuples():
+        total = "-" if pd.isna(r.total_s) else f"{r.total_s * 1e3:.3f} ms"
+        speed = "-" if pd.isna(r.speedup) else f"{r.speedup:.2f}x"
+        body.append([r.direction, esc(r.backend), total, f"{r.layers} of {r.of}", speed])
+    parts.append(_table(["direction", "backend", "model total", "layers timed",
+                         f"speedup vs {baseline}"], body))
+    if not mix.empty:
+        parts.append("<p>The fastest-per-layer mix:</p>")
+        parts.append(_table(["direction", "backend", "layers", "calls", "share of time"],
+                            [[r.direction, esc(r.backend), str(r.layers), str(r.calls),
+                              f"{r.share:.0%}"] for r in mix.itertuples()]))
+    return "".join(parts)
+
+
 # --- plots --------------------------------------------------------------------------------------
 def _figure(width: float, height: float):
     from matplotlib.figure import Figure  # lazy: matplotlib loads only when a report is drawn
@@ -333,6 +408,8 @@ def render(frame: pd.DataFrame, meta: dict, baseline: str | None = None) -> str:
                      f"backend's speed over {esc(str(baseline))} | over the fastest peer of that "
                      "case (the other's median time over its own; above 1x: faster).</p>")
         parts.append(_table(["case", "direction", "best peer"] + own, rows))
+    if meta.get("counts"):
+        parts.append(_whole_model_html(frame, meta, baseline, peers))
     # plots
     parts.append("<h2>Throughput</h2>")
     for fam in dict.fromkeys(frame["family"]):

@@ -93,6 +93,8 @@ class RunConfig:
     cold_cache: bool = False
     baseline: str | None = None
     seed: int = 0
+    #: the suite is a model's layers: the report adds their sum (each case's count x time)
+    whole_model: bool = False
 
     @property
     def settings(self) -> Settings:
@@ -222,6 +224,8 @@ def run_suite(config: RunConfig, out_dir, resume: bool = False, progress=None,
             "per_case_limit_s": config.per_case_limit_s, "policy": vars(config.policy),
             "started": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": fingerprint(),
             "peaks": measure_peaks() if peaks else None}
+    if config.whole_model or any(getattr(c, "count", 1) != 1 for c in config.cases):
+        meta["counts"] = {c.name: c.count for c in config.cases}
     (out_dir / "meta.json").write_text(json.dumps(meta, indent=1))
     runner = Runner(config, out_dir, resume, progress)
     t0 = time.perf_counter()

@@ -1,9 +1,11 @@
 """Benchmark suites: named lists of problems from real networks, user files, and a fuzzer.
 
 ResNet-50 (He et al. 2015, table 1; the v1.5 layout with the stride on the 3x3 convolution),
-VGG-16 (Simonyan and Zisserman 2014, configuration D) and MobileNet v1 (Howard et al. 2017,
-table 1) are written from the papers' architecture tables; DeepBench's lists come from
-baidu-research/DeepBench (package data).
+VGG-16 (Simonyan and Zisserman 2014, configuration D), MobileNet v1 (Howard et al. 2017,
+table 1) and the decoders of DCGAN (Radford et al. 2015) and U-Net (Ronneberger et al. 2015) are
+written from the papers' architectures; DeepBench's lists come from baidu-research/DeepBench
+(package data). A suite can also be read from the user's own model (harness.model: an ONNX file,
+or a torch module through forward hooks).
 """
 from __future__ import annotations
 
@@ -17,17 +19,25 @@ import pandas as pd
 
 from convbench.cases import random_conv_problem
 from convbench.errors import UnknownNameError
+from convbench.harness.model import merge, onnx_problems, parse_input_shapes, torch_problems
+from convbench.ops.conv_transpose import ConvTranspose2dProblem
 from convbench.ops.descriptor import parse
 
 
 @dataclass(frozen=True)
 class Case:
+    """A named problem; `count` is how many times a model runs it (a suite read from a model
+    merges identical layers)."""
+
     name: str
     problem: object
+    count: int = 1
 
     @property
     def family(self) -> str:
         p = self.problem
+        if isinstance(p, ConvTranspose2dProblem):
+            return "conv_transpose2d"
         if hasattr(p, "kind"):
             return f"{p.kind}_pool2d"
         if hasattr(p, "cell"):
@@ -138,11 +148,42 @@ def pooling(batch: int = 8) -> list[Case]:
 
 
 def rnn(batch: int = 16) -> list[Case]:
+    """Single layers, and a 2-layer bidirectional LSTM over 80 filterbank features (a speech
+    encoder's shape) as its four layer-direction problems: each layer's reverse half runs with
+    reverse=True, and the second layer reads both halves of the first (2 x 256 features)."""
+    b = f"mb{batch}"
     return _cases([
-        ("lstm h256 t64", f"lstm:t64mb{batch}slc256sic256"),
-        ("gru h256 t64", f"gru:t64mb{batch}slc256sic256"),
-        ("rnn_tanh h256 t64", f"rnn_tanh:t64mb{batch}slc256sic256"),
-        ("lstm h512 t25", f"lstm:t25mb{batch}slc512sic512"),
+        ("lstm h256 t64", f"lstm:t64{b}slc256sic256"),
+        ("gru h256 t64", f"gru:t64{b}slc256sic256"),
+        ("rnn_tanh h256 t64", f"rnn_tanh:t64{b}slc256sic256"),
+        ("lstm h512 t25", f"lstm:t25{b}slc512sic512"),
+        ("bilstm 2-layer h256 t100: l0 forward", f"lstm:t100{b}slc80sic256"),
+        ("bilstm 2-layer h256 t100: l0 reverse", f"lstm:t100{b}slc80sic256rev1"),
+        ("bilstm 2-layer h256 t100: l1 forward", f"lstm:t100{b}slc512sic256"),
+        ("bilstm 2-layer h256 t100: l1 reverse", f"lstm:t100{b}slc512sic256rev1"),
+        ("gru (original, linear_before_reset=False) h256 t64",
+         f"gru:t64{b}slc256sic256lbr0"),
+    ])
+
+
+def decoders(batch: int | None = None) -> list[Case]:
+    """Transposed convolutions of two decoders. DCGAN's generator (Radford et al. 2015, figure 1:
+    z -> 4x4x1024 -> 8x8x512 -> 16x16x256 -> 32x32x128 -> 64x64x3) with the 4x4 kernels, stride 2,
+    padding 1 of the PyTorch DCGAN example (the projection of z as a 4x4 transposed convolution of
+    a 1x1 input), batch 8 by default. U-Net's expansive path (Ronneberger et al. 2015, figure 1:
+    2x2 up-convolutions, stride 2, halving the channels: 28 -> 56 -> ... -> 392 for a 572x572
+    tile), batch 1 by default as in the paper."""
+    g, u = f"mb{batch or 8}", f"mb{batch or 1}"
+    return _cases([
+        ("dcgan project z 100 -> 4x4x1024", f"deconv:{g}ic100ih1oc1024kh4"),
+        ("dcgan 4 -> 8, 1024 -> 512", f"deconv:{g}ic1024ih4oc512kh4sh2ph1"),
+        ("dcgan 8 -> 16, 512 -> 256", f"deconv:{g}ic512ih8oc256kh4sh2ph1"),
+        ("dcgan 16 -> 32, 256 -> 128", f"deconv:{g}ic256ih16oc128kh4sh2ph1"),
+        ("dcgan 32 -> 64, 128 -> 3", f"deconv:{g}ic128ih32oc3kh4sh2ph1"),
+        ("unet up-conv 28 -> 56, 1024 -> 512", f"deconv:{u}ic1024ih28oc512kh2sh2"),
+        ("unet up-conv 52 -> 104, 512 -> 256", f"deconv:{u}ic512ih52oc256kh2sh2"),
+        ("unet up-conv 100 -> 200, 256 -> 128", f"deconv:{u}ic256ih100oc128kh2sh2"),
+        ("unet up-conv 196 -> 392, 128 -> 64", f"deconv:{u}ic128ih196oc64kh2sh2"),
     ])
 
 
@@ -169,6 +210,7 @@ SUITES = {
     "deepbench-rnn": deepbench_rnn,
     "pooling": pooling,
     "rnn": rnn,
+    "decoders": decoders,
 }
 
 
@@ -205,17 +247,46 @@ def from_file(path: str) -> list[Case]:
     return out
 
 
+def from_onnx(source, batch: int | None = None, input_shapes=None) -> list[Case]:
+    """The layers of an ONNX model (a path, bytes or onnx.ModelProto) as a suite, identical
+    layers merged with their count (harness.model). batch sets a dynamic first input dimension;
+    input_shapes ({input name, or None for the only input: shape}, or strings
+    'NAME:1,3,224,224') fixes inputs whose shapes are dynamic."""
+    if input_shapes is not None and not isinstance(input_shapes, dict):
+        input_shapes = parse_input_shapes(input_shapes)
+    return [Case(name, p, count) for name, p, count in
+            merge(onnx_problems(source, batch, input_shapes))]
+
+
+def from_torch(module, example_input) -> list[Case]:
+    """The layers a torch module runs on example_input (recorded by forward hooks) as a suite,
+    identical layers merged with their count."""
+    return [Case(name, p, count) for name, p, count in
+            merge(torch_problems(module, example_input))]
+
+
 def with_batch(case: Case, batch: int) -> Case:
-    return Case(case.name, dataclasses.replace(case.problem, N=batch))
+    return Case(case.name, dataclasses.replace(case.problem, N=batch), case.count)
 
 
-def load_suite(spec: str, batch: int | None = None) -> list[Case]:
-    """A built-in suite name, 'fuzz[:SEED[:COUNT]]', or a path to a suite file."""
+def is_model_file(spec: str) -> bool:
+    return str(spec).lower().endswith(".onnx")
+
+
+def load_suite(spec: str, batch: int | None = None, input_shapes=None) -> list[Case]:
+    """A built-in suite name, 'fuzz[:SEED[:COUNT]]', a path to a suite file, or an ONNX model
+    (*.onnx; input_shapes as from_onnx's)."""
+    if input_shapes and not is_model_file(spec):
+        raise ValueError("input shapes are for a suite read from an ONNX model (*.onnx)")
     if spec in SUITES:
         cases = SUITES[spec]()
     elif spec == "fuzz" or spec.startswith("fuzz:"):
         parts = spec.split(":")[1:]
         cases = fuzz(*(int(v) for v in parts))
+    elif is_model_file(spec):
+        if not Path(spec).is_file():
+            raise FileNotFoundError(f"model {spec!r} does not exist")
+        cases = from_onnx(spec, batch, input_shapes)
     elif Path(spec).is_file():
         cases = from_file(spec)
     else:

@@ -13,11 +13,18 @@ import numpy as np
 from convbench.errors import UnknownNameError
 from convbench.ops import reference as ref
 from convbench.ops.conv import Conv2dProblem, conv1d_problem, conv2d_problem
-from convbench.ops.pool import Pool2dProblem, pool2d_problem
+from convbench.ops.conv_transpose import (
+    ConvTranspose2dProblem,
+    conv_transpose1d_problem,
+    conv_transpose2d_problem,
+)
+from convbench.ops.pool import Pool2dProblem, pool1d_problem, pool2d_problem
 from convbench.ops.rnn import RNNProblem
 
-__all__ = ["OPS", "OpSpec", "get_op", "ops_of", "Conv2dProblem", "Pool2dProblem", "RNNProblem",
-           "conv1d_problem", "conv2d_problem", "pool2d_problem"]
+__all__ = ["OPS", "OpSpec", "get_op", "ops_of", "Conv2dProblem", "ConvTranspose2dProblem",
+           "Pool2dProblem", "RNNProblem", "conv1d_problem", "conv2d_problem",
+           "conv_transpose1d_problem", "conv_transpose2d_problem", "pool1d_problem",
+           "pool2d_problem"]
 
 
 @dataclass(frozen=True)
@@ -128,6 +135,34 @@ _register(OpSpec("conv2d", "bwd-weights", ref.conv2d_bwd_weights, _conv_inputs("
                  ("dy", "x"), ("dw",), ref.conv2d_bwd_weights_chunked))
 
 
+def _conv_transpose_inputs(direction):
+    def make(p: ConvTranspose2dProblem, rng, dtype):
+        x = _uniform(rng, p.x_shape, dtype)
+        w = _uniform(rng, p.w_shape, dtype, 1.0 / np.sqrt(p.Cg * p.R * p.S))
+        if direction == "fwd":
+            return (x, w, _uniform(rng, (p.K,), dtype) if p.bias else None)
+        dy = _uniform(rng, p.y_shape, dtype)
+        return (dy, w) if direction == "bwd-data" else (dy, x)
+    return make
+
+
+def _conv_transpose_scale(direction):
+    # linear in each input, as the convolution: the same op on absolute values bounds every term
+    def scale(p, inputs, outputs):
+        fn = OPS[f"conv_transpose2d:{direction}"].reference
+        return (float(np.nanmax(fn(p, *_abs(*inputs)), initial=0.0)),)
+    return scale
+
+
+for _direction, _names in (("fwd", (("x", "w", "b"), ("y",))),
+                           ("bwd-data", (("dy", "w"), ("dx",))),
+                           ("bwd-weights", (("dy", "x"), ("dw",)))):
+    _register(OpSpec("conv_transpose2d", _direction,
+                     getattr(ref, f"conv_transpose2d_{_direction.replace('-', '_')}"),
+                     _conv_transpose_inputs(_direction), _conv_transpose_scale(_direction),
+                     (lambda d: lambda p: p.reduction_length(d))(_direction), *_names))
+
+
 def _pool_inputs(direction):
     def make(p, rng, dtype):
         x = _uniform(rng, p.x_shape, dtype)
@@ -144,13 +179,21 @@ def _max_abs_scale(index):
     return scale
 
 
+def _max_pool_bwd_scale(p, inputs, outputs):
+    # dx sums the dy of every window whose maximum an input is (up to p.overlap() of them, as
+    # many as the padding lets a corner take): the same sums of |dy| bound the terms
+    dy, x = inputs
+    return (float(np.nanmax(ref.max_pool2d_bwd(p, _abs(dy)[0], x), initial=0.0)),)
+
+
 for _kind in ("max", "avg"):
     _fam = f"{_kind}_pool2d"
     _register(OpSpec(_fam, "fwd", getattr(ref, f"{_fam}_fwd"), _pool_inputs("fwd"),
                      _max_abs_scale(0),
                      (lambda p: 1) if _kind == "max" else (lambda p: p.window + 1), ("x",), ("y",)))
     _register(OpSpec(_fam, "bwd", getattr(ref, f"{_fam}_bwd"), _pool_inputs("bwd"),
-                     _max_abs_scale(0), lambda p: p.overlap() + 1, ("dy", "x"), ("dx",)))
+                     _max_pool_bwd_scale if _kind == "max" else _max_abs_scale(0),
+                     lambda p: p.overlap() + 1, ("dy", "x"), ("dx",)))
 
 
 def _rnn_inputs(direction):

@@ -168,12 +168,90 @@ def conv2d_bwd_weights_chunked(p: Conv2dProblem, dy, x):
     return dw.reshape(p.w_shape)
 
 
+# --- transposed convolution: the scatter form, stated on its own ---------------------------------
+def _scatter_extent(p):
+    """Rows and columns of the uncropped scatter: (H-1)*stride + dilation*(R-1) + 1, plus the
+    output padding's rows that nothing reaches."""
+    return tuple((n - 1) * s + d * (k - 1) + 1 + o for n, s, d, k, o in
+                 zip((p.H, p.W), p.stride, p.dilation, (p.R, p.S), p.output_padding))
+
+
+def _tap_patch(p, r: int, s: int):
+    """Where tap (r, s) of every input pixel lands in the uncropped scatter: input pixel (i, j)
+    lands on (i*sh + r*dh, j*sw + s*dw)."""
+    (sh, sw), (dh, dw_) = p.stride, p.dilation
+    return (slice(r * dh, r * dh + (p.H - 1) * sh + 1, sh),
+            slice(s * dw_, s * dw_ + (p.W - 1) * sw + 1, sw))
+
+
+def _scatter_crop(p):
+    """The part of the uncropped scatter that is the output."""
+    (pt, _), (pl, _) = p.padding
+    return (slice(None), slice(None), slice(pt, pt + p.P), slice(pl, pl + p.Q))
+
+
+def conv_transpose2d_fwd(p, x, w, b=None):
+    """Each input pixel x[n, c, i, j] adds x * w[c, k, r, s] to output pixel
+    (i*sh + r*dh - pad_top, j*sw + s*dw - pad_left) of every output channel k of its group;
+    pixels outside the output (the padding) are dropped.
+
+    x (N, C, H, W), w (C, K/groups, R, S), b (K,) or None -> y (N, K, P, Q).
+    """
+    x, w, b = _f64(x, w, b)
+    full = np.zeros((p.N, p.K) + _scatter_extent(p))
+    for g in range(p.groups):
+        ci, ko = slice(g * p.Cg, (g + 1) * p.Cg), slice(g * p.Kg, (g + 1) * p.Kg)
+        for r in range(p.R):
+            for s in range(p.S):
+                rows, cols = _tap_patch(p, r, s)
+                full[:, ko, rows, cols] += np.einsum("nchw,ck->nkhw", x[:, ci], w[ci, :, r, s])
+    y = full[_scatter_crop(p)].copy()
+    if b is not None:
+        y += b[None, :, None, None]
+    return y
+
+
+def conv_transpose2d_bwd_data(p, dy, w):
+    """dx[n, c, i, j] = sum over k, r, s of w[c, k, r, s] times dy at the output pixel that
+    x[n, c, i, j]'s tap (r, s) reached (0 where that pixel was cropped off).
+
+    dy (N, K, P, Q), w (C, K/groups, R, S) -> dx (N, C, H, W).
+    """
+    dy, w = _f64(dy, w)
+    full = np.zeros((p.N, p.K) + _scatter_extent(p))
+    full[_scatter_crop(p)] = dy
+    dx = np.zeros(p.x_shape)
+    for g in range(p.groups):
+        ci, ko = slice(g * p.Cg, (g + 1) * p.Cg), slice(g * p.Kg, (g + 1) * p.Kg)
+        for r in range(p.R):
+            for s in range(p.S):
+                rows, cols = _tap_patch(p, r, s)
+                dx[:, ci] += np.einsum("nkhw,ck->nchw", full[:, ko, rows, cols], w[ci, :, r, s])
+    return dx
+
+
+def conv_transpose2d_bwd_weights(p, dy, x):
+    """dw[c, k, r, s] = sum over n, i, j of x[n, c, i, j] times dy at the output pixel its tap
+    (r, s) reached. dy (N, K, P, Q), x (N, C, H, W) -> dw (C, K/groups, R, S)."""
+    dy, x = _f64(dy, x)
+    full = np.zeros((p.N, p.K) + _scatter_extent(p))
+    full[_scatter_crop(p)] = dy
+    dw = np.zeros(p.w_shape)
+    for g in range(p.groups):
+        ci, ko = slice(g * p.Cg, (g + 1) * p.Cg), slice(g * p.Kg, (g + 1) * p.Kg)
+        for r in range(p.R):
+            for s in range(p.S):
+                rows, cols = _tap_patch(p, r, s)
+                dw[ci, :, r, s] = np.einsum("nchw,nkhw->ck", x[:, ci], full[:, ko, rows, cols])
+    return dw
+
+
 # --- pooling --------------------------------------------------------------------------------------
 def _reads(p, axis: int, offset: int):
     """The input index each output's window reads at `offset` along axis 0 (H) or 1 (W); may lie
-    in the padding (< 0 or >= the size)."""
+    in the padding (< 0 or >= the size). Windows start at -(the padding before) + i * stride."""
     n = p.P if axis == 0 else p.Q
-    return np.arange(n) * p.stride[axis] - p.padding[axis] + offset * p.dilation[axis]
+    return np.arange(n) * p.stride[axis] - p.padding[axis][0] + offset * p.dilation[axis]
 
 
 def _window_positions(p, i: int, j: int):
@@ -188,8 +266,8 @@ def _divisors(p):
     (count_include_pad), or inside the input itself; counted cell by cell."""
     per_axis = []
     for axis, size, k in ((0, p.H, p.kernel[0]), (1, p.W, p.kernel[1])):
-        low, high = (-p.padding[axis], size + p.padding[axis]) if p.count_include_pad \
-            else (0, size)
+        before, after = p.padding[axis]
+        low, high = (-before, size + after) if p.count_include_pad else (0, size)
         per_axis.append(sum(((_reads(p, axis, t) >= low) & (_reads(p, axis, t) < high))
                             for t in range(k)))
     return np.outer(per_axis[0], per_axis[1]).astype(np.float64)
@@ -268,13 +346,22 @@ def _zeros_if_none(b, n):
     return np.zeros(n) if b is None else b
 
 
-def _cell(cell, H, gi, gh, h, c):
-    """One step: gi = x_t w_ih^T + b_ih, gh = h w_hh^T + b_hh -> (h', c' or None, the values the
+def _cell(p, gi, h, c, w_hh, b_hh):
+    """One step: gi = x_t w_ih^T + b_ih, the state (h, c) -> (h', c' or None, the values the
     step's gradient needs)."""
-    if cell == "rnn_tanh":
+    H = p.H
+    if p.cell == "gru" and not p.linear_before_reset:      # Cho et al.: reset, then the product
+        gh_rz = h @ w_hh[:2 * H].T + b_hh[:2 * H]
+        r = _sigmoid(gi[:, :H] + gh_rz[:, :H])
+        z = _sigmoid(gi[:, H:2 * H] + gh_rz[:, H:])
+        rh = r * h
+        n = np.tanh(gi[:, 2 * H:] + rh @ w_hh[2 * H:].T + b_hh[2 * H:])
+        return (1 - z) * n + z * h, None, {"r": r, "z": z, "n": n, "h": h, "rh": rh}
+    gh = h @ w_hh.T + b_hh
+    if p.cell == "rnn_tanh":
         h_new = np.tanh(gi + gh)
         return h_new, None, {"h_new": h_new}
-    if cell == "lstm":
+    if p.cell == "lstm":
         a = gi + gh
         i, f = _sigmoid(a[:, :H]), _sigmoid(a[:, H:2 * H])
         g, o = np.tanh(a[:, 2 * H:3 * H]), _sigmoid(a[:, 3 * H:])
@@ -286,13 +373,15 @@ def _cell(cell, H, gi, gh, h, c):
     return (1 - z) * n + z * h, None, {"r": r, "z": z, "n": n, "gh_n": gh[:, 2 * H:], "h": h}
 
 
-def _cell_grad(cell, v, dh_new, dc_new):
-    """The chain rule through one step: d h', d c' -> (d gi, d gh, d h through the step's own
-    arithmetic (GRU's z*h) or 0, d c or None)."""
-    if cell == "rnn_tanh":
+def _cell_grad(p, v, dh_new, dc_new, w_hh):
+    """The chain rule through one step: d h', d c' -> (d gi, d gh, d h_prev, d c_prev or None,
+    the hidden product's input for each gate row block), where gh is the hidden product
+    (h w_hh^T + b_hh; for the original GRU its n rows are (r*h) w_hn^T + b_hn)."""
+    H = p.H
+    if p.cell == "rnn_tanh":
         da = dh_new * (1 - v["h_new"] ** 2)
-        return da, da, 0.0, None
-    if cell == "lstm":
+        return da, da, da @ w_hh, None, None
+    if p.cell == "lstm":
         i, f, g, o = v["i"], v["f"], v["g"], v["o"]
         tanh_c = np.tanh(v["c_new"])
         dc = dc_new + dh_new * o * (1 - tanh_c ** 2)         # c' reaches the loss twice
@@ -301,29 +390,40 @@ def _cell_grad(cell, v, dh_new, dc_new):
                              dc * i * (1 - g ** 2),          # g = tanh(a_g)
                              dh_new * tanh_c * o * (1 - o)],  # o = sigma(a_o)
                             axis=1)
-        return da, da, 0.0, dc * f
+        return da, da, da @ w_hh, dc * f, None
     r, z, n = v["r"], v["z"], v["n"]
     dn = dh_new * (1 - z)
-    da_n = dn * (1 - n ** 2)                                 # a_n = gi_n + r * gh_n
-    da_r = da_n * v["gh_n"] * r * (1 - r)
+    da_n = dn * (1 - n ** 2)
     da_z = dh_new * (v["h"] - n) * z * (1 - z)
-    return (np.concatenate([da_r, da_z, da_n], axis=1),
-            np.concatenate([da_r, da_z, da_n * r], axis=1), dh_new * z, None)
+    if not p.linear_before_reset:                            # a_n = gi_n + (r*h) w_hn^T + b_hn
+        d_rh = da_n @ w_hh[2 * H:]
+        da_r = d_rh * v["h"] * r * (1 - r)
+        da = np.concatenate([da_r, da_z, da_n], axis=1)
+        dh = da[:, :2 * H] @ w_hh[:2 * H] + d_rh * r + dh_new * z
+        return da, da, dh, None, v["rh"]
+    da_r = da_n * v["gh_n"] * r * (1 - r)                    # a_n = gi_n + r * gh_n
+    dgh = np.concatenate([da_r, da_z, da_n * r], axis=1)
+    return np.concatenate([da_r, da_z, da_n], axis=1), dgh, dgh @ w_hh + dh_new * z, None, None
 
 
 def rnn_fwd(p, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
-    """Run the cell p.cell over the sequence, one step at a time (ops.rnn has the equations).
+    """Run the cell p.cell over the sequence, one step at a time, from the last step to the first
+    when p.reverse (ops.rnn has the equations).
 
     x (T, N, I), h0 and c0 (N, H) (c0 None unless LSTM), w_ih (G*H, I), w_hh (G*H, H),
     b_ih and b_hh (G*H,) or None -> (y (T, N, H), hT (N, H), cT (N, H) or None).
     """
     x, h, c, w_ih, w_hh, b_ih, b_hh = _f64(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
     b_ih, b_hh = _zeros_if_none(b_ih, w_ih.shape[0]), _zeros_if_none(b_hh, w_ih.shape[0])
-    ys = []
-    for t in range(p.T):
-        h, c, _ = _cell(p.cell, p.H, x[t] @ w_ih.T + b_ih, h @ w_hh.T + b_hh, h, c)
-        ys.append(h)
-    return np.stack(ys), h, c
+    y = np.zeros(p.y_shape)
+    for t in _order(p):
+        h, c, _ = _cell(p, x[t] @ w_ih.T + b_ih, h, c, w_hh, b_hh)
+        y[t] = h
+    return y, h, c
+
+
+def _order(p):
+    return range(p.T - 1, -1, -1) if p.reverse else range(p.T)
 
 
 def rnn_bwd(p, dy, dhT, dcT, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
@@ -337,22 +437,25 @@ def rnn_bwd(p, dy, dhT, dcT, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
                                                           b_ih, b_hh)
     has_bias = b_ih is not None
     b_ih, b_hh = _zeros_if_none(b_ih, w_ih.shape[0]), _zeros_if_none(b_hh, w_ih.shape[0])
-    steps, h_prev = [], []
-    for t in range(p.T):
-        h_prev.append(h)
-        h, c, values = _cell(p.cell, p.H, x[t] @ w_ih.T + b_ih, h @ w_hh.T + b_hh, h, c)
-        steps.append(values)
+    steps, h_prev = {}, {}
+    for t in _order(p):
+        h_prev[t] = h
+        h, c, steps[t] = _cell(p, x[t] @ w_ih.T + b_ih, h, c, w_hh, b_hh)
     dx = np.zeros(p.x_shape)
     dw_ih, dw_hh = np.zeros(w_ih.shape), np.zeros(w_hh.shape)
     db_ih, db_hh = np.zeros(w_ih.shape[0]), np.zeros(w_ih.shape[0])
     dh = np.zeros(p.h_shape) if dhT is None else dhT
     dc = (np.zeros(p.h_shape) if dcT is None else dcT) if p.has_cell_state else None
-    for t in reversed(range(p.T)):
-        dgi, dgh, dh_own, dc = _cell_grad(p.cell, steps[t], dy[t] + dh, dc)
+    H = p.H
+    for t in reversed(_order(p)):
+        dgi, dgh, dh, dc, rh = _cell_grad(p, steps[t], dy[t] + dh, dc, w_hh)
         dx[t] = dgi @ w_ih
-        dh = dgh @ w_hh + dh_own
         dw_ih += dgi.T @ x[t]
-        dw_hh += dgh.T @ h_prev[t]
+        if rh is None:
+            dw_hh += dgh.T @ h_prev[t]
+        else:                                      # the n rows multiply r*h, the others h
+            dw_hh[:2 * H] += dgh[:, :2 * H].T @ h_prev[t]
+            dw_hh[2 * H:] += dgh[:, 2 * H:].T @ rh
         db_ih += dgi.sum(axis=0)
         db_hh += dgh.sum(axis=0)
     if not has_bias:

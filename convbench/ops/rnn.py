@@ -9,6 +9,16 @@ gi = x_t w_ih^T + b_ih and gh = h w_hh^T + b_hh:
     GRU       r = sigma(gi_r + gh_r);  z = sigma(gi_z + gh_z);  n = tanh(gi_n + r*gh_n);
               h' = (1 - z)*n + z*h
 
+That GRU is PyTorch's and cuDNN's (linear_before_reset=True: the reset gate multiplies the
+hidden product). The original GRU of Cho et al. (2014), ONNX's default and Keras's
+reset_after=False, applies it before the product (linear_before_reset=False):
+
+              n = tanh(gi_n + (r*h) w_hn^T + b_hn)
+
+with w_hn, b_hn the n rows of w_hh, b_hh. reverse=True runs the sequence from its last step to
+its first (the backward half of a bidirectional layer): the state after step t, y[t], has seen
+x[t:], and hT is the state after x[0].
+
 The float64 reference (ops.reference.rnn_fwd, rnn_bwd) states these equations on its own; the
 backends have their own implementations (backends.rnn_numpy, the fused Numba kernels).
 """
@@ -31,6 +41,8 @@ class RNNProblem:
     I: int  # noqa: E741 - PyTorch's name for the input size
     H: int
     bias: bool = True
+    reverse: bool = False
+    linear_before_reset: bool = True
 
     def __post_init__(self):
         if self.cell not in GATES:
@@ -39,6 +51,18 @@ class RNNProblem:
             v = getattr(self, name)
             if not _is_int(v) or v < 1:
                 raise ValueError(f"{name}={v!r} must be a positive int")
+        if not self.linear_before_reset and self.cell != "gru":
+            raise ValueError(f"linear_before_reset=False is a GRU variant, not for {self.cell}")
+
+    @property
+    def original_gru(self) -> bool:
+        """The GRU of Cho et al. (2014): the reset gate applied before the hidden product."""
+        return self.cell == "gru" and not self.linear_before_reset
+
+    @property
+    def steps(self) -> range:
+        """The time steps in the order the layer runs them."""
+        return range(self.T - 1, -1, -1) if self.reverse else range(self.T)
 
     @property
     def gates(self) -> int:
@@ -91,7 +115,8 @@ class RNNProblem:
     def descriptor(self) -> str:
         """This problem in benchdnn's syntax (ops.descriptor parses it back)."""
         return (f"{self.cell}:t{self.T}mb{self.N}slc{self.I}sic{self.H}"
-                + ("" if self.bias else "b0"))
+                + ("" if self.bias else "b0") + ("rev1" if self.reverse else "")
+                + ("" if self.linear_before_reset else "lbr0"))
 
     def __str__(self) -> str:
         return self.descriptor()

@@ -9,7 +9,7 @@ import numpy as np
 
 from convbench.api import DEFAULT_POOL_BACKEND, bias_grad, execute
 from convbench.backends import get_backend
-from convbench.ops import conv2d_problem, get_op, pool2d_problem
+from convbench.ops import RNNProblem, conv2d_problem, get_op, pool2d_problem
 from convbench.train.init import init_bias, init_weight
 
 
@@ -307,3 +307,219 @@ def softmax_cross_entropy(logits, labels):
     d = prob.copy()
     d[np.arange(n), labels] -= 1
     return float(loss), (d / n).astype(logits.dtype)
+
+
+class _Recurrent(_KernelUser):
+    """A stack of recurrent layers, torch.nn's interface and parameters: see LSTM."""
+
+    cell = ""
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, *, backend="auto", rng=None,
+                 linear_before_reset=True):
+        super().__init__(backend)
+        for name, v in (("input_size", input_size), ("hidden_size", hidden_size),
+                        ("num_layers", num_layers)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"{name}={v!r} must be a positive int")
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout={dropout} must be in [0, 1)")
+        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.bias, self.batch_first, self.dropout = bool(bias), bool(batch_first), dropout
+        self.bidirectional = bool(bidirectional)
+        if not linear_before_reset and self.cell != "gru":
+            raise ValueError(f"linear_before_reset=False is a GRU variant, not for {self.cell}")
+        self.linear_before_reset = bool(linear_before_reset)
+        self.rng = rng or np.random.default_rng(0)
+        self.directions = 2 if self.bidirectional else 1
+        G = RNNProblem(self.cell, 1, 1, 1, 1).gates
+        k = 1.0 / np.sqrt(hidden_size)          # torch.nn's initialisation: U(-k, k) for all
+        self.names, self.params = [], []
+        for layer in range(num_layers):
+            fan_in = input_size if layer == 0 else hidden_size * self.directions
+            for d in range(self.directions):
+                sfx = f"_l{layer}" + ("_reverse" if d else "")
+                shapes = [("weight_ih", (G * hidden_size, fan_in)),
+                          ("weight_hh", (G * hidden_size, hidden_size))]
+                if self.bias:
+                    shapes += [("bias_ih", (G * hidden_size,)), ("bias_hh", (G * hidden_size,))]
+                for name, shape in shapes:
+                    self.names.append(name + sfx)
+                    self.params.append(self.rng.uniform(-k, k, shape).astype(np.float32))
+        self.grads = []
+        self.final_state = None
+        self.state_grad = None
+
+    # --- torch.nn's parameter names -------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Parameter name -> array (the arrays themselves), in torch.nn's names and order."""
+        return dict(zip(self.names, self.params))
+
+    def load_state_dict(self, state) -> None:
+        """Copy parameters in from a mapping of torch.nn's names (NumPy arrays or CPU torch
+        tensors, e.g. torch.nn.LSTM(...).state_dict()); every name must be present."""
+        missing = [n for n in self.names if n not in state]
+        extra = [n for n in state if n not in self.names]
+        if missing or extra:
+            raise ValueError(f"{self!r}: state dict does not match (missing: "
+                             f"{', '.join(missing) or '-'}; unexpected: {', '.join(extra) or '-'})")
+        for name, p in zip(self.names, self.params):
+            v = state[name]
+            v = np.asarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v)
+            if v.shape != p.shape:
+                raise ValueError(f"{name}: shape {v.shape} must be {p.shape}")
+            p[...] = v
+
+    def _weights(self, layer, d):
+        per = 4 if self.bias else 2
+        i = (layer * self.directions + d) * per
+        w = self.params[i:i + per]
+        return (w[0], w[1], w[2], w[3]) if self.bias else (w[0], w[1], None, None)
+
+    def _problem(self, T, N, layer, d):
+        size = self.input_size if layer == 0 else self.hidden_size * self.directions
+        return RNNProblem(self.cell, T, N, size, self.hidden_size, self.bias, bool(d),
+                          self.linear_before_reset)
+
+    def out_shape(self, shape):
+        """(T, input_size) -> (T, D * hidden_size) per sequence."""
+        if len(shape) != 2 or shape[1] != self.input_size:
+            raise ValueError(f"{self!r} expects (steps, {self.input_size}) per sequence, "
+                             f"got {shape}")
+        return (shape[0], self.directions * self.hidden_size)
+
+    # --- forward and backward -------------------------------------------------------------------
+    def _states(self, state, N, dtype):
+        shape = (self.num_layers * self.directions, N, self.hidden_size)
+        cells = self.cell == "lstm"
+        if state is None:
+            zeros = np.zeros(shape, dtype)
+            return zeros, (zeros if cells else None)
+        if cells:
+            if not (isinstance(state, (tuple, list)) and len(state) == 2):
+                raise ValueError("state must be a pair (h0, c0) for an LSTM")
+            h0, c0 = state
+        else:
+            h0, c0 = state, None
+        for name, a in (("h0", h0), ("c0", c0)):
+            if a is not None and tuple(np.shape(a)) != shape:
+                raise ValueError(f"{name}.shape={tuple(np.shape(a))} must be {shape}")
+        return (np.ascontiguousarray(h0, dtype),
+                None if c0 is None else np.ascontiguousarray(c0, dtype))
+
+    def forward(self, x, training=False, state=None):
+        """x (T, N, input_size), or (N, T, input_size) with batch_first; state h0 (or (h0, c0)
+        for an LSTM), each (num_layers * directions, N, hidden_size), zeros if None -> the last
+        layer's outputs (T, N, directions * hidden_size) (batch first likewise). The final
+        states are kept in `final_state`, in torch.nn's shapes."""
+        x = np.asarray(x)
+        if x.ndim != 3:
+            raise ValueError(f"x must be 3-D, got shape {x.shape}")
+        if self.batch_first:
+            x = x.transpose(1, 0, 2)
+        x = np.ascontiguousarray(x)
+        T, N, _ = x.shape
+        h0, c0 = self._states(state, N, x.dtype)
+        self.saved, self.masks = [], []
+        hT, cT = np.empty_like(h0), None if c0 is None else np.empty_like(c0)
+        out = x
+        for layer in range(self.num_layers):
+            if layer > 0 and training and self.dropout > 0:
+                mask = ((self.rng.random(out.shape) >= self.dropout)
+                        / np.float32(1 - self.dropout)).astype(out.dtype)
+                out = out * mask
+            else:
+                mask = None
+            self.masks.append(mask)
+            ys = []
+            for d in range(self.directions):
+                j = layer * self.directions + d
+                p = self._problem(T, N, layer, d)
+                args = (out, h0[j], None if c0 is None else c0[j]) + self._weights(layer, d)
+                y, hT[j], c = self._run(f"{self.cell}:fwd", p, args)
+                if cT is not None:
+                    cT[j] = c
+                self.saved.append((p, args))
+                ys.append(y)
+            out = ys[0] if len(ys) == 1 else np.ascontiguousarray(np.concatenate(ys, axis=2))
+        self.final_state = (hT, cT) if self.cell == "lstm" else hT
+        return out.transpose(1, 0, 2) if self.batch_first else out
+
+    def backward(self, dy, dstate=None):
+        """dy w.r.t. forward's output (its shape), dstate w.r.t. its final state (h or (h, c),
+        either may be None) -> dx; parameter gradients in `grads` (the order of `params`), the
+        initial state's in `state_grad`."""
+        dy = np.asarray(dy)
+        if self.batch_first:
+            dy = dy.transpose(1, 0, 2)
+        dy = np.ascontiguousarray(dy)
+        if self.cell == "lstm":
+            dhT, dcT = (None, None) if dstate is None else dstate
+        else:
+            dhT, dcT = dstate, None
+        H, D = self.hidden_size, self.directions
+        grads = [None] * len(self.params)
+        per = 4 if self.bias else 2
+        dh0 = np.zeros((self.num_layers * D,) + dy.shape[1:2] + (H,), dy.dtype)
+        dc0 = np.zeros_like(dh0) if self.cell == "lstm" else None
+        for layer in reversed(range(self.num_layers)):
+            dx_layer = None
+            for d in range(D):
+                j = layer * D + d
+                p, args = self.saved[j]
+                g = (np.ascontiguousarray(dy[:, :, d * H:(d + 1) * H]),
+                     None if dhT is None else np.ascontiguousarray(dhT[j]),
+                     None if dcT is None else np.ascontiguousarray(dcT[j]))
+                dx, dh, dc, dwi, dwh, dbi, dbh = self._run(f"{self.cell}:bwd", p, g + args)
+                dh0[j] = dh
+                if dc0 is not None:
+                    dc0[j] = dc
+                grads[j * per:(j + 1) * per] = [dwi, dwh] + ([dbi, dbh] if self.bias else [])
+                dx_layer = dx if dx_layer is None else dx_layer + dx
+            if self.masks[layer] is not None:
+                dx_layer = dx_layer * self.masks[layer]
+            dy = dx_layer
+        self.grads = grads
+        self.state_grad = (dh0, dc0) if self.cell == "lstm" else dh0
+        return dy.transpose(1, 0, 2) if self.batch_first else dy
+
+    def __repr__(self):
+        extra = "".join([f", num_layers={self.num_layers}" if self.num_layers > 1 else "",
+                         ", bias=False" if not self.bias else "",
+                         ", batch_first=True" if self.batch_first else "",
+                         f", dropout={self.dropout}" if self.dropout else "",
+                         ", bidirectional=True" if self.bidirectional else ""])
+        return f"{type(self).__name__}({self.input_size}, {self.hidden_size}{extra})"
+
+
+class LSTM(_Recurrent):
+    """torch.nn.LSTM on convbench's kernels: (input_size, hidden_size, num_layers=1, bias=True,
+    batch_first=False, dropout=0.0, bidirectional=False), with torch.nn's parameters by name and
+    shape (weight_ih_l0, weight_hh_l0, bias_ih_l0, bias_hh_l0, ..._reverse, ..._l1), so a
+    torch.nn.LSTM(...).state_dict() loads as it is (load_state_dict). dropout applies to each
+    layer's output but the last, in training. Each layer and direction runs the lstm op (the
+    reverse direction with reverse=True) on `backend`."""
+
+    cell = "lstm"
+
+
+class GRU(_Recurrent):
+    """torch.nn.GRU on convbench's kernels (see LSTM). linear_before_reset=False (a keyword
+    torch.nn.GRU does not have) makes it the original GRU of Cho et al. (2014), as ONNX's
+    default and Keras's reset_after=False; the parameters keep their names and shapes."""
+
+    cell = "gru"
+
+
+class RNN(_Recurrent):
+    """torch.nn.RNN with its default tanh nonlinearity on convbench's kernels (see LSTM)."""
+
+    cell = "rnn_tanh"
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, *, nonlinearity="tanh", **kw):
+        if nonlinearity != "tanh":
+            raise ValueError(f"nonlinearity={nonlinearity!r}: convbench's recurrent cell is "
+                             f"tanh only")
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, **kw)

@@ -14,7 +14,9 @@ SERIAL_POOL_WORK = 1 << 21
 
 
 def _geometry(p):
-    return (*p.kernel, *p.stride, *p.padding)
+    # the kernels need where windows start (the padding before); the padding after only sets
+    # the output size and the average's divisors, both computed here
+    return (*p.kernel, *p.stride, *p.pad_begin)
 
 
 def _call(name, p, *args):

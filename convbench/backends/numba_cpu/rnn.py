@@ -9,8 +9,9 @@ from convbench.backends.base import LazyModule
 KERNELS = LazyModule("convbench.backends._numba_rnn_kernels")
 
 
-class FusedSteps:
-    """rnn_numpy.ExactSteps' interface on the fused Numba kernels (float32 only)."""
+class FusedSteps(rnn_numpy.ExactSteps):
+    """rnn_numpy.ExactSteps' interface on the fused Numba kernels (float32 only). The original
+    GRU's split gates (gru0_*) are ExactSteps' NumPy ones, around the same BLAS GEMMs."""
 
     @staticmethod
     def step_forward(cell, gi, gh, h, c):
