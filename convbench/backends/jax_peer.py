@@ -90,9 +90,9 @@ class _Functions:
         rule for that window yields exactly P x Q outputs."""
         lax = self.lax
         pads = [(0, 0), (0, 0)]
-        for k, s, q, d, size, out in zip(p.kernel, p.stride, p.padding, p.dilation,
-                                         (p.H, p.W), (p.P, p.Q)):
-            pads.append((q, max(0, (out - 1) * s + d * (k - 1) + 1 - size - q)))
+        for k, s, (before, _), d, size, out in zip(p.kernel, p.stride, p.padding, p.dilation,
+                                                   (p.H, p.W), (p.P, p.Q)):
+            pads.append((before, max(0, (out - 1) * s + d * (k - 1) + 1 - size - before)))
         window, strides = (1, 1, *p.kernel), (1, 1, *p.stride)
         if p.kind == "max":
             return lax.reduce_window(x, -np.inf, lax.max, window, strides, pads,
@@ -125,14 +125,21 @@ class _Functions:
                 g, o = jnp.tanh(a[:, 2 * H:3 * H]), jax.nn.sigmoid(a[:, 3 * H:])
                 c = f * c + i * g
                 h = o * jnp.tanh(c)
-            else:       # GRU, PyTorch's: the reset gate scales the recurrent product and bias
+            else:
                 r = jax.nn.sigmoid(gi[:, :H] + gh[:, :H])
                 z = jax.nn.sigmoid(gi[:, H:2 * H] + gh[:, H:2 * H])
-                n = jnp.tanh(gi[:, 2 * H:] + r * gh[:, 2 * H:])
+                if p.linear_before_reset:       # PyTorch's: r scales the recurrent product
+                    hn = r * gh[:, 2 * H:]
+                else:                           # the original GRU: r scales h before it
+                    hn = jnp.matmul(r * h, w_hh[2 * H:].T, precision=hi)
+                    if b_hh is not None:
+                        hn = hn + b_hh[2 * H:]
+                n = jnp.tanh(gi[:, 2 * H:] + hn)
                 h = (1 - z) * n + z * h
             return (h, c), h
 
-        (hT, cT), y = lax.scan(step, (h0, c0), gi_all)
+        # reverse: the last step first; y stays in time order (y[t] has seen x[t:])
+        (hT, cT), y = lax.scan(step, (h0, c0), gi_all, reverse=p.reverse)
         return y, hT, cT
 
     def _rnn_bwd(self, p, dy, dhT, dcT, x, h0, c0, w_ih, w_hh, b_ih, b_hh):

@@ -7,14 +7,18 @@ call, so that cost lands in the first-call time, and kept per (op, problem, thre
 
 convbench's semantics in ONNX's terms:
   - Conv: pads [top, left, bottom, right] take asymmetric padding as is; dilations, group.
-  - MaxPool/AveragePool: PyTorch's symmetric padding, dilations (max), ceil_mode (both drop a
-    last window that would start in the right or bottom padding, as PyTorch does),
-    count_include_pad (the divisor of a window clipped by ceil_mode is checked by verification).
+  - ConvTranspose: the same pads, output_padding, dilations, group; weights (C, K/group, R, S)
+    as PyTorch's.
+  - MaxPool/AveragePool: pads [top, left, bottom, right] (any padding convbench takes),
+    dilations (max), ceil_mode (both drop a last window that would start in the right or bottom
+    padding, as PyTorch does), count_include_pad (the divisor of a window clipped by ceil_mode is
+    checked by verification).
     Not PyTorch's: a NaN in a MaxPool window does not always win (ONNX Runtime: in some
     positions; OpenVINO: never), which finite inputs never show.
   - LSTM/GRU/RNN: ONNX orders the gates i, o, f, c (LSTM) and z, r, h (GRU) where PyTorch has i,
     f, g, o and r, z, n; the weights are reordered per call. PyTorch's GRU applies the reset
-    gate after the recurrent product: linear_before_reset=1. B is [b_ih, b_hh] in one row.
+    gate after the recurrent product: linear_before_reset=1 (0 for the original GRU). B is
+    [b_ih, b_hh] in one row; a reversed layer is direction="reverse".
 """
 from __future__ import annotations
 
@@ -55,13 +59,17 @@ def conv_node(p, with_bias: bool):
         group=p.groups)
 
 
-# conv_transpose2d: ONNX ConvTranspose (pads, strides, dilations, group, output_padding) becomes
-# a node builder here and a conv_transpose2d_fwd method on OnnxGraphBackend once the op exists.
+def conv_transpose_node(p, with_bias: bool):
+    (pt, pb), (pl, pr) = p.padding
+    return ONNX.load().helper.make_node(
+        "ConvTranspose", ["x", "w"] + (["b"] if with_bias else []), ["y"],
+        kernel_shape=[p.R, p.S], strides=list(p.stride), pads=[pt, pl, pb, pr],
+        output_padding=list(p.output_padding), dilations=list(p.dilation), group=p.groups)
 
 
 def pool_node(p):
-    ph, pw = p.padding
-    kw = dict(kernel_shape=list(p.kernel), strides=list(p.stride), pads=[ph, pw, ph, pw],
+    (pt, pb), (pl, pr) = p.padding
+    kw = dict(kernel_shape=list(p.kernel), strides=list(p.stride), pads=[pt, pl, pb, pr],
               ceil_mode=int(p.ceil_mode))
     if p.kind == "max":
         return ONNX.load().helper.make_node("MaxPool", ["x"], ["y"], dilations=list(p.dilation),
@@ -76,12 +84,23 @@ def rnn_outputs(p) -> list[str]:
 
 def rnn_node(p, with_bias: bool):
     inputs = ["X", "W", "R", "B" if with_bias else "", "", "initial_h"]
-    kw = {"hidden_size": p.H}
+    kw = {"hidden_size": p.H, "direction": "reverse" if p.reverse else "forward"}
     if p.has_cell_state:
         inputs.append("initial_c")
     if p.cell == "gru":
-        kw["linear_before_reset"] = 1
+        kw["linear_before_reset"] = int(p.linear_before_reset)
     return ONNX.load().helper.make_node(ONNX_CELL[p.cell], inputs, rnn_outputs(p), **kw)
+
+
+POOLS = ("max_pool2d", "avg_pool2d")
+
+
+def onnx_pooled_size(size: int, k: int, s: int, pads: tuple[int, int], d: int,
+                     ceil_mode: bool) -> int:
+    """ONNX's own output size of a pooling axis: floor or ceil, with no rule for a last window
+    that would start in the padding (PyTorch drops it; ONNX Runtime follows PyTorch)."""
+    span = size + pads[0] + pads[1] - d * (k - 1) - 1
+    return (-(-span // s) if ceil_mode else span // s) + 1
 
 
 def onnx_gates(p, a):
@@ -130,6 +149,12 @@ class OnnxGraphBackend(Backend):
         inputs = [("x", x), ("w", w)] + ([] if b is None else [("b", b)])
         (y,) = self._run(("conv2d_fwd", p, b is not None),
                          lambda: conv_node(p, b is not None), inputs, ["y"])
+        return y
+
+    def conv_transpose2d_fwd(self, p, x, w, b):
+        inputs = [("x", x), ("w", w)] + ([] if b is None else [("b", b)])
+        (y,) = self._run(("conv_transpose2d_fwd", p, b is not None),
+                         lambda: conv_transpose_node(p, b is not None), inputs, ["y"])
         return y
 
     def _pool_fwd(self, p, x):

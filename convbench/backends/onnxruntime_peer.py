@@ -9,7 +9,7 @@ library here (OMP_WAIT_POLICY=PASSIVE: convbench.env). Available with `pip insta
 from __future__ import annotations
 
 from convbench.backends.base import LazyModule, package_version
-from convbench.backends.onnx_graphs import ONNX, OnnxGraphBackend
+from convbench.backends.onnx_graphs import ONNX, POOLS, OnnxGraphBackend
 from convbench.threads import get_threads
 
 ORT = LazyModule("onnxruntime")
@@ -28,6 +28,15 @@ class OnnxRuntimeBackend(OnnxGraphBackend):
                         "pip install 'convbench[onnxruntime]'")
         return None
 
+    def unsupported(self, op, problem, dtype):
+        if op.family in POOLS:
+            for k, pads in zip(problem.kernel, problem.padding):
+                if max(pads) >= k:
+                    return (f"padding={problem.padding}: ONNX Runtime's pooling takes padding "
+                            f"smaller than the kernel {problem.kernel} (convbench: up to the "
+                            "dilated extent - 1)")
+        return None
+
     def compile(self, model_bytes, input_names, threads):
         ort = ORT.load()
         options = ort.SessionOptions()
@@ -35,6 +44,9 @@ class OnnxRuntimeBackend(OnnxGraphBackend):
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # errors only: a pooling's shape inference warns where PyTorch's ceil_mode rule (which
+        # ONNX Runtime's kernel follows) drops a window ONNX's formula keeps
+        options.log_severity_level = 3
         session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
 
         def run(arrays):

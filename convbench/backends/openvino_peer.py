@@ -18,7 +18,7 @@ import threading
 from contextlib import contextmanager
 
 from convbench.backends.base import LazyModule, package_version
-from convbench.backends.onnx_graphs import ONNX, OnnxGraphBackend
+from convbench.backends.onnx_graphs import ONNX, POOLS, OnnxGraphBackend, onnx_pooled_size
 from convbench.threads import get_threads
 
 TELEMETRY = "openvino_telemetry"
@@ -61,6 +61,21 @@ class OpenVINOBackend(OnnxGraphBackend):
                 lazy.load()
             except ImportError as e:
                 return f"{lazy.name} is not installed ({e}); pip install 'convbench[openvino]'"
+        return None
+
+    def unsupported(self, op, problem, dtype):
+        if op.family in POOLS and problem.ceil_mode:
+            p = problem
+            for size, k, s, pads, d, out in zip((p.H, p.W), p.kernel, p.stride, p.padding,
+                                                p.dilation, (p.P, p.Q)):
+                if onnx_pooled_size(size, k, s, pads, d, True) != out:
+                    return ("ceil_mode with a last window that would start in the padding: "
+                            "OpenVINO keeps it (ONNX's output size), PyTorch drops it")
+                if (p.kind == "avg" and p.count_include_pad
+                        and (out - 1) * s + k > size + pads[0] + pads[1]):
+                    return ("ceil_mode with a last window reaching past the padding, "
+                            "count_include_pad: OpenVINO's divisor counts the part past the "
+                            "padding, PyTorch's does not")
         return None
 
     def compile(self, model_bytes, input_names, threads):
