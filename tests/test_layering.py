@@ -13,9 +13,9 @@ ROOT = Path(__file__).resolve().parents[1] / "convbench"
 #: Floors from the bottom; a module may import its own floor and those below.
 FLOORS = {
     1: ("convbench.errors", "convbench.threads", "convbench.timing", "convbench.stats",
-        "convbench.env"),
+        "convbench.env", "convbench.lazy"),
     2: ("convbench.ops", "convbench.result", "convbench.cases"),
-    3: ("convbench.backends",),
+    3: ("convbench.kernels", "convbench.backends"),
     4: ("convbench.verify", "convbench.api", "convbench.machine", "convbench"),
     5: ("convbench.harness", "convbench.autotune", "convbench.train", "convbench.filters",
         "convbench.tcn", "convbench.suites"),
@@ -23,7 +23,7 @@ FLOORS = {
 }
 FLOOR = {unit: floor for floor, units in FLOORS.items() for unit in units}
 #: Third-party modules a function may import on first use (heavy or optional), with a comment.
-LAZY = ("torch", "matplotlib", "numba.cuda", "dask", "distributed", "onnx", "sklearn",
+LAZY = ("torch", "matplotlib", "numba", "llvmlite", "dask", "distributed", "onnx", "sklearn",
         "scipy.sparse")
 #: Modules whose functions import convbench modules on demand (the CLI's commands, so that
 #: `convbench --help` loads nothing heavy), again each with a comment.

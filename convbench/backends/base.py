@@ -1,10 +1,7 @@
-"""What every backend is: a name, the ops it implements, and what it cannot do, with reasons;
-and how a backend reaches its compiled kernels (LazyModule)."""
+"""What every backend is: a name, the ops it implements, and what it cannot do, with reasons.
+Backends reach their compiled kernels, torch and numba-cuda through `convbench.lazy.LazyModule`."""
 from __future__ import annotations
 
-import importlib
-import threading
-from contextlib import nullcontext
 from importlib import metadata
 
 import numpy as np
@@ -13,7 +10,6 @@ from convbench.backends.lowering import LOWERINGS
 from convbench.backends.scratch import Workspace
 from convbench.errors import BackendUnavailableError, UnsupportedError
 from convbench.ops import get_op
-from convbench.threads import ensure_synced
 from convbench.timing import cpu_time_call
 
 
@@ -24,39 +20,6 @@ def package_version(distribution: str) -> str | None:
         return metadata.version(distribution)
     except metadata.PackageNotFoundError:
         return None
-
-
-class LazyModule:
-    """A module imported on first use, after which the thread count is applied to whatever the
-    import loaded (threads.ensure_synced). Backends reach their compiled kernels, torch and
-    numba-cuda through one of these, so importing a backend imports and compiles nothing.
-
-    prepare: a function returning a context manager the import runs inside (numba-cuda needs one).
-    """
-
-    def __init__(self, name: str, prepare=None):
-        self.name = name
-        self._prepare = prepare
-        self._module = None
-        self._lock = threading.Lock()
-
-    def load(self):
-        """The module (imported now if need be). ImportError if it cannot be imported."""
-        if self._module is None:
-            with self._lock:
-                if self._module is None:
-                    with self._prepare() if self._prepare is not None else nullcontext():
-                        self._module = importlib.import_module(self.name)
-        ensure_synced()
-        return self._module
-
-    def __getattr__(self, attr):
-        if attr.startswith("__"):       # copy, pickle and introspection probe for these
-            raise AttributeError(attr)
-        return getattr(self.load(), attr)
-
-    def __repr__(self) -> str:
-        return f"<lazy module {self.name}>"
 
 
 class Backend:

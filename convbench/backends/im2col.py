@@ -16,8 +16,9 @@ import os
 
 import numpy as np
 
-from convbench.backends.base import Backend, LazyModule
+from convbench.backends.base import Backend
 from convbench.backends.scratch import Lease
+from convbench.lazy import LazyModule
 from convbench.ops.conv import pad_input, window_view
 
 KERNELS = LazyModule("convbench.backends._numba_im2col_kernels")

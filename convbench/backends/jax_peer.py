@@ -24,7 +24,8 @@ from functools import partial
 
 import numpy as np
 
-from convbench.backends.base import Backend, LazyModule, package_version
+from convbench.backends.base import Backend, package_version
+from convbench.lazy import LazyModule
 from convbench.ops.pool import avg_divisors
 from convbench.threads import cpu_count, get_threads
 

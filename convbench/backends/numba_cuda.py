@@ -29,7 +29,8 @@ from convbench.backends._numba_cuda_tiles import (
     Tiles,
     default_tiles,
 )
-from convbench.backends.base import Backend, LazyModule
+from convbench.backends.base import Backend
+from convbench.lazy import LazyModule
 
 __all__ = ["CUDA", "GPU_CONV", "GPU_GEMM", "GPU_STEP", "KERNELS", "SIM", "NumbaCUDABackend",
            "Tiles", "default_tiles", "simulated"]

@@ -27,7 +27,8 @@ from collections import OrderedDict
 
 import numpy as np
 
-from convbench.backends.base import Backend, LazyModule
+from convbench.backends.base import Backend
+from convbench.lazy import LazyModule
 from convbench.threads import get_threads
 
 ONNX = LazyModule("onnx")

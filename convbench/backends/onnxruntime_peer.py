@@ -8,8 +8,9 @@ library here (OMP_WAIT_POLICY=PASSIVE: convbench.env). Available with `pip insta
 """
 from __future__ import annotations
 
-from convbench.backends.base import LazyModule, package_version
+from convbench.backends.base import package_version
 from convbench.backends.onnx_graphs import ONNX, POOLS, OnnxGraphBackend
+from convbench.lazy import LazyModule
 from convbench.threads import get_threads
 
 ORT = LazyModule("onnxruntime")

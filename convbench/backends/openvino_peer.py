@@ -17,8 +17,9 @@ import sys
 import threading
 from contextlib import contextmanager
 
-from convbench.backends.base import LazyModule, package_version
+from convbench.backends.base import package_version
 from convbench.backends.onnx_graphs import ONNX, POOLS, OnnxGraphBackend, onnx_pooled_size
+from convbench.lazy import LazyModule
 from convbench.threads import get_threads
 
 TELEMETRY = "openvino_telemetry"

@@ -9,7 +9,8 @@ import sys
 
 import numpy as np
 
-from convbench.backends.base import Backend, LazyModule, package_version
+from convbench.backends.base import Backend, package_version
+from convbench.lazy import LazyModule
 from convbench.threads import get_threads
 
 TORCH = LazyModule("torch")

@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from convbench.backends.base import Backend, LazyModule
+from convbench.backends.base import Backend
 from convbench.backends.scratch import Lease
+from convbench.lazy import LazyModule
 from convbench.ops.conv import Conv2dProblem, input_gradient_problem
 
 KERNELS = LazyModule("convbench.backends._numba_winograd_kernels")

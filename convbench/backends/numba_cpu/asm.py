@@ -6,7 +6,6 @@ import re
 import numba
 import numpy as np
 
-from convbench.backends.base import LazyModule
 from convbench.backends.numba_cpu.conv import (
     _padded_rows,
     _taps_by_channel,
@@ -15,6 +14,7 @@ from convbench.backends.numba_cpu.conv import (
     to_phases,
 )
 from convbench.backends.scratch import Workspace
+from convbench.lazy import LazyModule
 from convbench.ops.conv import Conv2dProblem
 
 KERNELS = LazyModule("convbench.backends._numba_conv_kernels")

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from convbench.backends.base import LazyModule
 from convbench.backends.scratch import Lease
+from convbench.lazy import LazyModule
 from convbench.ops.conv import Conv2dProblem, flip_transpose, input_gradient_problem
 
 KERNELS = LazyModule("convbench.backends._numba_conv_kernels")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from convbench.backends.base import LazyModule
+from convbench.lazy import LazyModule
 from convbench.ops.pool import avg_divisors
 
 KERNELS = LazyModule("convbench.backends._numba_pool_kernels")

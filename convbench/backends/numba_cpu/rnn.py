@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from convbench.backends import rnn_numpy
-from convbench.backends.base import LazyModule
+from convbench.lazy import LazyModule
 
 KERNELS = LazyModule("convbench.backends._numba_rnn_kernels")
 

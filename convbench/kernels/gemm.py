@@ -1,0 +1,360 @@
+"""convbench's own GEMM: C = op(A) @ op(B) or C += op(A) @ op(B), float32 and float64, in Numba.
+
+The classic Goto/BLIS structure: K is cut into blocks of KC, M into MC and N into NC; each
+KC x NC block of B is packed into panels of NR columns and each MC x KC block of A into panels of
+MR rows, zero-padded at the edges, and an MR x NR register tile (the micro-kernel, generated per
+shape in `_gemm_kernels.py`) runs over every pair of panels with its accumulators in vector
+registers. Threads take equal runs of the work units: the products of a batch, each cut along the
+larger of M and N into pieces of whole tiles; each thread packs into its own buffers.
+
+Operands are strided NumPy views, used in place when either of their strides is one element
+(transposes included); other layouts are copied first.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import os
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from convbench.kernels._tiles import LANES, SHAPES, SLOWER, kernel_suffix
+from convbench.kernels.compiled import KERNELS
+from convbench.kernels.peak import isa as _isa
+
+#: Below this many multiply-adds a call runs on one thread: waking the others costs more.
+SERIAL_WORK = 1 << 21
+
+
+@dataclass(frozen=True)
+class GemmParams:
+    """A register tile (mr, nr), one of micro_shapes(dtype), and cache blocks: kc, the depth of
+    one pass (an mr x kc panel of A stays in L1 while it meets every panel of B); nc, the columns
+    of B packed at once (a kc x nc block that stays in L2); mc, the rows of A packed at once.
+    Any positive blocks are valid (they are rounded up to whole tiles); a tuner sweeps them.
+    When C is stored column-major the product runs as C^T = B^T A^T, and the tile applies to
+    that."""
+    mr: int
+    nr: int
+    kc: int
+    mc: int
+    nc: int
+
+    def __post_init__(self):
+        for name in ("kc", "mc", "nc"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"{name}={v!r} must be a positive int")
+
+
+def micro_shapes(dtype=np.float32, isa: str | None = None) -> tuple[tuple[int, int], ...]:
+    """The (MR, NR) tiles used for dtype on isa ('avx512', 'avx2', 'other'; default: what Numba
+    compiles for here), best first."""
+    isa = isa or _isa()
+    key = (isa, np.dtype(dtype).name)
+    if key not in SHAPES:
+        raise ValueError(f"dtype={np.dtype(dtype).name!r} must be float32 or float64")
+    return SHAPES[key]
+
+
+@functools.cache
+def _cache_bytes() -> tuple[int, int]:
+    """Per-core L1d and L2 sizes from sysfs (32 KiB and 1 MiB where it is not readable)."""
+    l1, l2 = 32 << 10, 1 << 20
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        for entry in os.listdir(base):
+            path = os.path.join(base, entry)
+            if not entry.startswith("index"):
+                continue
+            with open(os.path.join(path, "level")) as f:
+                level = int(f.read())
+            with open(os.path.join(path, "type")) as f:
+                kind = f.read().strip()
+            with open(os.path.join(path, "size")) as f:
+                text = f.read().strip()
+            size = int(text[:-1]) * {"K": 1 << 10, "M": 1 << 20}[text[-1]] if text[-1] in "KM" \
+                else int(text)
+            if level == 1 and kind in ("Data", "Unified"):
+                l1 = size
+            elif level == 2:
+                l2 = size
+    except (OSError, ValueError, KeyError):
+        pass
+    return l1, l2
+
+
+def _useful(mr: int, nr: int, m: int, n: int) -> float:
+    """The share of the padded tiles' work that lies inside the m x n product."""
+    return (m * n) / (math.ceil(m / mr) * mr * math.ceil(n / nr) * nr)
+
+
+def default_params(m: int, n: int, k: int, dtype=np.float32, isa: str | None = None,
+                   shape: tuple[int, int] | None = None) -> GemmParams:
+    """The tile and blocks for an m x n x k product: the tile that does the most useful work per
+    cycle (the share of its padded tiles that lies inside m x n, times its relative speed; ties
+    to the earlier one), then kc so an MR x kc panel of A fills 40% of L1, nc so a kc x nc block
+    of B fills half of L2, and mc a thousand rows."""
+    dtype = dtype if isinstance(dtype, np.dtype) else np.dtype(dtype)
+    return _default_params(int(m), int(n), int(k), dtype, isa or _isa(),
+                           None if shape is None else tuple(shape))
+
+
+@functools.lru_cache(maxsize=4096)
+def _default_params(m, n, k, dtype, isa, shape) -> GemmParams:
+    shapes = micro_shapes(dtype, isa)
+    if shape is None:
+        lanes = LANES[isa, dtype.name]
+        scores = [_useful(mr, nr, m, n) * SLOWER.get((mr, nr, lanes), 1.0) for mr, nr in shapes]
+        # a later tile must beat the earlier ones by 5% (noise in the speeds)
+        best = max(scores)
+        shape = next(s for s, sc in zip(shapes, scores) if sc >= best / 1.05)
+    mr, nr = shape
+    if (mr, nr) not in shapes:
+        raise ValueError(f"shape={shape!r} must be one of {shapes} for {dtype} on {isa}")
+    item = np.dtype(dtype).itemsize
+    l1, l2 = _cache_bytes()
+    kc = max(64, min(768, l1 * 2 // 5 // (mr * item) // 8 * 8))
+    nc = max(nr, min(4096, l2 // 2 // (kc * item) // nr * nr))
+    mc = max(mr, 1024 // mr * mr)
+    return GemmParams(mr, nr, kc, mc, nc)
+
+
+def _check_array(name: str, x, ndims: tuple[int, ...]) -> np.ndarray:
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(x).__name__}")
+    if x.ndim not in ndims:
+        raise ValueError(f"{name}.ndim={x.ndim} must be " + " or ".join(map(str, ndims)))
+    if x.dtype.char not in "fd" or x.dtype.byteorder == ">":
+        raise TypeError(f"{name}.dtype={x.dtype} must be float32 or float64")
+    return x
+
+
+def _flat(x: np.ndarray, writable: bool = False):
+    """A 3-D array as (1-D contiguous view of its memory from its first element, strides in
+    elements), or None when it cannot be used in place (negative or unaligned strides, or
+    neither of the last two dimensions contiguous)."""
+    item = x.itemsize
+    strides = []
+    for size, st in zip(x.shape, x.strides):
+        if size == 1:
+            st = 0
+        if st < 0 or st % item:
+            return None
+        strides.append(st // item)
+    sb, rs, cs = strides
+    # a dimension of size 1 has no stride of its own; call it contiguous
+    if x.shape[1] == 1:
+        rs = 1
+    if x.shape[2] == 1:
+        cs = 1
+    if min(rs, cs) != 1 or not x.flags.aligned or (writable and not x.flags.writeable):
+        return None
+    extent = sum((d - 1) * s for d, s in zip(x.shape, (sb, rs, cs))) + 1
+    flat = np.lib.stride_tricks.as_strided(x, shape=(extent,), strides=(item,),
+                                           writeable=x.flags.writeable)
+    return flat, sb, rs, cs
+
+
+#: Packing buffers start on this many elements (64 bytes for float32): a vector load that
+#: straddles two cache lines costs two.
+_ALIGN = 16
+
+_local = threading.local()
+
+
+def _workspace(size: int, dtype) -> np.ndarray:
+    """A 64-byte aligned buffer of at least size elements, kept per Python thread and dtype, so
+    that calls do not allocate (and page-fault) fresh packing buffers; two Python threads never
+    share one."""
+    cache = _local.__dict__.setdefault("workspaces", {})
+    dtype = np.dtype(dtype)
+    ws = cache.get(dtype)
+    if ws is None or ws.size < size:
+        raw = np.empty(size + 64 // dtype.itemsize, dtype)
+        skip = (-raw.ctypes.data % 64) // dtype.itemsize
+        ws = raw[skip:skip + size]
+        cache[dtype] = ws
+    return ws
+
+
+def _blocks(m: int, n: int, k: int, p: GemmParams) -> tuple[int, int, int]:
+    """(kcb, mcb, ncb): K cut into equal blocks of at most p.kc; M and N blocks of at most p.mc
+    and p.nc, in whole tiles."""
+    kb = -(-k // p.kc)
+    kcb = -(-k // kb)
+    mcb = -(-min(p.mc, m) // p.mr) * p.mr
+    ncb = -(-min(p.nc, n) // p.nr) * p.nr
+    return kcb, mcb, ncb
+
+
+def _split(batch: int, m: int, n: int, p: GemmParams, threads: int) -> tuple[int, bool, int]:
+    """(pieces per product, split along n?, threads to use)."""
+    split_n = n >= m
+    tiles = math.ceil(n / p.nr) if split_n else math.ceil(m / p.mr)
+    if threads <= 1 or batch * m * n < 2 * p.mr * p.nr:
+        return 1, split_n, 1
+    if batch >= 4 * threads:
+        nsplit = 1
+    else:
+        # enough pieces that every thread gets the same number of units
+        nsplit = threads // math.gcd(batch, threads)
+    nsplit = max(1, min(nsplit, tiles))
+    return nsplit, split_n, min(threads, batch * nsplit)
+
+
+def _via_temporary(a3, b3, c3, accumulate, params, threads) -> None:
+    """For an out that cannot be written in place (no unit stride, or overlapping an input)."""
+    tmp = np.empty(c3.shape, c3.dtype)
+    _run(a3, b3, tmp, False, params, threads)
+    if accumulate:
+        c3 += tmp
+    else:
+        c3[...] = tmp
+
+
+def _run(a3: np.ndarray, b3: np.ndarray, c3: np.ndarray, accumulate: bool,
+         params: GemmParams | None, threads: int | None) -> None:
+    """c3[i] (+)= a3[i] @ b3[i] for 3-D views (a batch stride of 0 broadcasts)."""
+    batch, m, k = a3.shape
+    n = b3.shape[2]
+    if batch == 0 or m == 0 or n == 0:
+        return
+    if k == 0:
+        if not accumulate:
+            c3[...] = 0
+        return
+    cf = _flat(c3, writable=True)
+    if cf is None or cf[3] != 1:
+        if cf is not None and cf[2] == 1:
+            # C with unit row stride: compute C^T = B^T A^T into it instead
+            _run(b3.transpose(0, 2, 1), a3.transpose(0, 2, 1), c3.transpose(0, 2, 1),
+                 accumulate, params, threads)
+            return
+        return _via_temporary(a3, b3, c3, accumulate, params, threads)
+    if np.may_share_memory(c3, a3) or np.may_share_memory(c3, b3):
+        return _via_temporary(a3, b3, c3, accumulate, params, threads)
+    af = _flat(a3) or _flat(np.ascontiguousarray(a3))
+    bf = _flat(b3) or _flat(np.ascontiguousarray(b3))
+    p = params or default_params(m, n, k, c3.dtype)
+    import numba  # heavy: importing convbench.kernels must not load it
+    nthreads = numba.get_num_threads() if threads is None else threads
+    if batch * m * n * k < SERIAL_WORK:
+        nthreads = 1
+    nsplit, split_n, nthreads = _split(batch, m, n, p, nthreads)
+    if (p.mr, p.nr) not in micro_shapes(c3.dtype):
+        raise ValueError(f"params tile ({p.mr}, {p.nr}) must be one of "
+                         f"{micro_shapes(c3.dtype)} for {c3.dtype} here")
+    kern = KERNELS.load()
+    name = kernel_suffix(p.mr, p.nr, LANES[_isa(), c3.dtype.name])
+    kcb, mcb, ncb = _blocks(m, n, k, p)
+    boff = -(-mcb * kcb // _ALIGN) * _ALIGN
+    wsize = -(-(boff + ncb * kcb) // _ALIGN) * _ALIGN
+    shared = 0
+    if batch == 1 and nsplit > 1:
+        # the operand every piece uses, packed once for all threads (see run_par_*)
+        shared = k * (-(-m // p.mr) * p.mr if split_n else -(-n // p.nr) * p.nr)
+    ws = _workspace(nthreads * wsize + shared, c3.dtype)
+    args = (af[0], af[2], af[3], af[1], bf[0], bf[2], bf[3], bf[1], cf[0], cf[2], cf[1],
+            batch, m, n, k, bool(accumulate), kcb, mcb, ncb, nsplit, split_n, nthreads,
+            ws, wsize, boff)
+    if nthreads == 1:
+        getattr(kern, "run_" + name)(*args)
+        return
+    previous = numba.get_num_threads()
+    # set_num_threads acts on the calling thread's parallel regions only
+    numba.set_num_threads(min(nthreads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        getattr(kern, "run_par_" + name)(*args)
+    finally:
+        numba.set_num_threads(previous)
+
+
+def _operand(name: str, x: np.ndarray, trans: bool, batched: bool) -> np.ndarray:
+    """x as a 3-D (batch, rows, cols) view of op(x)."""
+    if x.ndim == 2:
+        x = x[None]
+    elif not batched:
+        raise ValueError(f"{name}.ndim={x.ndim} must be 2")
+    return x.transpose(0, 2, 1) if trans else x
+
+
+def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, *,
+         accumulate: bool = False, trans_a: bool = False, trans_b: bool = False,
+         params: GemmParams | None = None, threads: int | None = None) -> np.ndarray:
+    """out = op(a) @ op(b), or out += op(a) @ op(b) with accumulate=True; op(x) is x.T where
+    trans_x. a: (M, K) (or (K, M) with trans_a), b: (K, N) (or (N, K)), out: (M, N); all float32
+    or all float64. Strided views are used without copying when one of their strides is one
+    element. params overrides the tile and blocks (see default_params); threads defaults to
+    Numba's thread count. Returns out."""
+    _check_array("a", a, (2,))
+    _check_array("b", b, (2,))
+    _check_threads(threads)
+    A = _operand("a", a, trans_a, False)
+    B = _operand("b", b, trans_b, False)
+    out3 = _prepare(A, B, out, accumulate, (2,))
+    _run(A, B, out3, accumulate, params, threads)
+    return out if out is not None else out3[0]
+
+
+def gemm_batched(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, *,
+                 accumulate: bool = False, trans_a: bool = False, trans_b: bool = False,
+                 params: GemmParams | None = None, threads: int | None = None) -> np.ndarray:
+    """out[i] = op(a[i]) @ op(b[i]) (+= with accumulate) for i in range(batch). a: (batch, M, K)
+    or (M, K) shared by every product (e.g. a 1x1 convolution's weights against each image's
+    (C, H*W)); b: (batch, K, N) or (K, N); transposes as in gemm, per matrix. out: (batch, M, N).
+    Threads take whole products when there are many, and split each one otherwise."""
+    _check_array("a", a, (2, 3))
+    _check_array("b", b, (2, 3))
+    _check_threads(threads)
+    if a.ndim == 2 and b.ndim == 2:
+        raise ValueError("a and b are both 2-D: gemm_batched needs a batch (use gemm)")
+    A = _operand("a", a, trans_a, True)
+    B = _operand("b", b, trans_b, True)
+    if A.shape[0] != B.shape[0]:
+        if A.shape[0] == 1 and a.ndim == 2:
+            A = _repeat(A, B.shape[0])
+        elif B.shape[0] == 1 and b.ndim == 2:
+            B = _repeat(B, A.shape[0])
+        else:
+            raise ValueError(f"a has batch {A.shape[0]} but b has batch {B.shape[0]}")
+    out3 = _prepare(A, B, out, accumulate, (3,))
+    _run(A, B, out3, accumulate, params, threads)
+    return out if out is not None else out3
+
+
+def _repeat(x: np.ndarray, batch: int) -> np.ndarray:
+    """x (1, r, c) seen batch times (batch stride 0) without a copy. Unlike np.broadcast_to the
+    view stays writeable when x is (it is only read), so that it compiles to the same kernel
+    signature as every other writeable input."""
+    return np.lib.stride_tricks.as_strided(x, (batch,) + x.shape[1:], (0,) + x.strides[1:])
+
+
+def _prepare(A, B, out, accumulate, out_ndims):
+    """Checks shapes and dtypes; returns out as a 3-D view (a new array when out is None)."""
+    if A.dtype != B.dtype:
+        raise TypeError(f"a.dtype={A.dtype} and b.dtype={B.dtype} must be equal")
+    if A.shape[2] != B.shape[1]:
+        raise ValueError(f"op(a) is {A.shape[1]}x{A.shape[2]} but op(b) is "
+                         f"{B.shape[1]}x{B.shape[2]}: inner dimensions differ")
+    batch, m, n = max(A.shape[0], B.shape[0]), A.shape[1], B.shape[2]
+    want = (m, n) if out_ndims == (2,) else (batch, m, n)
+    if out is None:
+        if accumulate:
+            raise ValueError("accumulate=True needs out")
+        return np.empty((batch, m, n), A.dtype)
+    _check_array("out", out, out_ndims)
+    if out.shape != want:
+        raise ValueError(f"out.shape={out.shape} must be {want}")
+    if out.dtype != A.dtype:
+        raise TypeError(f"out.dtype={out.dtype} must be {A.dtype} like a and b")
+    if not out.flags.writeable:
+        raise ValueError("out must be writeable")
+    return out[None] if out.ndim == 2 else out
+
+
+def _check_threads(threads) -> None:
+    if threads is not None and (not isinstance(threads, (int, np.integer)) or threads < 1):
+        raise ValueError(f"threads={threads!r} must be a positive int")
