@@ -270,3 +270,28 @@ def test_the_functional_interface_returns_arrays_the_caller_owns(rng):
     y += 1                                              # would raise on a read-only array
     np.testing.assert_allclose(y - 1, cb.conv2d(x, w, padding=1, backend="im2col"), rtol=1e-5,
                                atol=1e-5)
+
+
+@pytest.mark.parametrize("peer", ["onnxruntime", "openvino"])
+def test_onnx_pooling_passes_or_refuses_every_padding_with_ceil_mode(peer):
+    """ONNX's pooling differs from PyTorch's at the edges (padding as large as the kernel, a
+    ceil_mode window starting in or reaching past the padding): each peer must compute PyTorch's
+    answer or refuse with its reason, never give another."""
+    from itertools import product
+
+    from convbench.ops import pool2d_problem
+    needs(peer)
+    seen = {PASSED: 0, UNIMPLEMENTED: 0}
+    for kind, include, H, k, s, pads in product(("max", "avg"), (True, False), (5, 6), (2, 3),
+                                               (2, 3), ((0, 2), (1, 0), (2, 1), (1, 1))):
+        if kind == "max" and not include:
+            continue
+        try:
+            p = pool2d_problem(kind, (1, 2, H, 4), kernel_size=(k, 2), stride=(s, 1),
+                               padding=(pads, (1, 0)), ceil_mode=True, count_include_pad=include)
+        except ValueError:          # a window wholly in the padding
+            continue
+        r = check_backend(peer, get_op(f"{kind}_pool2d:fwd"), p)
+        assert r.status in seen, f"{p.descriptor()}: {r.status} {r.reason}"
+        seen[r.status] += 1
+    assert seen[PASSED] > seen[UNIMPLEMENTED] > 0, seen
