@@ -294,4 +294,6 @@ def test_onnx_pooling_passes_or_refuses_every_padding_with_ceil_mode(peer):
         r = check_backend(peer, get_op(f"{kind}_pool2d:fwd"), p)
         assert r.status in seen, f"{p.descriptor()}: {r.status} {r.reason}"
         seen[r.status] += 1
-    assert seen[PASSED] > seen[UNIMPLEMENTED] > 0, seen
+    assert seen[PASSED] > seen[UNIMPLEMENTED], seen
+    if peer == "openvino":          # the ceil_mode windows PyTorch drops are among these
+        assert seen[UNIMPLEMENTED] > 0, seen
