@@ -76,6 +76,7 @@ def _from_freq(a, shape):
 
 class FFTBackend(Backend):
     name = "fft"
+    auto_candidate = True
     description = "FFT products summed over channels as per-frequency complex GEMMs (scipy.fft)"
 
     def tolerance_terms(self, op, p):

@@ -69,10 +69,11 @@ KINDS = {
 }
 
 
-def nonfinite_products(run, p, a, b, padded):
+def nonfinite_products(run, p, a, b, padded, dtype=np.float64):
     """{kind: bool array of the outputs with at least one product of that kind} for the method
-    `run(p, a, b)` (a linear map in each operand); `padded`: the index of the zero-padded
-    operand, or None."""
+    `run(p, a, b)` (a linear map in each operand), counting in `dtype` (float32 counts whole
+    numbers exactly up to 2**24 terms, for a method that takes no float64); `padded`: the index
+    of the zero-padded operand, or None."""
     q, (a, b) = _explicitly_padded(p, (a, b), padded)
     sa, sb = _signs(a), _signs(b)
     found = {}
@@ -81,7 +82,7 @@ def nonfinite_products(run, p, a, b, padded):
         for ia, ib in pairs:
             if not (sa[ia].any() and sb[ib].any()):
                 continue          # no such product anywhere
-            count = run(q, sa[ia].astype(np.float64), sb[ib].astype(np.float64))
+            count = np.asarray(run(q, sa[ia].astype(dtype), sb[ib].astype(dtype)))
             total = count if total is None else total + count
         found[kind] = None if total is None else total > 0.5
     return found
@@ -99,10 +100,14 @@ def exact(direction: str, check=(0, 1)):
             if all(all_finite((a, b)[i]) for i in check):
                 return method(self, p, a, b, *rest)
             fa, fb = np.isfinite(a), np.isfinite(b)
-            out = method(self, p, np.where(fa, a, 0), np.where(fb, b, 0), *rest)
+            out = np.asarray(method(self, p, np.where(fa, a, 0), np.where(fb, b, 0), *rest))
+            if not out.flags.writeable:        # a runtime's own memory, seen through NumPy
+                out = out.copy()
             no_bias = (None,) * len(rest)
+            counting = np.float64 if np.dtype(np.float64) in map(np.dtype, self.dtypes) \
+                else a.dtype
             found = nonfinite_products(lambda q, u, v: method(self, q, u, v, *no_bias),
-                                       p, a, b, padded)
+                                       p, a, b, padded, counting)
             nan = found["nan"] if found["nan"] is not None else np.zeros(out.shape, bool)
             pos = found["+inf"] if found["+inf"] is not None else np.zeros(out.shape, bool)
             neg = found["-inf"] if found["-inf"] is not None else np.zeros(out.shape, bool)

@@ -10,10 +10,12 @@ rule for non-finite values (backends.nonfinite); finite inputs run torch as it i
 """
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
-from convbench.backends import rnn_numpy
-from convbench.backends.base import Backend
+from convbench.backends.base import Backend, package_version
+from convbench.backends.estimates import runtime_bytes
 from convbench.backends.nonfinite import exact
 from convbench.lazy import LazyModule
 from convbench.threads import get_threads
@@ -34,6 +36,7 @@ def _symmetric(p):
 class TorchBackend(Backend):
     name = "torch"
     description = "PyTorch (oneDNN on CPU), the peer"
+    peer = True
 
     def unavailable_reason(self):
         try:
@@ -42,27 +45,13 @@ class TorchBackend(Backend):
             return f"torch is not installed ({e}); pip install 'convbench[peers]'"
         return None
 
+    def record(self):
+        torch = sys.modules.get("torch")        # its threads when loaded; never imported here
+        return {"version": package_version("torch"),
+                "threads": torch.get_num_threads() if torch is not None else get_threads()}
+
     def workspace_bytes(self, op, p, dtype):
-        """An estimate: torch's allocator is its own, so this follows what torch documents doing
-        rather than arrays convbench can see. Convolutions: oneDNN's reordered copies of the
-        operands and the result, the explicitly padded input where torch cannot pad, or the
-        per-image column buffer of torch's own im2col, whichever is larger. Pooling gradients:
-        the forward's output and arg-max indices that autograd keeps. Recurrent cells: the
-        module's copy of the weights and what autograd saves per step (as rnn_numpy)."""
-        s = dtype.itemsize
-        if op.family == "conv2d":
-            x, y, w = (p.N * p.C * p.H * p.W * s, p.N * p.K * p.P * p.Q * s,
-                       p.K * p.Cg * p.R * p.S * s)
-            padded = p.N * p.C * p.Hp * p.Wp * s if _symmetric(p) is None else 0
-            columns = get_threads() * p.C * p.R * p.S * p.P * p.Q * s
-            return max(x + y + w + padded, columns)
-        if op.family.endswith("pool2d"):
-            out = p.N * p.C * p.P * p.Q
-            if op.direction == "fwd":
-                return 0
-            return out * (s + (8 if op.family == "max_pool2d" else 0))
-        weights = p.gates * p.H * (p.I + p.H + 2) * s
-        return weights + rnn_numpy.workspace_bytes(p, op.direction, s)
+        return runtime_bytes(op, p, dtype.itemsize)       # an estimate (backends.estimates)
 
     def _args(self, p):
         sym = _symmetric(p)

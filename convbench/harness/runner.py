@@ -32,7 +32,13 @@ import numpy as np
 import pandas as pd
 
 from convbench import files
-from convbench.backends import free_workspace, get_backend, held_workspace_bytes
+from convbench.backends import (
+    free_workspace,
+    get_backend,
+    held_workspace_bytes,
+    peer_names,
+    user_backends,
+)
 from convbench.errors import ConvbenchError
 from convbench.harness import table
 from convbench.harness.report import write_report
@@ -404,7 +410,9 @@ def run_suite(config: RunConfig, out_dir, resume: bool = False, progress=None,
     out_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(out_dir, warn):
         set_threads(config.threads)
-        meta = {**settings, "baseline": config.baseline,
+        meta = {**settings, "baseline": config.baseline, "peers": peer_names(config.backends),
+                "user_backends": {b: o for b, o in user_backends().items()
+                                  if b in config.backends},
                 "per_case_limit_s": config.per_case_limit_s, "max_bytes": config.max_bytes,
                 "policy": vars(config.policy), "resumed": resume,
                 "started": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": fingerprint(),
