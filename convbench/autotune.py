@@ -17,14 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
-from convbench import __version__
+from convbench import __version__, files
 from convbench.backends import backend_names, get_backend
 from convbench.backends.base import Backend
 from convbench.errors import ConvbenchError, UnsupportedError
 from convbench.machine import cpu_info, git_commit, package_version
 from convbench.threads import get_threads
 from convbench.timing import TimingPolicy
-from convbench.verify import Reference, check_backend
+from convbench.verify import Reference, check_backend, shared_bytes
 
 _lock = threading.Lock()
 #: a candidate whose one timed call (after the verifying one) takes this many times the best
@@ -66,20 +66,43 @@ def machine_key() -> str:
     return _machine_keys[variable]
 
 
+class CacheFileError(ConvbenchError):
+    """The autotune cache file holds JSON that is not an autotune cache."""
+
+
 def _load() -> dict:
+    """The cache: {machine key: {problem key: {"backend": name, ...}}}. A file that is missing or
+    not JSON (cut short by a kill) counts as empty. JSON of another shape where convbench reads
+    (not an object, or this machine's part not one) is an error rather than something to
+    overwrite: it may not be convbench's. Entries of other shapes inside (other versions' or
+    other tools') are left alone and never taken as choices (_entry)."""
+    path = cache_path()
     try:
-        return json.loads(cache_path().read_text())
-    except (OSError, json.JSONDecodeError):
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return {}
+    if not isinstance(data, dict) or not isinstance(data.get(machine_key(), {}), dict):
+        raise CacheFileError(f"{path} is not convbench's autotune cache (JSON of another shape): "
+                             f"delete it, or set CONVBENCH_CACHE_DIR to another folder")
+    return data
+
+
+def _entry(data: dict, mkey: str, key: str) -> dict | None:
+    """The cached choice for a problem, None where there is none of the expected shape."""
+    hit = data.get(mkey, {}).get(key)
+    return hit if isinstance(hit, dict) and isinstance(hit.get("backend"), str) else None
+
+
+def check_cache() -> None:
+    """CacheFileError now, rather than at the first choice, when the cache file is foreign."""
+    _load()
 
 
 def _save(data: dict) -> None:
     path = cache_path()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-        tmp.replace(path)
+        files.write_text(path, json.dumps(data, indent=1, sort_keys=True))
     except OSError:
         pass  # a read-only home must not stop the computation; the choice is just not kept
 
@@ -133,7 +156,7 @@ def choose(op, problem, dtype, budget_s: float = 0.05) -> dict:
         return hit
     with _lock:
         data = _load()
-        hit = data.get(mkey, {}).get(key)
+        hit = _entry(data, mkey, key)
         if _current(hit, cands):
             _memo[memo_key] = hit
             return hit
@@ -171,6 +194,16 @@ class AutoBackend(Backend):
     def implements(self, op) -> bool:
         return any(get_backend(n).implements(op) for n in backend_names()
                    if is_candidate(get_backend(n)))
+
+    def workspace_bytes(self, op, problem, dtype):
+        """The first call on a problem tunes it: its own inputs and reference, and each
+        candidate in turn with its outputs and scratch; later calls need the chosen one's
+        scratch alone, which this bounds."""
+        itemsize = np.dtype(dtype).itemsize
+        most = max((get_backend(n).scratch_bytes(op, problem, np.dtype(dtype))
+                    + op.output_bytes(problem, itemsize)
+                    for n in candidates(op, problem, dtype)), default=0)
+        return shared_bytes(op, problem, dtype) + most
 
     def unsupported(self, op, problem, dtype):
         if not candidates(op, problem, dtype):

@@ -1,6 +1,9 @@
 """Named lists of small problems for verification: edge cases and seeded random ones.
 
-A case is (label, family, problem); verification runs every direction of the family's ops.
+A case is (label, family, problem), or (label, family, problem, values) where `values` puts
+particular values into the inputs made for it ({input name: {index: value}}: NaN and infinity in
+the `nonfinite` list); verification runs every direction of the family's ops (with values: those
+that take one of the named inputs).
 """
 from __future__ import annotations
 
@@ -194,6 +197,69 @@ def rnn_variant_cases():
     return out
 
 
+NAN, INF = float("nan"), float("inf")
+
+
+def nonfinite_cases():
+    """NaN and +-inf in the inputs, where convbench's rule says exactly which outputs are NaN and
+    which +-inf (those of the float64 reference; README, "Non-finite inputs"): at a corner, where
+    they meet the zero padding; in the weights, which meet it in every direction; beside a zero
+    weight (inf * 0 is NaN); with both signs in one window; in a strided layer whose last rows no
+    window reaches. Recurrent cells get NaN only: an infinity saturates their gates, and whether a
+    gradient is then inf * 0 depends on the precision (float32's sigmoid reaches 1 exactly).
+    Tiny, so that numba-cuda runs them on the simulator."""
+    conv = conv2d_problem((1, 2, 5, 5), (2, 2, 3, 3), padding=1, bias=True)
+    strided = conv2d_problem((1, 2, 6, 6), (2, 2, 3, 3), stride=2, padding=1)
+    deconv = conv_transpose2d_problem((1, 2, 4, 4), (2, 2, 3, 3), stride=2, padding=1,
+                                      output_padding=1, bias=True)
+    pool = dict(kernel_size=3, stride=2, padding=1)
+    out = [
+        ("NaN in x at a corner", "conv2d", conv, {"x": {(0, 0, 0, 0): NAN}}),
+        ("+inf and -inf in one window of x", "conv2d", conv,
+         {"x": {(0, 1, 2, 2): INF, (0, 0, 1, 1): -INF}}),
+        ("+inf in x beside a zero weight", "conv2d", conv,
+         {"x": {(0, 1, 4, 3): INF}, "w": {(0, 1, 0, 1): 0.0}}),
+        ("NaN weight (meets the padding)", "conv2d", conv, {"w": {(0, 0, 0, 0): NAN}}),
+        ("+inf and -inf weights", "conv2d", conv,
+         {"w": {(1, 1, 2, 2): INF, (0, 0, 1, 1): -INF}}),
+        ("NaN output gradient at a corner", "conv2d", conv, {"dy": {(0, 0, 0, 0): NAN}}),
+        ("+inf and -inf output gradient", "conv2d", conv,
+         {"dy": {(0, 1, 4, 4): INF, (0, 0, 2, 2): -INF}}),
+        ("+inf bias", "conv2d", conv, {"b": {(1,): INF}}),
+        ("NaN weight, stride 2", "conv2d", strided, {"w": {(1, 0, 2, 2): NAN}}),
+        ("-inf in x, stride 2", "conv2d", strided, {"x": {(0, 1, 5, 5): -INF}}),
+        ("transposed: NaN weight, stride 2, output padding", "conv_transpose2d", deconv,
+         {"w": {(0, 1, 0, 0): NAN}}),
+        ("transposed: +inf in x, -inf output gradient", "conv_transpose2d", deconv,
+         {"x": {(0, 0, 2, 1): INF}, "dy": {(0, 1, 0, 0): -INF}}),
+    ]
+    for kind in ("max", "avg"):
+        p = pool2d_problem(kind, (1, 2, 5, 5), **pool)
+        out += [(f"{kind} pool NaN in x", f"{kind}_pool2d", p, {"x": {(0, 0, 2, 2): NAN}}),
+                (f"{kind} pool +inf and -inf in x", f"{kind}_pool2d", p,
+                 {"x": {(0, 1, 0, 0): INF, (0, 1, 1, 1): -INF}}),
+                (f"{kind} pool NaN output gradient", f"{kind}_pool2d", p,
+                 {"dy": {(0, 0, 1, 1): NAN}})]
+    for cell in ("rnn_tanh", "lstm", "gru"):
+        p = RNNProblem(cell, 3, 2, 3, 2)
+        out += [(f"{cell} NaN in x", cell, p, {"x": {(1, 0, 2): NAN}}),
+                (f"{cell} NaN in w_hh", cell, p, {"w_hh": {(0, 1): NAN}}),
+                (f"{cell} NaN output gradient", cell, p, {"dy": {(2, 1, 0): NAN}})]
+    return out
+
+
+def with_values(inputs, input_names, values) -> tuple:
+    """The inputs with the case's `values` put in (copies of the arrays changed)."""
+    out = list(inputs)
+    for name, at in (values or {}).items():
+        if name in input_names and out[input_names.index(name)] is not None:
+            a = out[input_names.index(name)].copy()
+            for index, v in at.items():
+                a[index] = v
+            out[input_names.index(name)] = a
+    return tuple(out)
+
+
 #: name -> function returning the cases. Other op families add their lists here.
 CASE_LISTS = {
     "conv-edge": conv_edge_cases,
@@ -202,6 +268,7 @@ CASE_LISTS = {
     "pool-edge": pool_edge_cases,
     "rnn-edge": rnn_edge_cases,
     "rnn-variants": rnn_variant_cases,
+    "nonfinite": nonfinite_cases,
 }
 
 

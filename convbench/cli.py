@@ -3,33 +3,162 @@
 The harness and the trainer, which bring pandas and matplotlib, are imported by the commands that
 use them (the imports marked "per command"), so that `convbench --help` loads no backend, no
 pandas or matplotlib, and compiles nothing.
+
+Every error is click's: one line, `Error: ...` naming the option and the value where one is at
+fault, no traceback (`convbench --debug COMMAND` shows it), exit status 2 (1 is kept for a command
+that finished but found a FAILED result, a regression or a diverged training).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import sys
 import time
+from pathlib import Path
 
 import click
 
 from convbench.backends import (
     backend_names,
-    get_backend,
     list_backends,
     load_backend_file,
     load_entry_points,
 )
-from convbench.errors import BackendRegistrationError
+from convbench.cases import CASE_LISTS
+from convbench.errors import (
+    BackendRegistrationError,
+    BackendUnavailableError,
+    ConvbenchError,
+    UnsupportedError,
+)
 from convbench.filters import gallery, matrix_figure, matrix_path
 from convbench.machine import fingerprint, measure_peaks
-from convbench.threads import set_threads
+from convbench.memory import DEFAULT_FRACTION, available_bytes, format_bytes, parse_bytes
+from convbench.threads import cpu_count, set_threads
 from convbench.timing import TimingPolicy
 
 
-def _split(value: str | None):
-    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+class Failure(click.ClickException):
+    """A command that could not do its work (a locked folder, a full disk, a file that cannot be
+    read): click's one-line error, exit status 2."""
+
+    exit_code = 2
+
+
+class _Finite(click.FloatRange):
+    """A float in a range that is also finite (click's FloatRange lets NaN and inf through)."""
+
+    name = "finite float"
+
+    def convert(self, value, param, ctx):
+        rv = super().convert(value, param, ctx)
+        if not math.isfinite(rv):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return rv
+
+
+def _debug() -> bool:
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx and ctx.find_root().params.get("debug"))
+
+
+def _bad(option: str, message: str) -> click.BadParameter:
+    """The error of a bad `option` value; under --debug, called while handling an exception,
+    that exception goes on instead, with its traceback."""
+    if _debug() and sys.exc_info()[1] is not None:
+        raise  # noqa: PLE0704 - re-raises the exception being handled, for --debug
+    return click.BadParameter(message, param_hint=option)
+
+
+def _one_line(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.strerror:
+        text = f"{e.strerror}: {e.filename}" if e.filename else e.strerror
+    elif isinstance(e, (ConvbenchError, ValueError)):
+        text = str(e)
+    else:
+        text = f"{type(e).__name__}: {e} (an internal error: convbench --debug shows where)"
+    return " ".join(text.split())
+
+
+class _Main(click.Group):
+    """The group: turns any exception of a command into click's one-line error (see the module
+    docstring), unless --debug."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except KeyboardInterrupt:
+            if ctx.params.get("debug"):
+                raise
+            click.echo("\ninterrupted", err=True)
+            ctx.exit(130)
+        except Exception as e:  # noqa: BLE001 - every error becomes one line (--debug: traceback)
+            if ctx.params.get("debug"):
+                raise
+            raise Failure(_one_line(e)) from e
+
+
+def _names(value: str | None, option: str, valid=None, what: str = "name"):
+    """A comma-separated option as a list, None when it was not given; an empty list or (with
+    `valid`) an unknown name is an error naming the option."""
+    if value is None:
+        return None
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    if not items:
+        raise _bad(option, f"{value!r} names nothing: give one or more, separated by commas")
+    if valid is not None:
+        for v in items:
+            if v not in valid:
+                raise _bad(option, f"unknown {what} {v!r}; valid: {', '.join(valid)}")
+    return items
+
+
+def _backend_list(value: str | None, option: str = "--backends"):
+    return _names(value, option, backend_names(include_meta=True), "backend")
+
+
+def _check_threads(threads: int | None, oversubscribe: bool) -> None:
+    usable = cpu_count()
+    if threads is not None and threads > usable and not oversubscribe:
+        raise _bad("--threads", f"{threads} exceeds the {usable} usable cores: threads would "
+                                f"share cores and the timings measure that contention "
+                                f"(--oversubscribe to run anyway)")
+
+
+def _out_dir(path: str, option: str = "--out") -> Path:
+    """The folder `path`, created if need be; an error naming the option when it is a file or
+    cannot be created or written."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise _bad(option, f"{path!r} is a file, not a folder")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _bad(option, f"{path!r} cannot be created ({e.strerror})") from None
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise _bad(option, f"{path!r} is not writable")
+    return p
+
+
+def _out_file(path: str, option: str) -> Path:
+    """A file to write: its folder must exist and be writable."""
+    p = Path(path)
+    if p.is_dir():
+        raise _bad(option, f"{path!r} is a folder, not a file")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise _bad(option, f"{path!r}: the folder {str(parent)!r} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise _bad(option, f"{path!r} is not writable")
+    return p
+
+
+def _warn(message: str) -> None:
+    click.echo(f"warning: {message}", err=True)
 
 
 def _backend_files(f):
@@ -51,9 +180,10 @@ def _register_user_backends(files) -> None:
         raise click.UsageError(str(e)) from e
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="convbench")
-def main():
+@click.option("--debug", is_flag=True, help="show the Python traceback of an error")
+def main(debug):
     """convbench: deep-learning kernels implemented several ways, proven equal, timed on real
     shapes."""
 
@@ -76,12 +206,12 @@ def backends(backend_files):
 
 @main.command()
 @click.option("--cases", "cases", default="all", show_default=True,
-              help="case list: all, conv-edge, conv-random, ... (see convbench.cases)")
+              type=click.Choice(["all", *CASE_LISTS]), help="case list (see convbench.cases)")
 @click.option("--backends", "backend_list", default=None,
               help="comma-separated backends (default: all registered)")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32",
               show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True,
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="seed of the random case list and of the input values")
 @click.option("--cuda-sim", is_flag=True,
               help="run numba-cuda kernels on Numba's CPU simulator (tiny cases only)")
@@ -92,10 +222,11 @@ def verify(cases, backend_list, dtype, seed, cuda_sim, backend_files):
     Exits 1 if any result is FAILED.
     """
     _register_user_backends(backend_files)
+    names = _backend_list(backend_list)
     if cuda_sim:
         os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
     from convbench.harness.verify_report import run_matrix  # per command
-    ok = run_matrix(cases, _split(backend_list), dtype, seed, click.echo)
+    ok = run_matrix(cases, names, dtype, seed, click.echo)
     sys.exit(0 if ok else 1)
 
 
@@ -103,12 +234,20 @@ def verify(cases, backend_list, dtype, seed, cuda_sim, backend_files):
 @click.argument("image", required=False, type=click.Path(exists=True, dir_okay=False))
 @click.option("--backend", default="im2col", show_default=True)
 @click.option("--out", "out_path", default="filters.png", show_default=True,
-              type=click.Path(dir_okay=False, writable=True))
+              type=click.Path(dir_okay=False))
 def filters(image, backend, out_path):
     """Apply the classic 3x3 filters to IMAGE (default: matplotlib's sample photograph) and write
     one figure comparing zero padding with reflect padding, and a second (OUT-matrix.png) with a
     small convolution as one sparse matrix beside im2col's column matrix."""
-    click.echo(f"wrote {gallery(image, out_path, backend)}")
+    _backend_list(backend, "--backend")
+    _out_file(out_path, "--out")
+    try:
+        written = gallery(image, out_path, backend)
+    except (UnsupportedError, BackendUnavailableError) as e:
+        raise _bad("--backend", f"{backend} cannot run the filters: {e}") from None
+    except ValueError as e:
+        raise _bad("IMAGE", str(e)) from None
+    click.echo(f"wrote {written}")
     click.echo(f"wrote {matrix_figure(matrix_path(out_path))}")
 
 
@@ -124,6 +263,20 @@ def _progress(echo_err):
     return show
 
 
+def _memory_limit(max_memory: str | None) -> tuple[int | None, str]:
+    """(bytes a case may plan to use, how that was set)."""
+    if max_memory is not None:
+        try:
+            return parse_bytes(max_memory, "--max-memory"), "--max-memory"
+        except ValueError as e:
+            raise _bad("--max-memory", str(e)) from None
+    avail = available_bytes()
+    if avail is None:
+        return None, "no limit: the available memory cannot be read here"
+    return (int(DEFAULT_FRACTION * avail),
+            f"{DEFAULT_FRACTION:.0%} of the {format_bytes(avail)} available now")
+
+
 @main.command()
 @click.option("--suite", "suite", default="quick", show_default=True,
               help="built-in suite (quick, resnet50, vgg16, mobilenet, deepbench-train, "
@@ -131,18 +284,26 @@ def _progress(echo_err):
                    "fuzz[:SEED[:COUNT]], a file of descriptors, or an ONNX model (*.onnx)")
 @click.option("--backends", "backend_list", default=None,
               help="comma-separated backends (default: every registered one)")
-@click.option("--batch", type=int, default=None, help="batch size for every case")
+@click.option("--batch", type=click.IntRange(min=1), default=None,
+              help="batch size for every case")
 @click.option("--direction", "direction", default="fwd", show_default=True,
               help="comma-separated: fwd, bwd-data, bwd-weights, bwd (all gradients), all")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32",
               show_default=True)
-@click.option("--threads", type=int, default=None, help="threads for Numba, BLAS and torch")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="threads for Numba, BLAS and torch (at most the usable cores)")
+@click.option("--oversubscribe", is_flag=True, help="allow --threads above the usable cores")
 @click.option("--out", "out_dir", default=None, help="run directory (default runs/<suite>-<time>)")
-@click.option("--resume", is_flag=True, help="keep the rows already in --out and skip them")
-@click.option("--budget", type=float, default=0.5, show_default=True,
+@click.option("--resume", is_flag=True,
+              help="keep the rows already in --out and skip them (same settings only)")
+@click.option("--budget", type=_Finite(min=0, min_open=True), default=0.5, show_default=True,
               help="seconds of timed repetitions per case and backend")
-@click.option("--limit", "per_case_limit", type=float, default=30.0, show_default=True,
+@click.option("--limit", "per_case_limit", type=_Finite(min=0, min_open=True), default=30.0,
+              show_default=True,
               help="skip a backend whose estimated time per call exceeds this (seconds)")
+@click.option("--max-memory", default=None,
+              help="skip a backend whose estimated memory for a case exceeds this (e.g. 8G; "
+                   f"default {DEFAULT_FRACTION:.0%} of the memory available at the start)")
 @click.option("--cold-cache", is_flag=True,
               help="rotate input copies larger than the last-level cache")
 @click.option("--baseline", default=None,
@@ -152,8 +313,9 @@ def _progress(echo_err):
               help="an ONNX model's input shape where it is dynamic: NAME:1,3,224,224, or "
                    "1,3,224,224 for its only input (repeat for several inputs)")
 @_backend_files
-def run(suite, backend_list, batch, direction, dtype, threads, out_dir, resume, budget,
-        per_case_limit, cold_cache, baseline, no_peaks, input_shapes, backend_files):
+def run(suite, backend_list, batch, direction, dtype, threads, oversubscribe, out_dir, resume,
+        budget, per_case_limit, max_memory, cold_cache, baseline, no_peaks, input_shapes,
+        backend_files):
     """Verify, then time, every case of a suite on every backend; write CSV, JSON and HTML."""
     from convbench.harness.report import (  # per command
         choose_baseline,
@@ -165,40 +327,48 @@ def run(suite, backend_list, batch, direction, dtype, threads, out_dir, resume, 
     from convbench.harness.suites import is_model_file, load_suite  # per command
 
     _register_user_backends(backend_files)
-    backends = _split(backend_list) or backend_names()
-    for b in backends:
-        get_backend(b)                     # unknown names: an error listing the valid ones
-    dirs = _split(direction) or ["fwd"]
-    if dirs == ["all"]:
+    backends = _backend_list(backend_list) or backend_names()
+    dirs = _names(direction, "--direction", [*DIRECTIONS, "all"], "direction")
+    if "all" in dirs:
         dirs = list(DIRECTIONS)
-    for d in dirs:
-        if d not in DIRECTIONS:
-            raise click.BadParameter(f"{d!r}; valid: {', '.join(DIRECTIONS)}, all",
-                                     param_hint="--direction")
-    if threads is not None and threads < 1:
-        raise click.BadParameter(f"{threads} must be >= 1", param_hint="--threads")
-    if budget <= 0:
-        raise click.BadParameter(f"{budget} must be > 0", param_hint="--budget")
+    _check_threads(threads, oversubscribe)
+    if baseline is not None and baseline not in backends:
+        raise _bad("--baseline", f"{baseline!r} is not one of the backends run "
+                                 f"({', '.join(backends)})")
+    max_bytes, limit_note = _memory_limit(max_memory)
     try:
         cases = load_suite(suite, batch, list(input_shapes) or None)
     except (ValueError, OSError) as e:
-        raise click.BadParameter(str(e), param_hint="--suite") from e
+        raise _bad("--suite", _one_line(e)) from None
     if resume and out_dir is None:
-        raise click.BadParameter("--resume needs --out (the run directory to continue)",
-                                 param_hint="--resume")
+        raise _bad("--resume", "--resume needs --out (the run directory to continue)")
     out_dir = out_dir or (f"runs/{suite.replace('/', '_').replace(':', '_')}-"
                           f"{time.strftime('%Y%m%d-%H%M%S')}")
+    _out_dir(out_dir)
+    if "auto" in backends:
+        from convbench.autotune import check_cache  # per command
+        check_cache()
     policy = TimingPolicy(budget_s=budget, warmup_budget_s=min(budget, 0.5))
     cfg = RunConfig(suite, cases, backends, tuple(dirs), dtype, threads, policy, per_case_limit,
-                    cold_cache, baseline, whole_model=is_model_file(suite))
+                    cold_cache, baseline, whole_model=is_model_file(suite), batch=batch,
+                    max_bytes=max_bytes)
     click.echo(f"suite {suite}: {len(cases)} cases x {len(backends)} backends -> {out_dir}")
+    click.echo(f"memory per case: "
+               f"{format_bytes(max_bytes) if max_bytes else 'no limit'} ({limit_note})")
     progress = _progress(lambda m, nl: click.echo(m, err=True, nl=nl))
     try:
-        frame, meta = run_suite(cfg, out_dir, resume, progress, peaks=not no_peaks)
+        frame, meta = run_suite(cfg, out_dir, resume, progress, peaks=not no_peaks, warn=_warn)
     except KeyboardInterrupt:
         click.echo(f"\ninterrupted: every finished row is kept in {out_dir} "
                    f"(continue with --resume --out {out_dir})", err=True)
         sys.exit(130)
+    except OSError as e:
+        click.echo("", err=True)               # after the progress line
+        raise Failure(f"{_one_line(e)}: the rows finished so far are kept in {out_dir}; make "
+                      f"room and continue with --resume --out {out_dir}") from e
+    except Exception:
+        click.echo("", err=True)
+        raise
     base = choose_baseline(frame, baseline)
     peers = peers_of(frame, meta)
     for s in summary(frame, base, peers).itertuples(index=False):
@@ -222,24 +392,38 @@ def run(suite, backend_list, batch, direction, dtype, threads, out_dir, resume, 
     sys.exit(1 if counts.get("FAILED", 0) else 0)
 
 
+def _report_baseline(rows, baseline: str | None) -> None:
+    """An error unless `baseline` (when given) is a backend timed in `rows`."""
+    from convbench.harness import table  # per command
+    if baseline is None:
+        return
+    _backend_list(baseline, "--baseline")
+    timed = sorted(set(table.timed(rows)["backend"]))
+    if baseline not in timed:
+        raise _bad("--baseline", f"{baseline!r} has no timed result in this run (timed: "
+                                 f"{', '.join(timed) or 'none'})")
+
+
 @main.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--baseline", default=None, help="backend to compare against (default torch)")
 def report(run_dir, baseline):
-    """(Re)write RUN_DIR/report.html from its results (an interrupted run's too)."""
+    """(Re)write RUN_DIR/report.html from its results (an interrupted run's too, and from
+    results.csv when results.json is missing or cannot be read)."""
     from convbench.harness.report import write_report  # per command
     from convbench.harness.runner import load_run  # per command
-    rows, meta = load_run(run_dir)
+    rows, meta = load_run(run_dir, warn=_warn)
+    _report_baseline(rows, baseline)
     click.echo(f"wrote {write_report(run_dir, rows, meta, baseline)}")
 
 
 @main.command()
 @click.argument("run_a", type=click.Path(exists=True, file_okay=False))
 @click.argument("run_b", type=click.Path(exists=True, file_okay=False))
-@click.option("--threshold", type=float, default=0.05, show_default=True,
+@click.option("--threshold", type=_Finite(min=0), default=0.05, show_default=True,
               help="relative change of the median that counts")
-@click.option("--alpha", type=float, default=0.01, show_default=True,
-              help="significance level of the Mann-Whitney U test")
+@click.option("--alpha", type=_Finite(min=0, max=1, min_open=True, max_open=True), default=0.01,
+              show_default=True, help="significance level of the Mann-Whitney U test, in (0, 1)")
 @click.option("--html", "html_path", default=None, help="also write the comparison as HTML")
 def compare(run_a, run_b, threshold, alpha, html_path):
     """Per-case ratios of RUN_B against RUN_A; exits 1 on a significant regression."""
@@ -249,7 +433,9 @@ def compare(run_a, run_b, threshold, alpha, html_path):
         regressions,
         write_html,
     )
-    lines, diffs = compare_runs(run_a, run_b, threshold, alpha)
+    if html_path:
+        _out_file(html_path, "--html")
+    lines, diffs = compare_runs(run_a, run_b, threshold, alpha, warn=_warn)
     click.echo(format_text(lines, diffs, "A", "B"))
     if html_path:
         click.echo(f"wrote {write_html(html_path, lines, diffs, run_a, run_b)}")
@@ -274,34 +460,54 @@ def _train_options(f):
                      default="small-cnn", show_default=True),
         click.option("--optimizer", default="adam", show_default=True,
                      help="sgd, momentum, nesterov, adagrad, rmsprop, adam"),
-        click.option("--lr", type=float, default=2e-3, show_default=True),
-        click.option("--momentum", type=float, default=None),
-        click.option("--weight-decay", type=float, default=0.0, show_default=True),
-        click.option("--epochs", type=int, default=30, show_default=True),
-        click.option("--batch-size", type=int, default=64, show_default=True),
-        click.option("--patience", type=int, default=6, show_default=True,
+        click.option("--lr", type=_Finite(min=0, min_open=True), default=2e-3, show_default=True),
+        click.option("--momentum", type=_Finite(min=0), default=None),
+        click.option("--weight-decay", type=_Finite(min=0), default=0.0, show_default=True),
+        click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True),
+        click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True),
+        click.option("--patience", type=click.IntRange(min=1), default=6, show_default=True,
                      help="early stopping: epochs without a better validation loss"),
         click.option("--schedule", type=click.Choice(["constant", "step", "cosine"]),
                      default="cosine", show_default=True),
         click.option("--init", default="he_uniform", show_default=True,
                      help="xavier_uniform, xavier_normal, he_uniform, he_normal"),
-        click.option("--dropout", type=float, default=0.25, show_default=True),
+        click.option("--dropout", type=_Finite(min=0, max=1, max_open=True), default=0.25,
+                     show_default=True, help="in [0, 1)"),
         click.option("--no-augment", is_flag=True, help="no random shifts (or flips, for photos)"),
         click.option("--backend", default="auto", show_default=True,
                      help="auto (fastest verified per layer) or a backend name"),
-        click.option("--seed", type=int, default=0, show_default=True),
-        click.option("--threads", type=int, default=None),
+        click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True),
+        click.option("--threads", type=click.IntRange(min=1), default=None,
+                     help="threads for Numba, BLAS and torch (at most the usable cores)"),
+        click.option("--oversubscribe", is_flag=True,
+                     help="allow --threads above the usable cores"),
     ]
     for o in reversed(opts):
         f = o(f)
     return f
 
 
+def _option(field: str) -> str:
+    """The option of a TrainConfig field: batch_size -> --batch-size."""
+    return "--" + field.replace("_", "-")
+
+
 def _config(kw):
+    """The TrainConfig of the training options, validated; errors name their option."""
     from convbench.train import TrainConfig  # per command
+    from convbench.train.trainer import ConfigError  # per command
+    _check_threads(kw["threads"], kw.pop("oversubscribe"))
     set_threads(kw.pop("threads"))
     kw["augment"] = not kw.pop("no_augment")
-    return TrainConfig(**kw)
+    cfg = TrainConfig(**kw)
+    try:
+        cfg.validate()
+    except ConfigError as e:
+        raise _bad(_option(e.field), str(e)) from None
+    if cfg.backend == "auto":
+        from convbench.autotune import check_cache  # per command
+        check_cache()
+    return cfg
 
 
 @main.command()
@@ -313,21 +519,51 @@ def train(out_dir, resume, **kw):
     """Train a small CNN on convbench's kernels; writes best.npz, log.csv, curves.png and
     summary.json."""
     from convbench.train import train as run_train  # per command
+    from convbench.train.data import DataError  # per command
+    from convbench.train.trainer import CheckpointError, ConfigError  # per command
+    cfg = _config(kw)
+    _out_dir(out_dir)
     try:
-        cfg = _config(kw)
-        cfg.validate()
-    except ValueError as e:
-        raise click.UsageError(str(e)) from e
-    s = run_train(cfg, out_dir, verbose=True, resume=resume, log=click.echo)
+        s = run_train(cfg, out_dir, verbose=True, resume=resume, log=click.echo)
+    except ConfigError as e:
+        raise _bad(_option(e.field), str(e)) from None
+    except CheckpointError as e:
+        raise _bad("--resume", str(e)) from None
+    except DataError as e:
+        raise _bad("--data", str(e)) from None
+    except OSError as e:
+        best = Path(out_dir) / "best.npz"
+        kept = (f"the best checkpoint so far is whole in {best}" if best.exists() else
+                "no checkpoint was written")
+        raise Failure(f"{_one_line(e)}; {kept}") from e
+    if s["diverged"]:
+        kept = (f"the best checkpoint (epoch {s['best_epoch']}) is kept in {out_dir}/best.npz"
+                if s["best_epoch"] else "no epoch finished, so no checkpoint was written")
+        raise click.ClickException(f"training stopped: {s['diverged']}; {kept}")
     click.echo(f"test accuracy {s['test_accuracy']:.4f} (best epoch {s['best_epoch']} of "
                f"{s['epochs_run']}) in {s['seconds']:.1f} s; mean epoch {s['mean_epoch_s']:.3f} s")
     click.echo(f"wrote {out_dir}/summary.json, best.npz, log.csv, curves.png")
 
 
+def _floats(value: str, option: str) -> list[float]:
+    """Comma-separated finite numbers > 0."""
+    out = []
+    for v in _names(value, option, what="value"):
+        try:
+            f = float(v)
+        except ValueError:
+            raise _bad(option, f"{v!r} is not a number") from None
+        if not (math.isfinite(f) and f > 0):
+            raise _bad(option, f"{v!r} must be a finite number > 0")
+        out.append(f)
+    return out
+
+
 @main.command()
 @_train_options
 @click.option("--mode", type=click.Choice(["random", "grid"]), default="random", show_default=True)
-@click.option("--trials", type=int, default=6, show_default=True, help="random search trials")
+@click.option("--trials", type=click.IntRange(min=1), default=6, show_default=True,
+              help="random search trials")
 @click.option("--lrs", default="3e-4,3e-3", show_default=True,
               help="random: low,high of a log-uniform range; grid: the values")
 @click.option("--optimizers", default="adam,rmsprop,nesterov", show_default=True)
@@ -335,20 +571,21 @@ def train(out_dir, resume, **kw):
 def tune(mode, trials, lrs, optimizers, out_dir, **kw):
     """Random or grid search over learning rate and optimiser; writes tune.csv, best first."""
     from convbench.train import tune as run_tune  # per command
-    try:
-        base = _config(kw)
-        lr_values = [float(v) for v in _split(lrs)]
-        space = {"optimizer": _split(optimizers)}
-        space["lr"] = tuple(lr_values) if mode == "random" else lr_values
-        if mode == "random" and len(lr_values) != 2:
-            raise ValueError(f"--lrs={lrs!r}: random search takes low,high")
-        for name in space["optimizer"]:
-            base.__class__(**{**vars(base), "optimizer": name}).validate()
-    except ValueError as e:
-        raise click.UsageError(str(e)) from e
+    from convbench.train.trainer import ConfigError  # per command
+    base = _config(kw)
+    lr_values = _floats(lrs, "--lrs")
+    if mode == "random" and (len(lr_values) != 2 or lr_values[0] >= lr_values[1]):
+        raise _bad("--lrs", f"{lrs!r}: random search takes low,high with low < high")
+    names = _names(optimizers, "--optimizers", what="optimizer")
+    for name in names:
+        try:
+            dataclasses.replace(base, optimizer=name).validate()
+        except ConfigError as e:
+            raise _bad("--optimizers", str(e)) from None
+    space = {"optimizer": names, "lr": tuple(lr_values) if mode == "random" else lr_values}
+    _out_dir(out_dir)
     results = run_tune(base, space, mode, trials, base.seed, out_dir, log=click.echo)
-    best = results[0]
-    click.echo(f"best: {best}")
+    click.echo(f"best: {results[0]}")
     click.echo(f"wrote {out_dir}/tune.csv")
 
 
@@ -357,7 +594,12 @@ def tune(mode, trials, lrs, optimizers, out_dir, **kw):
 def evaluate(checkpoint):
     """Test accuracy of a checkpoint on its run's held-out test split."""
     from convbench.train import evaluate_checkpoint  # per command
-    click.echo(json.dumps(evaluate_checkpoint(checkpoint), indent=1))
+    from convbench.train.data import DataError  # per command
+    from convbench.train.trainer import CheckpointError  # per command
+    try:
+        click.echo(json.dumps(evaluate_checkpoint(checkpoint), indent=1))
+    except (CheckpointError, DataError) as e:
+        raise _bad("CHECKPOINT", str(e)) from None
 
 
 @main.command("inspect")
@@ -371,15 +613,22 @@ def evaluate(checkpoint):
 @click.option("--steps", type=int, default=200, show_default=True, help="gradient ascent steps")
 @click.option("--backend", default="im2col", show_default=True,
               help="the conv backend whose forward and backward kernels run the model")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 def inspect_command(checkpoint, out_dir, image_index, channels, steps, backend, seed):
     """What a trained model learned: first-layer filters against the classic 3x3 filters,
     feature maps, images that maximise a channel, translation equivariance and parameter
     counts; writes PNGs and inspect.json, and adds them to the run's index.html."""
+    from convbench.train.data import DataError  # per command
     from convbench.train.inspection import inspect_checkpoint  # per command
+    from convbench.train.trainer import CheckpointError  # per command
+    _backend_list(backend, "--backend")
+    if out_dir is not None:
+        _out_dir(out_dir)
     try:
         r = inspect_checkpoint(checkpoint, out_dir, image_index=image_index, channels=channels,
                                steps=steps, backend=backend, seed=seed, log=click.echo)
+    except (CheckpointError, DataError) as e:
+        raise _bad("CHECKPOINT", str(e)) from None
     except ValueError as e:
         raise click.UsageError(str(e)) from e
     if r["filters"]:

@@ -38,8 +38,14 @@ def default_image_path() -> str:
 def load_image(path: str | None) -> np.ndarray:
     """An image as float32 (C, H, W) in [0, 1]."""
     import matplotlib.image as mpimg  # lazy: as above
-    img = mpimg.imread(path or default_image_path())
+    try:
+        img = mpimg.imread(path or default_image_path())
+    except Exception as e:  # noqa: BLE001 - PIL raises many kinds for a file it cannot read
+        raise ValueError(f"{path} is not an image matplotlib can read "
+                         f"({type(e).__name__}: {e})") from None
     img = np.asarray(img, dtype=np.float32)
+    if img.ndim not in (2, 3) or img.size == 0:
+        raise ValueError(f"{path} is not a 2-D image (shape {img.shape})")
     if img.max() > 1.0:
         img = img / 255.0
     if img.ndim == 2:

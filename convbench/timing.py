@@ -127,5 +127,9 @@ def llc_bytes() -> int:
 
 def cold_copies(inputs) -> int:
     """Copies of the inputs to rotate through so that together they exceed the last-level cache."""
-    size = sum(a.nbytes for a in inputs if a is not None)
-    return max(2, min(64, math.ceil(2 * llc_bytes() / max(size, 1))))
+    return cold_copies_for(sum(a.nbytes for a in inputs if a is not None))
+
+
+def cold_copies_for(nbytes: int) -> int:
+    """cold_copies of inputs of `nbytes` bytes in all."""
+    return max(2, min(64, math.ceil(2 * llc_bytes() / max(nbytes, 1))))

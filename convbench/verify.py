@@ -10,21 +10,27 @@ roundoff; Higham, Accuracy and Stability of Numerical Algorithms, eq. 3.5), so t
     tol = (n + extra + 1) * u
 
 with n the op's reduction length, `extra` the rounding steps an algorithm adds (FFT and Winograd
-transforms), and one more for rounding the result. NaN in the reference must be NaN in the result.
+transforms), and one more for rounding the result. Outputs the reference has non-finite are not
+measured but compared exactly: NaN must be NaN and +-inf the same infinity (README, "Non-finite
+inputs"); the scale is that of the finite terms.
 A result within tolerance is MISTRUSTED rather than PASSED when its error exceeds half the
 tolerance (little margin left) or an output is all zeros where the reference's is not.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from convbench.backends import get_backend
 from convbench.errors import BackendUnavailableError, UnknownNameError, UnsupportedError
-from convbench.ops import OpSpec
+from convbench.memory import format_bytes
+from convbench.ops import Conv2dProblem, OpSpec, plain_reference_bytes
+from convbench.ops.reference import CHUNK_ELEMENTS
 from convbench.result import FAILED, MISTRUSTED, PASSED, SKIPPED, UNAVAILABLE, UNIMPLEMENTED, Result
 from convbench.stats import summarize
 from convbench.threads import get_threads
-from convbench.timing import TimingPolicy, cold_copies, measure
+from convbench.timing import TimingPolicy, cold_copies, cold_copies_for, measure
 
 
 def unit_roundoff(dtype) -> float:
@@ -37,24 +43,27 @@ def tolerance(op: OpSpec, problem, dtype, backend=None) -> float:
 
 
 def relative_error(out, ref, scale: float) -> float:
-    """max |out - ref| / scale, with NaN where the reference is NaN required to match.
+    """max |out - ref| / scale over the outputs where the reference is finite, after checking
+    convbench's rule for the others: out must be non-finite exactly where ref is, NaN where ref is
+    NaN and +-inf where ref is +-inf (README, "Non-finite inputs").
 
-    Returns inf on a shape mismatch or a NaN that should not be there (or is missing).
+    Returns inf on a shape mismatch or a non-finite output out of place.
     """
     out = np.asarray(out, dtype=np.float64)
     ref = np.asarray(ref, dtype=np.float64)
     if out.shape != ref.shape:
         return float("inf")
-    ref_nan, out_nan = np.isnan(ref), np.isnan(out)
-    if np.any(ref_nan != out_nan):
+    finite = np.isfinite(ref)
+    if not np.array_equal(finite, np.isfinite(out)):
         return float("inf")
-    ok = ~ref_nan
-    if not ok.any():
+    if not np.array_equal(np.isnan(ref), np.isnan(out)):
+        return float("inf")
+    infinite = np.isinf(ref)
+    if not np.array_equal(ref[infinite], out[infinite]):
+        return float("inf")
+    if not finite.any():
         return 0.0
-    diff = np.abs(out[ok] - ref[ok])
-    same_inf = np.isinf(ref[ok]) & (out[ok] == ref[ok])
-    diff[same_inf] = 0.0
-    err = float(diff.max(initial=0.0))
+    err = float(np.abs(out[finite] - ref[finite]).max())
     return err / scale if scale > 0 else err
 
 
@@ -101,33 +110,97 @@ class Reference:
         return ""
 
 
+def _reference_scratch(op: OpSpec, problem) -> int:
+    """Bytes the float64 reference and the error scale allocate beyond their inputs' float64
+    copies and their outputs: the padded input and the bounded window copies of a convolution,
+    the per-window temporaries of pooling, the per-step values BPTT keeps."""
+    if isinstance(problem, Conv2dProblem):
+        p = problem
+        padded = 8 * p.N * p.C * p.Hp * p.Wp
+        if op.reference_for(p) is op.reference:
+            return padded + 2 * plain_reference_bytes(p)
+        return padded + 2 * 8 * CHUNK_ELEMENTS
+    if hasattr(problem, "cell"):
+        p = problem
+        return 8 * p.T * p.N * p.H * 8 + 8 * 6 * p.N * p.gates * p.H
+    return 8 * 6 * op.output_bytes(problem, 1)
+
+
+@dataclass(frozen=True)
+class MemoryNeed:
+    """The bytes one backend on one problem needs at its peak, estimated before anything is
+    allocated: what every backend of the case shares (the inputs; the float64 reference: its
+    copies of the inputs, its outputs and the error scale's; the cold-cache copies), the backend's
+    outputs, and its workspace (Backend.scratch_bytes: workspace_bytes, through a lowering)."""
+
+    shared: int
+    outputs: int
+    workspace: int
+
+    @property
+    def total(self) -> int:
+        return self.shared + self.outputs + self.workspace
+
+    def __str__(self) -> str:
+        return (f"{format_bytes(self.total)} (inputs and reference {format_bytes(self.shared)}, "
+                f"outputs {format_bytes(self.outputs)}, workspace {format_bytes(self.workspace)})")
+
+
+def shared_bytes(op: OpSpec, problem, dtype, cold_cache: bool = False) -> int:
+    """MemoryNeed.shared: the part of a case's memory that its backends share."""
+    itemsize = np.dtype(dtype).itemsize
+    inputs = op.input_bytes(problem, itemsize)
+    reference = (op.input_bytes(problem, 8) + 2 * op.output_bytes(problem, 8)
+                 + _reference_scratch(op, problem))
+    cold = cold_copies_for(inputs) * inputs if cold_cache else 0
+    return inputs + reference + cold
+
+
+def memory_need(backend, op: OpSpec, problem, dtype, cold_cache: bool = False) -> MemoryNeed:
+    """What `backend` needs to be checked (and timed) on `problem`; see MemoryNeed."""
+    itemsize = np.dtype(dtype).itemsize
+    return MemoryNeed(shared_bytes(op, problem, dtype, cold_cache),
+                      op.output_bytes(problem, itemsize),
+                      int(backend.scratch_bytes(op, problem, np.dtype(dtype))))
+
+
 def estimated_call_s(backend, op: OpSpec, problem) -> float | None:
     """Seconds one call should take, from the backend's rate (None: no estimate)."""
     rate = backend.est_macs_per_s
     return None if rate is None else op.flops(problem) / 2 / rate
 
 
+def new_result(backend_name: str, op: OpSpec, problem, dtype) -> Result:
+    """The Result of a backend on a problem before anything runs: what was asked, no status."""
+    dtype = np.dtype(dtype)
+    flops, nbytes = op.flops(problem), op.min_bytes(problem, dtype.itemsize)
+    return Result(descriptor=problem.descriptor(), family=op.family, direction=op.direction,
+                  backend=backend_name, dtype=dtype.name, batch=problem.N,
+                  threads=get_threads(), flops=flops, bytes=nbytes,
+                  intensity=flops / nbytes if nbytes else None, problem=problem)
+
+
 def check_backend(backend_name: str, op: OpSpec, problem, dtype=np.float32, seed: int = 0, *,
                   inputs=None, reference: Reference | None = None,
                   policy: TimingPolicy | None = None, limit_s: float | None = None,
-                  cold_cache: bool = False, keep_outputs: bool = False) -> Result:
+                  max_bytes: int | None = None, cold_cache: bool = False,
+                  keep_outputs: bool = False) -> Result:
     """Run one backend on one problem, check its answer against the reference and, given a
     timing policy, time it.
 
     inputs, reference: shared by a caller that checks several backends on the same problem
-    (made from `seed` otherwise). limit_s: SKIPPED, without running, when the backend's estimated
-    time per call exceeds it. cold_cache: time by rotating through copies of the inputs larger
-    than the last-level cache. keep_outputs: keep the backend's outputs on the Result.
+    (made from `seed` otherwise, after the limits are checked). limit_s: SKIPPED, without running,
+    when the backend's estimated time per call exceeds it. max_bytes: SKIPPED, before anything is
+    allocated, when the estimated memory (memory_need) exceeds it. cold_cache: time by rotating
+    through copies of the inputs larger than the last-level cache. keep_outputs: keep the
+    backend's outputs on the Result.
 
-    Never raises for the backend's own failure: unavailable, unimplemented, an exception or a wrong
-    answer is the Result's status, with the reason. Only results within tolerance are timed.
+    Never raises for the backend's own failure: unavailable, unimplemented, an exception (running
+    out of memory included, also in the reference) or a wrong answer is the Result's status, with
+    the reason. Only results within tolerance are timed.
     """
     dtype = np.dtype(dtype)
-    flops, nbytes = op.flops(problem), op.min_bytes(problem, dtype.itemsize)
-    result = Result(descriptor=problem.descriptor(), family=op.family, direction=op.direction,
-                    backend=backend_name, dtype=dtype.name, batch=problem.N,
-                    threads=get_threads(), flops=flops, bytes=nbytes,
-                    intensity=flops / nbytes if nbytes else None, problem=problem)
+    result = new_result(backend_name, op, problem, dtype)
     try:
         backend = get_backend(backend_name)
         backend.check(op, problem, dtype)
@@ -143,12 +216,20 @@ def check_backend(backend_name: str, op: OpSpec, problem, dtype=np.float32, seed
     if limit_s is not None and est is not None and est > limit_s:
         return result.replace(status=SKIPPED, reason=f"estimated {est:,.0f} s per call exceeds "
                                                      f"the per-case limit of {limit_s:g} s")
-    if inputs is None:
-        inputs = op.make_inputs(problem, np.random.default_rng(seed), dtype)
-    if reference is None:
-        reference = Reference(op, problem, inputs)
+    if max_bytes is not None:
+        need = memory_need(backend, op, problem, dtype, cold_cache)
+        if need.total > max_bytes:
+            return result.replace(status=SKIPPED, reason=f"estimated memory {need} exceeds the "
+                                                         f"limit of {format_bytes(max_bytes)}")
+    try:
+        if inputs is None:
+            inputs = op.make_inputs(problem, np.random.default_rng(seed), dtype)
+        if reference is None:
+            reference = Reference(op, problem, inputs)
+        dev = [None if a is None else backend.to_device(a) for a in inputs]
+    except MemoryError as e:
+        return result.replace(status=FAILED, reason=f"out of memory making the inputs: {e}")
     result.reference = reference.name
-    dev = [None if a is None else backend.to_device(a) for a in inputs]
     holder = {}
 
     def call(*args):
@@ -165,7 +246,10 @@ def check_backend(backend_name: str, op: OpSpec, problem, dtype=np.float32, seed
     except Exception as e:  # a kernel that raises or runs out of memory is a result
         return result.replace(status=FAILED, reason=f"{type(e).__name__}: {e}")
     tol = tolerance(op, problem, dtype, backend)
-    err = reference.error(out)
+    try:
+        err = reference.error(out)
+    except MemoryError as e:
+        return result.replace(status=FAILED, reason=f"out of memory in the {reference.name}: {e}")
     result.rel_error, result.tolerance = err, tol
     if keep_outputs:
         result.outputs = out

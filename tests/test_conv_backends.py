@@ -166,9 +166,9 @@ def test_winograd_short_reductions_stay_within_their_tolerance(name):
     ("fwd", 0, 1), ("fwd", 1, 0), ("bwd-data", 0, 1), ("bwd-data", 1, 1), ("bwd-weights", 0, 0),
     ("bwd-weights", 1, 1)])
 def test_fft_marks_nan_exactly_where_the_reference_has_it(direction, operand, padding):
-    """fft's NaN mask comes from the inputs alone; it must match the direct sums' NaN. (Not
-    covered: a NaN meeting zero padding, which the direct sum turns into NaN and the mask does
-    not; that was so before the mask came from the inputs too.)"""
+    """fft's NaN come from counts of NaN products (backends.nonfinite); they must match the
+    direct sums' NaN, a NaN meeting zero padding included (tests/test_reliability.py has the
+    infinities)."""
     from convbench.ops import conv2d_problem, get_op
     p = conv2d_problem((2, 4, 9, 8), (6, 2, 3, 2), stride=(2, 1), padding=padding,
                        dilation=(2, 1), groups=2)

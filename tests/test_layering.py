@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1] / "convbench"
 #: Floors from the bottom; a module may import its own floor and those below.
 FLOORS = {
     1: ("convbench.errors", "convbench.threads", "convbench.timing", "convbench.stats",
-        "convbench.env", "convbench.lazy"),
+        "convbench.env", "convbench.lazy", "convbench.files", "convbench.memory"),
     2: ("convbench.ops", "convbench.result", "convbench.cases"),
     3: ("convbench.kernels", "convbench.backends"),
     4: ("convbench.verify", "convbench.api", "convbench.machine", "convbench"),

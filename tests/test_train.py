@@ -143,8 +143,10 @@ def test_optimisers_match_torch_step_by_step(name, ours, kw, rng):
 
 def test_bad_optimiser_arguments():
     p = [np.zeros(2, np.float32)]
-    with pytest.raises(ValueError, match=r"lr=-0.1 must be >= 0"):
+    with pytest.raises(ValueError, match=r"lr=-0.1 must be a finite number >= 0"):
         SGD(p, lr=-0.1)
+    with pytest.raises(ValueError, match=r"lr=inf must be a finite number >= 0"):
+        Adam(p, lr=float("inf"))
     with pytest.raises(ValueError, match="nesterov=True needs momentum > 0"):
         SGD(p, lr=0.1, nesterov=True)
     with pytest.raises(ValueError, match=r"betas\[1\]=1.0 must be < 1"):
@@ -228,7 +230,15 @@ def test_early_stopping_restores_the_best_epoch(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("kw,match", [
     (dict(optimizer="lbfgs"), "optimizer='lbfgs' must be one of"),
-    (dict(lr=-1.0), r"lr=-1.0 must be > 0"),
+    (dict(lr=-1.0), r"lr=-1.0 must be a finite number > 0"),
+    (dict(lr=float("inf")), r"lr=inf must be a finite number > 0"),
+    (dict(lr=float("nan")), r"lr=nan must be a finite number > 0"),
+    (dict(dropout=1.5), r"dropout=1.5 must be in \[0, 1\)"),
+    (dict(dropout=1.0), r"dropout=1.0 must be in \[0, 1\)"),
+    (dict(init="bogus"), "init='bogus' must be one of xavier_uniform"),
+    (dict(data="imagenet"), "data='imagenet' must be 'digits', 'mnist:PATH'"),
+    (dict(data="mnist:/nonexistent"), "'/nonexistent' is not a folder"),
+    (dict(momentum=float("nan")), "momentum=nan must be a finite number >= 0"),
     (dict(epochs=0), "epochs=0 must be a positive int"),
     (dict(backend="cudnn"), "unknown backend 'cudnn'"),
     (dict(schedule="warm"), "schedule='warm'"),

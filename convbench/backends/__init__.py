@@ -197,6 +197,11 @@ def free_workspace() -> int:
     return sum(b.workspace.free() for b in list(_instances.values()))
 
 
+def held_workspace_bytes() -> int:
+    """Bytes the workspaces of every backend created so far hold (kept and lent)."""
+    return sum(b.workspace.nbytes for b in list(_instances.values()))
+
+
 def backend_names(include_meta: bool = False) -> list[str]:
     """Built-ins in registry order, then user backends in registration order (then `auto` with
     include_meta)."""

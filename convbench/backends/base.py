@@ -124,6 +124,25 @@ class Backend:
             return low.run(self, problem, *inputs)
         return getattr(self, op.method)(problem, *inputs)
 
+    def workspace_bytes(self, op, problem, dtype) -> int:
+        """The scratch bytes one call of `op` on `problem` in `dtype` allocates beyond its inputs
+        and outputs, at its peak: padded and unfolded copies, transforms, temporaries (device
+        memory for a device backend). The harness adds it to a case's memory estimate before
+        allocating anything (verify.memory_need), so derive it from the allocations the code
+        makes. Asked only where `check` passes. The default, 0, is for a backend that allocates
+        only its outputs."""
+        return 0
+
+    def scratch_bytes(self, op, problem, dtype) -> int:
+        """workspace_bytes of the kernel that runs op: for an op lowered onto another
+        (backends.lowering), the inner op's on its problem plus the copies the lowering makes."""
+        low = self.lowering(op)
+        if low is None:
+            return self.workspace_bytes(op, problem, np.dtype(dtype))
+        during, after = low.copies(problem, np.dtype(dtype).itemsize)
+        inner = self.workspace_bytes(get_op(low.inner), low.problem(problem), np.dtype(dtype))
+        return max(inner + during, after)
+
     def tolerance_terms(self, op, problem) -> float:
         """Extra rounding steps this algorithm adds beyond the direct sum (transforms, FFT)."""
         return 0.0

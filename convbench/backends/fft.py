@@ -8,6 +8,9 @@ matrix product, so each image and each filter is transformed once, not once per 
 The gradients use the same transforms: the input gradient is the full convolution of the
 (stride-dilated) output gradient with the kernel, and the weight gradient is the correlation of
 the input with the output gradient, read at the dilated tap positions.
+
+A transform mixes every input into every output, so NaN and infinity follow convbench's rule
+(backends.nonfinite) through `exact`: the transforms see only finite values.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import numpy as np
 import scipy.fft as sfft
 
 from convbench.backends.base import Backend
+from convbench.backends.nonfinite import exact
 from convbench.ops.conv import crop_padding, pad_input
 from convbench.threads import get_threads
 
@@ -70,26 +74,6 @@ def _from_freq(a, shape):
     return a.transpose(2, 1, 3, 0).reshape(B, -1, *shape)
 
 
-def _nonfinite_aware(method):
-    """A transform mixes every input into every output, so one NaN would poison the whole result.
-    Zero the non-finite inputs for the transforms, then mark as NaN exactly the outputs whose
-    terms include one: the same method run in float64 on indicator arrays (1 where an input is
-    not finite, against all-ones for the other operand) counts such terms per output, each count
-    a whole number that the transforms' rounding cannot move by anywhere near 1/2. An infinity
-    thus gives NaN here where the direct sum may give +-inf."""
-    def run(self, p, a, b, *rest):
-        bad_a, bad_b = ~np.isfinite(a), ~np.isfinite(b)
-        if not (bad_a.any() or bad_b.any()):
-            return method(self, p, a, b, *rest)
-        out = method(self, p, np.where(bad_a, 0, a), np.where(bad_b, 0, b), *rest)
-        no_bias = (None,) * len(rest)      # the bias is added after the transforms
-        count = (method(self, p, bad_a.astype(np.float64), np.ones(b.shape), *no_bias)
-                 + method(self, p, np.ones(a.shape), bad_b.astype(np.float64), *no_bias))
-        out[count > 0.5] = np.nan
-        return out
-    return run
-
-
 class FFTBackend(Backend):
     name = "fft"
     auto_candidate = True
@@ -100,7 +84,33 @@ class FFTBackend(Backend):
         Lh, Lw = _sizes(p)
         return 4.0 * np.log2(Lh * Lw)
 
-    @_nonfinite_aware
+    def workspace_bytes(self, op, p, dtype):
+        """The most the method's arrays hold at once: the real planes of the transform size (the
+        padded input, scipy's zero-extended copy of it, the inverse's result), the spectra (the
+        transforms, their per-frequency copies, conjugates and products), at each stage."""
+        s = dtype.itemsize
+        cs = 2 * s                           # complex64 for float32 data, complex128 for float64
+        Lh, Lw = _sizes(p)
+        L, F = Lh * Lw, Lh * (Lw // 2 + 1)
+        nc, nk, kc = p.N * p.C, p.N * p.K, p.K * p.Cg
+        padded = nc * p.Hp * p.Wp * s if p.padding != ((0, 0), (0, 0)) else 0
+        kernel = kc * (L * s + 2 * F * cs)                  # placed, its spectrum, by frequency
+        if op.direction == "fwd":
+            return max(padded + nc * L * s + nc * F * cs,                 # transform of x
+                       nc * F * cs + kernel,
+                       2 * nc * F * cs + 2 * kc * F * cs + nk * F * cs,   # the products
+                       nc * F * cs + kc * F * cs + 3 * nk * F * cs + nk * L * s)  # inverse
+        if op.direction == "bwd-data":
+            return max(nk * L * s + nk * F * cs,                          # upsampled dy
+                       nk * F * cs + kernel,
+                       2 * nk * F * cs + kc * F * cs + nc * F * cs,
+                       nk * F * cs + kc * F * cs + 3 * nc * F * cs + nc * L * s)
+        return max(padded + nc * L * s + nc * F * cs,
+                   nc * F * cs + nk * L * s + 2 * nk * F * cs,
+                   2 * nc * F * cs + 2 * nk * F * cs + kc * F * cs,
+                   nc * F * cs + nk * F * cs + 3 * kc * F * cs + kc * L * s)
+
+    @exact("fwd")
     def conv2d_fwd(self, p, x, w, b):
         X = _rfft(pad_input(x, p), p)
         spec = X.shape[2:]
@@ -112,7 +122,7 @@ class FFTBackend(Backend):
             y = y + b[:, None, None]
         return np.ascontiguousarray(y)
 
-    @_nonfinite_aware
+    @exact("bwd-data")
     def conv2d_bwd_data(self, p, dy, w):
         DY = _rfft(_upsampled_dy(dy, p), p)
         spec = DY.shape[2:]
@@ -121,7 +131,7 @@ class FFTBackend(Backend):
         dxp = _irfft(_from_freq(DX, spec), p)
         return np.ascontiguousarray(crop_padding(dxp, p)).astype(dy.dtype, copy=False)
 
-    @_nonfinite_aware
+    @exact("bwd-weights")
     def conv2d_bwd_weights(self, p, dy, x):
         X = _rfft(pad_input(x, p), p)
         spec = X.shape[2:]

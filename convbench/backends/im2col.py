@@ -95,6 +95,30 @@ class Im2colBackend(Backend):
                     f"{self.max_column_bytes:,} bytes (raise CONVBENCH_IM2COL_MAX_BYTES)")
         return None
 
+    def workspace_bytes(self, op, p, dtype):
+        """The column buffer, the copies around the GEMMs (a strided or transposed operand, the
+        GEMM's own (G, Kg, N*P*Q) result before the transposition that makes the output), and
+        at stride 1 the padded input the window view reads."""
+        s = dtype.itemsize
+        y = p.N * p.K * p.P * p.Q * s
+        strided = p.N * p.C * p.P * p.Q * s if p.stride != (1, 1) else 0
+        if _pointwise(p):
+            if op.direction == "fwd":
+                return strided
+            if op.direction == "bwd-data":
+                return strided               # the GEMM's (N, C, P, Q) before the strided scatter
+            if p.P * p.Q < FOLD_BELOW_POSITIONS:
+                return strided + y + p.N * p.C * p.P * p.Q * s     # both transposed copies
+            return strided + p.K * p.C * s                         # one image's product
+        cols = column_bytes(p, s)
+        padded = (p.N * p.C * p.Hp * p.Wp * s
+                  if p.stride == (1, 1) and p.padding != ((0, 0), (0, 0)) else 0)
+        if op.direction == "fwd":
+            return cols + padded + y * (2 if p.bias else 1)
+        if op.direction == "bwd-data":
+            return y + cols                  # dy grouped, the columns of the GEMM to fold
+        return y + cols + padded             # dy grouped, the unfolded input
+
     def conv2d_fwd(self, p, x, w, b):
         if _pointwise(p):
             # 1x1, no padding: each image is already a (C, H*W) matrix; no unfolding at all

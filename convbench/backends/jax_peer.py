@@ -25,6 +25,8 @@ from functools import partial
 import numpy as np
 
 from convbench.backends.base import Backend, package_version
+from convbench.backends.estimates import runtime_bytes
+from convbench.backends.nonfinite import exact
 from convbench.lazy import LazyModule
 from convbench.ops.pool import avg_divisors
 from convbench.threads import cpu_count, get_threads
@@ -201,6 +203,9 @@ class JaxBackend(Backend):
                     "with dilation (select_and_gather)")
         return None
 
+    def workspace_bytes(self, op, p, dtype):
+        return runtime_bytes(op, p, dtype.itemsize)       # an estimate (backends.estimates)
+
     def _call(self, fn, p, *arrays):
         f = self._start()
         put = f.jax.device_put
@@ -212,6 +217,9 @@ class JaxBackend(Backend):
     def conv2d_fwd(self, p, x, w, b):
         return self._call(self._start().conv_fwd, p, x, w, b)
 
+    # XLA's input gradient multiplies the zeros between and around a strided output gradient by
+    # the weights: NaN and infinite weights go through `exact` (backends.nonfinite)
+    @exact("bwd-data", check=(1,))
     def conv2d_bwd_data(self, p, dy, w):
         return self._call(self._start().conv_bwd_data, p, dy, w)
 

@@ -51,19 +51,38 @@ def conv_transpose2d_bwd_weights(backend, p, dy, x):
     return backend.conv2d_bwd_weights(p.conv, x, _cropped(dy, p))
 
 
+def _fwd_copies(p, s: int) -> tuple[int, int]:
+    """The inner input gradient's result, when the output padding or the bias makes a new array
+    of it (it ends the inner call), and then the extended array beside it when the bias makes
+    yet another."""
+    eh, ew = p.extra
+    inner = p.N * p.K * (p.P - eh) * (p.Q - ew) * s if (eh or ew or p.bias) else 0
+    return inner, inner + (p.N * p.K * p.P * p.Q * s if (eh or ew) and p.bias else 0)
+
+
+def _cropped_copy(p, s: int) -> tuple[int, int]:
+    """The output gradient without the output padding's rows, held through the inner call."""
+    eh, ew = p.extra
+    return (p.N * p.K * (p.P - eh) * (p.Q - ew) * s if (eh or ew) else 0), 0
+
+
 @dataclass(frozen=True)
 class Lowering:
-    """op `name` runs as op `inner` on `problem(p)`, through `run(backend, p, *inputs)`."""
+    """op `name` runs as op `inner` on `problem(p)`, through `run(backend, p, *inputs)`;
+    `copies(p, itemsize)` is the bytes of the arrays `run` makes around the inner op: (those
+    alive when the inner op's own scratch is, those alive at most after it)."""
 
     inner: str
     problem: Callable
     run: Callable
+    copies: Callable
 
 
 LOWERINGS: dict[str, Lowering] = {
-    "conv_transpose2d:fwd": Lowering("conv2d:bwd-data", lambda p: p.conv, conv_transpose2d_fwd),
+    "conv_transpose2d:fwd": Lowering("conv2d:bwd-data", lambda p: p.conv, conv_transpose2d_fwd,
+                                     _fwd_copies),
     "conv_transpose2d:bwd-data": Lowering("conv2d:fwd", lambda p: p.conv,
-                                          conv_transpose2d_bwd_data),
+                                          conv_transpose2d_bwd_data, _cropped_copy),
     "conv_transpose2d:bwd-weights": Lowering("conv2d:bwd-weights", lambda p: p.conv,
-                                             conv_transpose2d_bwd_weights),
+                                             conv_transpose2d_bwd_weights, _cropped_copy),
 }

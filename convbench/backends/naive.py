@@ -25,6 +25,16 @@ class NaiveBackend(Backend):
     description = "Python loops over outputs, one dot product each (the definition)"
     est_macs_per_s = 2e7
 
+    def workspace_bytes(self, op, p, dtype):
+        s = dtype.itemsize
+        if op.family != "conv2d":
+            # pooling scans one window at a time; avg's gradient keeps two index ranges
+            return 8 * (p.H + p.W) if op.name == "avg_pool2d:bwd" else 0
+        # pad_input's copy of x, or the padded dxp of which dx is the cropped copy: either only
+        # with padding (without, they are x itself and dx itself)
+        padded = p.N * p.C * p.Hp * p.Wp * s if p.padding != ((0, 0), (0, 0)) else 0
+        return padded + 2 * p.Cg * p.R * p.S * s           # and one window's product and sum
+
     def conv2d_fwd(self, p, x, w, b):
         xp = pad_input(x, p)
         y = np.empty(p.y_shape, dtype=x.dtype)

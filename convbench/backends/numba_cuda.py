@@ -28,6 +28,9 @@ from convbench.backends._numba_cuda_tiles import (
     SIM_THREADS,
     Tiles,
     default_tiles,
+    forward_table,
+    input_gradient_phases,
+    weight_grad_splits,
 )
 from convbench.backends.base import Backend
 from convbench.lazy import LazyModule
@@ -118,6 +121,36 @@ class NumbaCUDABackend(Backend):
             return ("linear_before_reset=False (the GRU kernel applies the reset gate after the "
                     "hidden product)")
         return None
+
+    def workspace_bytes(self, op, p, dtype):
+        """Device bytes beyond the inputs' device copies and the outputs: the convolutions' tap
+        tables and the weight gradient's reduction slices, max pooling's arg-max, and the
+        recurrent layers' input projection, state sequences, per-step caches and gate
+        gradients (with a reversed layer's flipped copies)."""
+        s = dtype.itemsize
+        if op.family == "conv2d":
+            if p.is_depthwise:
+                return 0
+            if op.direction == "bwd-weights":
+                rows, cols = p.Kg, p.Cg * p.R * p.S
+                slices = weight_grad_splits(p, self.tiles_for("conv", rows, cols),
+                                            self.multiprocessors())
+                rows_per = -(-(p.N * p.P) // slices)
+                slices = -(-(p.N * p.P) // rows_per)
+                return slices * p.K * p.Cg * p.R * p.S * s if slices > 1 else 0
+            if op.direction == "fwd":
+                return forward_table(p).nbytes
+            return sum(max(ph.table.nbytes, 16) for ph in input_gradient_phases(p))
+        if op.family.endswith("pool2d"):
+            return 4 * p.N * p.C * p.P * p.Q if op.name == "max_pool2d:bwd" else 0
+        T, N, H, GH = p.T, p.N, p.H, p.gates * p.H
+        states = (T + 1) * N * H * (2 if p.has_cell_state else 1)
+        flips = (T * N * p.I + T * N * H) if p.reverse else 0       # x in, y out (and dy in)
+        if op.direction == "fwd":
+            return (T * N * GH + states + flips + 1) * s
+        cache = T * N * {"rnn_tanh": 0, "lstm": 4, "gru": 4}[p.cell] * H
+        grads = T * N * GH * (2 if p.cell == "gru" else 1) + N * H
+        return (T * N * GH + states + cache + grads + 2 * flips) * s
 
     # --- data movement --------------------------------------------------------------------------
     def to_device(self, a):

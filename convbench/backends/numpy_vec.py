@@ -9,13 +9,35 @@ from convbench.backends.base import Backend
 from convbench.ops.pool import avg_divisors
 
 
-def _padded(x, p, fill):
-    """x padded on every side by the padding, and on the bottom/right as far as ceil_mode's last
-    window reaches, with `fill`."""
+def _pads(p):
+    """((top, bottom), (left, right)): the padding, and on the bottom/right as far as ceil_mode's
+    last window reaches."""
     ((pt, pb), (pl, pr)), (kh, kw), (sh, sw), (dh, dw) = p.padding, p.kernel, p.stride, p.dilation
     extra_h = max(0, (p.P - 1) * sh + dh * (kh - 1) + 1 - (p.H + pt + pb))
     extra_w = max(0, (p.Q - 1) * sw + dw * (kw - 1) + 1 - (p.W + pl + pr))
-    return np.pad(x, ((0, 0), (0, 0), (pt, pb + extra_h), (pl, pr + extra_w)), constant_values=fill)
+    return (pt, pb + extra_h), (pl, pr + extra_w)
+
+
+def _padded(x, p, fill):
+    """x padded by _pads(p) with `fill`."""
+    return np.pad(x, ((0, 0), (0, 0), *_pads(p)), constant_values=fill)
+
+
+def _pool_workspace(op, p, s: int) -> int:
+    """Peak scratch bytes of the pooling methods below, from their arrays: padded copies, the
+    window copy and arg-max of the max gradient, the sums and shares of average pooling."""
+    (pt, pb), (pl, pr) = _pads(p)
+    padded = p.N * p.C * (p.H + pt + pb) * (p.W + pl + pr) * s
+    dxp = padded if pt or pb or pl or pr else 0      # else the cropped dx is dxp itself
+    out = p.N * p.C * p.P * p.Q
+    divisors = p.P * p.Q * (8 + s)
+    if op.name == "max_pool2d:fwd":
+        return padded
+    if op.name == "max_pool2d:bwd":     # window copy, arg-max, padded planes, where's mask
+        return out * (p.kernel[0] * p.kernel[1] * s + 8 + 1 + s) + padded + dxp
+    if op.name == "avg_pool2d:fwd":     # padded input, the window sums and their quotient
+        return padded + 2 * out * s + divisors
+    return max(2 * out * s, out * s + padded + dxp) + divisors   # avg bwd: shares, planes
 
 
 def _windows(xp, p):
@@ -43,6 +65,11 @@ class NumpyBackend(Backend):
     name = "numpy"
     auto_candidate = True
     description = "vectorised NumPy: strided-window pooling; RNN with one GEMM per step"
+
+    def workspace_bytes(self, op, p, dtype):
+        if op.family.endswith("pool2d"):
+            return _pool_workspace(op, p, dtype.itemsize)
+        return rnn_numpy.workspace_bytes(p, op.direction, dtype.itemsize)
 
     # --- pooling --------------------------------------------------------------------------------
     def max_pool2d_fwd(self, p, x):

@@ -28,6 +28,8 @@ from collections import OrderedDict
 import numpy as np
 
 from convbench.backends.base import Backend
+from convbench.backends.estimates import runtime_bytes
+from convbench.backends.nonfinite import all_finite, exact
 from convbench.lazy import LazyModule
 from convbench.threads import get_threads
 
@@ -126,6 +128,9 @@ class OnnxGraphBackend(Backend):
         self._compiled: OrderedDict = OrderedDict()
         self._lock = threading.Lock()
 
+    def workspace_bytes(self, op, p, dtype):
+        return runtime_bytes(op, p, dtype.itemsize)       # an estimate (backends.estimates)
+
     def compile(self, model_bytes: bytes, input_names: list[str], threads: int):
         """A function list-of-input-arrays -> list of fresh output arrays, for this model."""
         raise NotImplementedError
@@ -146,12 +151,16 @@ class OnnxGraphBackend(Backend):
                     self._compiled.popitem(last=False)
         return fn([a for _, a in inputs])
 
+    # the runtimes skip padded taps, where convbench's rule counts a product with zero: NaN and
+    # infinite weights go through `exact` (backends.nonfinite)
+    @exact("fwd", check=(1,))
     def conv2d_fwd(self, p, x, w, b):
         inputs = [("x", x), ("w", w)] + ([] if b is None else [("b", b)])
         (y,) = self._run(("conv2d_fwd", p, b is not None),
                          lambda: conv_node(p, b is not None), inputs, ["y"])
         return y
 
+    @exact("bwd-data", check=(1,))        # a transposed convolution is an input gradient
     def conv_transpose2d_fwd(self, p, x, w, b):
         inputs = [("x", x), ("w", w)] + ([] if b is None else [("b", b)])
         (y,) = self._run(("conv_transpose2d_fwd", p, b is not None),
@@ -160,6 +169,13 @@ class OnnxGraphBackend(Backend):
 
     def _pool_fwd(self, p, x):
         (y,) = self._run((f"{p.kind}_pool2d_fwd", p), lambda: pool_node(p), [("x", x)], ["y"])
+        if p.kind == "max" and not all_finite(x) and np.isnan(x).any():
+            # the runtimes' maximum passes over NaN, where convbench's (PyTorch's) takes it: the
+            # same pooling of a NaN indicator says which windows hold one
+            (hit,) = self._run((f"{p.kind}_pool2d_fwd", p), lambda: pool_node(p),
+                               [("x", np.isnan(x).astype(x.dtype))], ["y"])
+            y = np.array(y)
+            y[hit > 0] = np.nan
         return y
 
     max_pool2d_fwd = avg_pool2d_fwd = _pool_fwd

@@ -113,6 +113,30 @@ def _gru0_step_grad(steps, dh, cache, w_hh):
     return da, da, da[:, :2 * H] @ w_hh[:2 * H] + dh_z + dh_r
 
 
+#: Arrays of (N, H) [and of (N, G*H)] each step keeps for the backward, per cell: ExactSteps
+#: keeps the gates (GRU's (N, G*H) gh whole, through a view of it), FusedSteps the activations.
+EXACT_CACHE = {"rnn_tanh": (1, 0), "lstm": (6, 0), "gru": (4, 1)}
+FUSED_CACHE = {"rnn_tanh": (1, 0), "lstm": (2, 1), "gru": (1, 2)}
+
+
+def workspace_bytes(p, direction: str, itemsize: int, fused: bool = False) -> int:
+    """Peak scratch bytes of forward/backward below: the input projection of the whole sequence
+    (its GEMM and the bias sum), a step's GEMM and gate arithmetic, and for the backward the
+    outputs and per-step caches of the forward it reruns, the gate gradients of every step and
+    the stacked previous states."""
+    s, N, H, T = itemsize, p.N, p.H, p.T
+    GH = p.gates * H
+    step = (3 * N * GH + 12 * N * H) * s
+    if direction == "fwd":
+        return 2 * T * N * GH * s + step
+    if getattr(p, "original_gru", False):    # (r, z, n, h, r*h), and r*h of every step stacked
+        nh, ngh = 6, 0
+    else:
+        nh, ngh = (FUSED_CACHE if fused else EXACT_CACHE)[p.cell]
+    caches = T * (nh * N * H + ngh * N * GH) * s
+    return (2 * T * N * H + 2 * T * N * GH) * s + caches + step
+
+
 def _bias(b, n, dtype):
     return np.zeros(n, dtype) if b is None else b
 

@@ -2,6 +2,11 @@
 
 Available only when torch is installed (pip install "convbench[peers]"). Runs on the CPU here;
 asymmetric padding, which torch's conv2d does not take, is applied with F.pad first.
+
+oneDNN skips padded taps, and torch's input gradient multiplies the zeros around a strided output
+gradient by the weights, so a NaN or an infinity in the operand that meets padding or those zeros
+(the weights, or the output gradient of the weight gradient) goes through `exact`, convbench's
+rule for non-finite values (backends.nonfinite); finite inputs run torch as it is.
 """
 from __future__ import annotations
 
@@ -10,6 +15,8 @@ import sys
 import numpy as np
 
 from convbench.backends.base import Backend, package_version
+from convbench.backends.estimates import runtime_bytes
+from convbench.backends.nonfinite import exact
 from convbench.lazy import LazyModule
 from convbench.threads import get_threads
 
@@ -43,6 +50,9 @@ class TorchBackend(Backend):
         return {"version": package_version("torch"),
                 "threads": torch.get_num_threads() if torch is not None else get_threads()}
 
+    def workspace_bytes(self, op, p, dtype):
+        return runtime_bytes(op, p, dtype.itemsize)       # an estimate (backends.estimates)
+
     def _args(self, p):
         sym = _symmetric(p)
         return dict(stride=p.stride, padding=sym if sym else (0, 0), dilation=p.dilation,
@@ -53,6 +63,7 @@ class TorchBackend(Backend):
         (pt, pb), (pl, pr) = p.padding
         return F.pad(x, (pl, pr, pt, pb))
 
+    @exact("fwd", check=(1,))
     def conv2d_fwd(self, p, x, w, b):
         torch = _torch()
         kw, sym = self._args(p)
@@ -64,6 +75,7 @@ class TorchBackend(Backend):
                                            None if b is None else torch.from_numpy(b), **kw)
         return y.numpy()
 
+    @exact("bwd-data", check=(1,))
     def conv2d_bwd_data(self, p, dy, w):
         torch = _torch()
         kw, sym = self._args(p)
@@ -75,6 +87,7 @@ class TorchBackend(Backend):
             dx = dx[:, :, pt:pt + p.H, pl:pl + p.W].contiguous()
         return dx.numpy()
 
+    @exact("bwd-weights", check=(0,))
     def conv2d_bwd_weights(self, p, dy, x):
         torch = _torch()
         kw, sym = self._args(p)
@@ -87,6 +100,7 @@ class TorchBackend(Backend):
 
     # --- transposed convolution: torch's own forward; the gradients through the convolution
     # kernels above (backends.lowering), which is what torch's autograd runs for them -----------
+    @exact("bwd-data", check=(1,))        # a transposed convolution is an input gradient
     def conv_transpose2d_fwd(self, p, x, w, b):
         torch = _torch()
         F = torch.nn.functional

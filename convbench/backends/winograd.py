@@ -19,15 +19,21 @@ contribution to dw is G^T[(A dy A^T) * (B^T d B)]G. The input transform is the f
 output gradient gets A g A^T per tile; one GEMM per transform element sums over all tiles, with
 channels as its outputs, M = D V^T (K x C); and dw = G^T M G for every (k, c) at once is one
 GEMM with kron(G, G)^T.
+
+The transforms mix a whole tile, so one NaN would spoil every output of its tile and an infinity
+turn into inf - inf = NaN: NaN and infinity follow convbench's rule (backends.nonfinite) through
+`exact`, which keeps them out of the transforms.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from convbench.backends.base import Backend
+from convbench.backends.nonfinite import exact
 from convbench.backends.scratch import Lease
 from convbench.lazy import LazyModule
 from convbench.ops.conv import Conv2dProblem, input_gradient_problem
+from convbench.threads import get_threads
 
 KERNELS = LazyModule("convbench.backends._numba_winograd_kernels")
 
@@ -123,19 +129,38 @@ class _Winograd(Backend):
             why.append(f"padding {p.padding} above 2 (the input gradient's padding 2 - p < 0)")
         return ", ".join(why) or None
 
+    def workspace_bytes(self, op, p, dtype):
+        """V (transformed input tiles), U (transformed filters) or D (transformed output
+        gradient tiles), M (their products), and each compiled task's row and tile buffers."""
+        s, m = dtype.itemsize, self.m
+        a2 = (m + 2) ** 2
+        q = input_gradient_problem(p) if op.direction == "bwd-data" else p
+        if q is None:
+            return 0
+        th, tw, L = _tiles(q, m)
+        tiles = th * L
+        per_task = ((m + 2) * q.N * (tw * m + 2) + 2 * a2 * 32 + m * L * m) * s
+        extra = get_threads() * per_task + 8 * q.N * tw
+        if op.direction == "bwd-weights":
+            return (a2 * (q.C + q.K) * tiles + a2 * q.K * q.C) * s + extra
+        return (a2 * q.C * tiles + a2 * q.K * q.C + a2 * q.K * tiles + q.K) * s + extra
+
     def tolerance_terms(self, op, p):
         n = op.reduction(p)
         return self.transform_factor * n + self.transform_constant
 
+    @exact("fwd")
     def conv2d_fwd(self, p, x, w, b):
         with self.workspace.lease() as ws:
             return winograd_fwd(ws, p, x, w, self.m, b)
 
+    @exact("bwd-data")
     def conv2d_bwd_data(self, p, dy, w):
         # unsupported() has ensured stride 1 and padding <= 2, so the problem exists
         with self.workspace.lease() as ws:
             return winograd_fwd(ws, input_gradient_problem(p), dy, w, self.m, flipped=True)
 
+    @exact("bwd-weights")
     def conv2d_bwd_weights(self, p, dy, x):
         with self.workspace.lease() as ws:
             return winograd_bwd_weights(ws, p, dy, x, self.m)

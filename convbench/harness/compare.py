@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import mannwhitneyu
 
+from convbench import files
+from convbench.errors import ConvbenchError
 from convbench.harness.report import CSS
 from convbench.harness.runner import load_run
 from convbench.machine import same_machine
@@ -46,10 +48,19 @@ def compare_samples(a, b, threshold: float = 0.05, alpha: float = 0.01) -> Compa
     return Comparison(ratio, p, significant, verdict)
 
 
+def check_levels(threshold: float, alpha: float) -> None:
+    """ValueError naming the argument unless threshold >= 0 and 0 < alpha < 1."""
+    if not threshold >= 0:
+        raise ValueError(f"threshold={threshold!r} must be >= 0 (a relative change)")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha={alpha!r} must be in (0, 1) (a significance level)")
+
+
 def compare_frames(a: pd.DataFrame, b: pd.DataFrame, threshold: float = 0.05,
                    alpha: float = 0.01) -> pd.DataFrame:
     """The comparison of two results frames (see the module docstring), in A's row order then
     the rows new in B."""
+    check_levels(threshold, alpha)
     cols = KEY + ["status", "median_s", "samples_s"]
     a = a[cols].drop_duplicates(KEY, keep="last")
     b = b[cols].drop_duplicates(KEY, keep="last")
@@ -86,12 +97,22 @@ def compare_frames(a: pd.DataFrame, b: pd.DataFrame, threshold: float = 0.05,
         {"median_a": "float64", "median_b": "float64", "ratio": "float64", "p_value": "float64"})
 
 
-def compare_runs(run_a, run_b, threshold: float = 0.05, alpha: float = 0.01):
-    """(comparison frame, machine differences) of two run directories."""
-    rows_a, meta_a = load_run(run_a)
-    rows_b, meta_b = load_run(run_b)
+def compare_runs(run_a, run_b, threshold: float = 0.05, alpha: float = 0.01, warn=None):
+    """(comparison frame, machine differences) of two run directories. NothingInCommonError
+    when no case x direction x backend is in both."""
+    check_levels(threshold, alpha)
+    rows_a, meta_a = load_run(run_a, warn)
+    rows_b, meta_b = load_run(run_b, warn)
     diffs = same_machine(meta_a.get("machine") or {}, meta_b.get("machine") or {})
-    return compare_frames(rows_a, rows_b, threshold, alpha), diffs
+    lines = compare_frames(rows_a, rows_b, threshold, alpha)
+    if lines["verdict"].isin(("new", "gone")).all():
+        raise NothingInCommonError(f"{run_a} and {run_b} have no case x direction x backend in "
+                                   f"common: nothing to compare")
+    return lines, diffs
+
+
+class NothingInCommonError(ConvbenchError, ValueError):
+    """Two runs that share no row."""
 
 
 def regressions(lines: pd.DataFrame) -> pd.DataFrame:
@@ -143,5 +164,5 @@ def write_html(path, lines: pd.DataFrame, diffs, name_a, name_b) -> Path:
            f"<th>direction</th><th>backend</th><th>A median</th><th>B median</th><th>B/A</th>"
            f"<th>p (Mann-Whitney)</th><th>verdict</th></tr></thead><tbody>{rows}</tbody>"
            f"</table></body></html>")
-    Path(path).write_text(doc)
+    files.write_text(path, doc)
     return Path(path)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from convbench import files
 from convbench.harness import table
 from convbench.result import MISTRUSTED, PASSED
 
@@ -93,10 +94,14 @@ def summary(frame: pd.DataFrame, baseline: str | None, peers=()) -> pd.DataFrame
     base = med[baseline] if baseline in med else pd.Series(np.nan, index=med.index)
     own = med[[b for b in med.columns if b not in peers]]
     bp = best_peers(frame, peers)
-    out = pd.DataFrame({"best": best, "speedup": (base / fastest).to_numpy(),
-                        "best_peer": bp["best_peer"].to_numpy(),
-                        "best_own": [r.idxmin() if r.notna().any() else None
-                                     for _, r in own.iterrows()],
+    # object dtype for the names: pandas would otherwise infer text and turn a missing one to NaN
+    out = pd.DataFrame({"best": pd.Series(best, index=med.index, dtype=object),
+                        "speedup": (base / fastest).to_numpy(),
+                        "best_peer": pd.Series(bp["best_peer"].to_numpy(), index=med.index,
+                                               dtype=object),
+                        "best_own": pd.Series([r.idxmin() if r.notna().any() else None
+                                               for _, r in own.iterrows()], index=med.index,
+                                              dtype=object),
                         "own_vs_peer": (bp["peer_s"] / own.min(axis=1)).to_numpy()},
                        index=med.index)
     return out.reset_index()
@@ -454,5 +459,5 @@ def render(frame: pd.DataFrame, meta: dict, baseline: str | None = None) -> str:
 
 def write_report(run_dir, frame: pd.DataFrame, meta: dict, baseline: str | None = None) -> Path:
     path = Path(run_dir) / "report.html"
-    path.write_text(render(frame, meta, baseline))
+    files.write_text(path, render(frame, meta, baseline))
     return path

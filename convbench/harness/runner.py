@@ -10,10 +10,19 @@ can call it. `Runner` walks a suite through it and streams each row into a run d
   results.json    everything (written at the end, and on an interrupt)
   report.html     the report (convbench.harness.report)
 
-An interrupted run keeps every row written; `resume=True` skips the rows already there.
+An interrupted run keeps every row written; `resume=True` skips the rows already there, after
+checking that the folder was made with the same settings (meta.json: the suite and a hash of its
+cases, the backends, directions, dtype, batch, threads, cold cache and seed) and that its
+results.csv can be read; a last line cut short by a kill is dropped and measured again. A run holds
+the folder's lock (.lock, harness.runlock) from start to end, so two runs never share a folder.
+Before a case allocates anything its memory is estimated (verify.memory_need); a backend over
+`max_bytes` is SKIPPED with the estimate, and running out of memory fails that case alone.
 """
 from __future__ import annotations
 
+import csv
+import hashlib
+import io
 import json
 import time
 from dataclasses import dataclass, field
@@ -22,18 +31,34 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from convbench.backends import peer_names, user_backends
+from convbench import files
+from convbench.backends import (
+    free_workspace,
+    get_backend,
+    held_workspace_bytes,
+    peer_names,
+    user_backends,
+)
+from convbench.errors import ConvbenchError
 from convbench.harness import table
 from convbench.harness.report import write_report
+from convbench.harness.runlock import RunLock
 from convbench.harness.suites import Case
 from convbench.machine import fingerprint, measure_peaks
 from convbench.ops import get_op, ops_of
-from convbench.result import Result
-from convbench.threads import set_threads
+from convbench.result import COLUMNS, FAILED, STATUSES, Result
+from convbench.threads import cpu_count, set_threads
 from convbench.timing import TimingPolicy
-from convbench.verify import Reference, check_backend
+from convbench.verify import Reference, check_backend, memory_need, new_result, shared_bytes
 
 DIRECTIONS = ("fwd", "bwd-data", "bwd-weights", "bwd")
+#: How to start afresh, for the errors that refuse to continue a run folder.
+AFRESH = ("Start afresh: choose another --out, or run without --resume to replace the results "
+          "there.")
+
+
+class RunFolderError(ConvbenchError):
+    """A run folder that cannot be continued or read (the message says why and what to do)."""
 
 
 def directions_for(family: str, wanted) -> list:
@@ -58,20 +83,48 @@ class Settings:
     per_case_limit_s: float = 30.0
     cold_cache: bool = False
     seed: int = 0
+    max_bytes: int | None = None
 
 
 def iter_case(case: Case, op_name: str, backends, settings: Settings):
     """Yield the Result of each backend on one (case, direction), in backend order, each as soon as
-    it is measured. The inputs and the reference are made once and shared by the backends."""
+    it is measured. The inputs and the reference are made once and shared by the backends, unless
+    they alone exceed settings.max_bytes (every backend is then SKIPPED before anything is
+    allocated) or making them runs out of memory (each backend then tries, and fails, alone)."""
     op = get_op(op_name)
-    inputs = op.make_inputs(case.problem, np.random.default_rng(settings.seed),
-                            np.dtype(settings.dtype))
-    reference = Reference(op, case.problem, inputs)
+    dtype = np.dtype(settings.dtype)
+    limit = settings.max_bytes
+    inputs = reference = None
+    if limit is None or shared_bytes(op, case.problem, dtype, settings.cold_cache) <= limit:
+        try:
+            inputs = op.make_inputs(case.problem, np.random.default_rng(settings.seed), dtype)
+            reference = Reference(op, case.problem, inputs)
+        except MemoryError:
+            inputs = reference = None
     for name in backends:
-        result = check_backend(name, op, case.problem, settings.dtype, inputs=inputs,
-                               reference=reference, policy=settings.policy,
-                               limit_s=settings.per_case_limit_s, cold_cache=settings.cold_cache)
+        if limit is not None:
+            _make_room(get_backend(name), op, case.problem, dtype, settings, limit)
+        try:
+            result = check_backend(name, op, case.problem, dtype, settings.seed, inputs=inputs,
+                                   reference=reference, policy=settings.policy,
+                                   limit_s=settings.per_case_limit_s, max_bytes=limit,
+                                   cold_cache=settings.cold_cache)
+        except MemoryError as e:      # outside the backend's own call: still this case's alone
+            result = new_result(name, op, case.problem, dtype).replace(
+                status=FAILED, reason=f"out of memory: {e}")
         yield result.replace(suite=settings.suite, case=case.name, problem=None)
+
+
+def _make_room(backend, op, problem, dtype, settings: Settings, limit: int) -> None:
+    """Release the scratch memory backends keep between calls when, with it, this backend's
+    estimated need would exceed the limit (it fits without)."""
+    try:
+        backend.check(op, problem, dtype)
+    except ConvbenchError:
+        return                      # it will not run: its result says why
+    need = memory_need(backend, op, problem, dtype, settings.cold_cache).total
+    if need <= limit < need + held_workspace_bytes():
+        free_workspace()
 
 
 def measure_case(case: Case, op_name: str, backends, settings: Settings) -> list[Result]:
@@ -93,42 +146,143 @@ class RunConfig:
     cold_cache: bool = False
     baseline: str | None = None
     seed: int = 0
+    batch: int | None = None          # the batch the cases were given (None: the suite's own)
+    max_bytes: int | None = None      # memory a case may plan to use (None: no limit)
     #: the suite is a model's layers: the report adds their sum (each case's count x time)
     whole_model: bool = False
 
     @property
     def settings(self) -> Settings:
         return Settings(self.suite, self.dtype, self.policy, self.per_case_limit_s,
-                        self.cold_cache, self.seed)
+                        self.cold_cache, self.seed, self.max_bytes)
+
+
+#: The settings that make rows of two runs incomparable: --resume needs them unchanged.
+COMPARABLE = ("suite", "suite_hash", "backends", "directions", "dtype", "batch", "threads",
+              "cold_cache", "seed")
+
+
+def suite_hash(cases) -> str:
+    """A hash of a suite's content: every case's name, problem and count, in order."""
+    text = "\n".join(f"{c.name}\t{c.descriptor}\t{getattr(c, 'count', 1)}" for c in cases)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def comparable_settings(config: RunConfig) -> dict:
+    """The COMPARABLE settings of a run, as meta.json records them."""
+    return {"suite": config.suite, "suite_hash": suite_hash(config.cases),
+            "backends": list(config.backends), "directions": list(config.directions),
+            "dtype": config.dtype, "batch": config.batch,
+            "threads": config.threads or cpu_count(), "cold_cache": config.cold_cache,
+            "seed": config.seed}
+
+
+def check_resumable(out_dir, settings: dict) -> None:
+    """Raise RunFolderError unless the rows in out_dir were made with `settings` (a folder with
+    neither rows nor meta.json has nothing to resume, which is fine). Reads only."""
+    out_dir = Path(out_dir)
+    meta_path = out_dir / "meta.json"
+    if not meta_path.exists():
+        if (out_dir / "results.csv").exists():
+            raise RunFolderError(f"cannot resume {out_dir}: it holds results.csv but no "
+                                 f"meta.json, so the settings of its rows are unknown. {AFRESH}")
+        return
+    try:
+        meta = json.loads(meta_path.read_text())
+        if not isinstance(meta, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as e:
+        raise RunFolderError(f"cannot resume {out_dir}: its meta.json cannot be read ({e}). "
+                             f"{AFRESH}") from None
+    diffs = []
+    for key in COMPARABLE:
+        if key not in meta:
+            diffs.append(f"{key} not recorded (an older convbench made it)")
+        elif meta[key] != settings[key]:
+            diffs.append(f"{key} {meta[key]!r} there, {settings[key]!r} now")
+    if diffs:
+        raise RunFolderError(f"cannot resume {out_dir}: it was made with other settings "
+                             f"({'; '.join(diffs)}), so its rows would not compare with new "
+                             f"ones. {AFRESH}")
+
+
+def read_results_csv(path) -> tuple[pd.DataFrame, int]:
+    """(rows, bytes of whole lines) of a results.csv, without its last line when a kill cut that
+    line short (one row per line: writers keep text fields on one line). RunFolderError when the
+    file is not a results.csv or cannot be parsed."""
+    path = Path(path)
+    data = path.read_bytes() if path.exists() else b""
+    whole = data[:data.rfind(b"\n") + 1]
+    if not whole.strip():
+        return table.to_frame([]), len(whole)
+    try:
+        text = whole.decode("utf-8")
+        records = list(csv.reader(io.StringIO(text)))
+        if records[0] != list(COLUMNS):
+            raise ValueError(f"its header is not convbench's columns ({','.join(records[0])[:80]}"
+                             f"{'...' if len(','.join(records[0])) > 80 else ''})")
+        for i, rec in enumerate(records[1:], 2):
+            if len(rec) != len(COLUMNS):
+                raise ValueError(f"line {i} has {len(rec)} fields, not {len(COLUMNS)}")
+        frame = table.read_csv(io.StringIO(text))
+        bad = sorted(set(frame["status"]) - set(STATUSES))
+        if bad:
+            raise ValueError(f"unknown status {bad[0]!r}")
+    except (ValueError, TypeError, UnicodeDecodeError, csv.Error) as e:
+        raise RunFolderError(f"{path} cannot be read: {e}") from None
+    return frame, len(whole)
 
 
 class ResultStore:
-    """results.csv and samples.jsonl in a run directory, appended and flushed row by row."""
+    """results.csv and samples.jsonl in a run directory, appended and flushed row by row.
 
-    def __init__(self, out_dir: Path, resume: bool):
+    resume: keep the rows there (a last line cut short is dropped, to be measured again; a file
+    that cannot be read is an error and is left as it is); otherwise start both files afresh."""
+
+    def __init__(self, out_dir: Path, resume: bool, warn=None):
         self.dir = Path(out_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.csv_path = self.dir / "results.csv"
         self.samples_path = self.dir / "samples.jsonl"
         self.results: list[Result] = []
+        warn = warn or (lambda message: None)
         if resume:
+            try:
+                _, whole = read_results_csv(self.csv_path)
+            except RunFolderError as e:
+                raise RunFolderError(f"cannot resume: {e}; it is not appended to. "
+                                     f"{AFRESH}") from None
+            for path, keep in ((self.csv_path, whole),
+                               (self.samples_path, _whole_lines(self.samples_path))):
+                if path.exists() and path.stat().st_size > keep:
+                    warn(f"{path.name}: dropping its last line, cut short when the run stopped "
+                         f"(that row is measured again)")
+                    with open(path, "rb+") as f:
+                        f.truncate(keep)
             self.results = table.to_results(load_results(self.dir))
         else:
             for path in (self.csv_path, self.samples_path, self.dir / "results.json"):
                 if path.exists():
                     path.unlink()
         self.done = {r.key() for r in self.results}
-        self._header = not self.csv_path.exists()
+        self._header = not self.csv_path.exists() or self.csv_path.stat().st_size == 0
         self._csv = open(self.csv_path, "a", newline="")
         self._samples = open(self.samples_path, "a")
 
     def add(self, result: Result) -> None:
-        table.write_csv(table.to_frame([result]), self._csv, header=self._header)
-        self._header = False
-        self._csv.flush()
-        self._samples.write(json.dumps({"key": list(result.key()), "samples_s": result.samples_s,
-                                        "warmup_s": result.warmup_s}) + "\n")
-        self._samples.flush()
+        try:
+            table.write_csv(table.to_frame([result]), self._csv, header=self._header)
+            self._header = False
+            self._csv.flush()
+        except OSError as e:          # a write says not which file
+            raise OSError(e.errno, e.strerror, str(self.csv_path)) from e
+        try:
+            self._samples.write(json.dumps({"key": list(result.key()),
+                                            "samples_s": result.samples_s,
+                                            "warmup_s": result.warmup_s}) + "\n")
+            self._samples.flush()
+        except OSError as e:
+            raise OSError(e.errno, e.strerror, str(self.samples_path)) from e
         self.results.append(result)
         self.done.add(result.key())
 
@@ -136,27 +290,39 @@ class ResultStore:
         return table.to_frame(self.results)
 
     def close(self) -> None:
-        self._csv.close()
-        self._samples.close()
+        for f in (self._csv, self._samples):
+            try:
+                f.close()
+            except OSError:       # a full disk refuses the last flush: the rows before it stay
+                pass
+
+
+def _whole_lines(path: Path) -> int:
+    """Bytes of a text file up to and including its last newline."""
+    if not path.exists():
+        return 0
+    data = path.read_bytes()
+    return data.rfind(b"\n") + 1
 
 
 def load_results(run_dir) -> pd.DataFrame:
     """The rows of a run directory from results.csv and samples.jsonl (works on interrupted
-    runs), as a frame."""
+    runs: a last line cut short is left out), as a frame. RunFolderError if results.csv cannot
+    be read."""
     run_dir = Path(run_dir)
     path = run_dir / "results.csv"
     if not path.exists():
         return table.to_frame([])
-    frame = table.read_csv(path)
+    frame, _ = read_results_csv(path)
     samples = {}
     sp = run_dir / "samples.jsonl"
     if sp.exists():
-        for line in sp.read_text().splitlines():
+        for line in sp.read_text(errors="replace").splitlines():
             try:
                 rec = json.loads(line)
-            except json.JSONDecodeError:   # a line cut by an interrupt
+                samples[tuple(rec["key"])] = rec
+            except (json.JSONDecodeError, KeyError, TypeError):   # a line cut by an interrupt
                 continue
-            samples[tuple(rec["key"])] = rec
     keys = zip(frame["case"], frame["descriptor"], frame["direction"], frame["backend"])
     recs = [samples.get(k, {}) for k in keys]
     frame["samples_s"] = [rec.get("samples_s", []) for rec in recs]
@@ -165,9 +331,10 @@ def load_results(run_dir) -> pd.DataFrame:
 
 
 class Runner:
-    def __init__(self, config: RunConfig, out_dir, resume: bool = False, progress=None):
+    def __init__(self, config: RunConfig, out_dir, resume: bool = False, progress=None,
+                 warn=None):
         self.cfg = config
-        self.store = ResultStore(out_dir, resume)
+        self.store = ResultStore(out_dir, resume, warn)
         self.progress = progress
 
     def plan(self) -> list[tuple[Case, object]]:
@@ -194,52 +361,78 @@ class Runner:
         return self.store.results
 
 
-def load_run(run_dir) -> tuple[pd.DataFrame, dict]:
-    """(rows, meta) of a run: from results.json, or from the CSV of an interrupted run."""
+def load_run(run_dir, warn=None) -> tuple[pd.DataFrame, dict]:
+    """(rows, meta) of a run: from results.json, or rebuilt from results.csv when results.json is
+    missing (an interrupted run) or cannot be read (a full disk, a kill while it was written).
+    RunFolderError when the folder holds neither."""
     run_dir = Path(run_dir)
+    warn = warn or (lambda message: None)
     if not run_dir.is_dir():
-        raise FileNotFoundError(f"run directory {str(run_dir)!r} does not exist")
-    path = run_dir / "results.json"
+        raise RunFolderError(f"run directory {str(run_dir)!r} does not exist")
+    path, csv_path = run_dir / "results.json", run_dir / "results.csv"
     if path.exists():
-        return table.read_json(path)
+        try:
+            return table.read_json(path)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            if not csv_path.exists():
+                raise RunFolderError(f"{path} cannot be read ({e}) and there is no results.csv "
+                                     f"to rebuild the rows from") from None
+            warn(f"{path.name} cannot be read ({e}): the rows are rebuilt from results.csv")
+    if not csv_path.exists():
+        raise RunFolderError(f"{run_dir} holds no results.json or results.csv: not a run "
+                             f"directory, or a run that finished no row")
     frame = load_results(run_dir)
     if frame.empty:
-        raise FileNotFoundError(f"{run_dir} holds no results.json or results.csv")
+        raise RunFolderError(f"{csv_path} holds no rows: the run finished no row")
+    meta = {}
     meta_path = run_dir / "meta.json"
-    return frame, json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    if meta_path.exists():
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, ValueError) as e:
+            warn(f"meta.json cannot be read ({e}): the report goes without the run's settings")
+        meta = meta if isinstance(meta, dict) else {}
+    return frame, meta
 
 
 def run_suite(config: RunConfig, out_dir, resume: bool = False, progress=None,
-              peaks: bool = True, report: bool = True) -> tuple[pd.DataFrame, dict]:
+              peaks: bool = True, report: bool = True, warn=None) -> tuple[pd.DataFrame, dict]:
     """Run a suite into out_dir: meta.json first (fingerprint, peaks, settings), rows as they
-    finish, then results.json and report.html, also when interrupted. Returns (rows, meta)."""
+    finish, then results.json and report.html, also when interrupted. Returns (rows, meta).
+
+    The folder's lock is held throughout (RunLockedError if another run holds it); with resume,
+    check_resumable runs first, before anything in the folder is touched. `warn(message)` hears
+    what is taken over or dropped (a stale lock, a cut last line)."""
     out_dir = Path(out_dir)
+    settings = comparable_settings(config)
+    if resume:
+        check_resumable(out_dir, settings)
     out_dir.mkdir(parents=True, exist_ok=True)
-    set_threads(config.threads)
-    meta = {"suite": config.suite, "backends": config.backends,
-            "directions": list(config.directions), "dtype": config.dtype,
-            "baseline": config.baseline, "peers": peer_names(config.backends),
-            "user_backends": {b: o for b, o in user_backends().items() if b in config.backends},
-            "cold_cache": config.cold_cache,
-            "per_case_limit_s": config.per_case_limit_s, "policy": vars(config.policy),
-            "started": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": fingerprint(),
-            "peaks": measure_peaks() if peaks else None}
-    if config.whole_model or any(getattr(c, "count", 1) != 1 for c in config.cases):
-        meta["counts"] = {c.name: c.count for c in config.cases}
-    (out_dir / "meta.json").write_text(json.dumps(meta, indent=1))
-    runner = Runner(config, out_dir, resume, progress)
-    t0 = time.perf_counter()
-    interrupted = False
-    try:
-        runner.run()
-    except KeyboardInterrupt:
-        interrupted = True
-        raise
-    finally:
-        meta["wall_s"] = time.perf_counter() - t0
-        meta["interrupted"] = interrupted
-        frame = runner.store.frame()
-        table.write_json(out_dir / "results.json", frame, meta)
-        if report:
-            write_report(out_dir, frame, meta)
+    with RunLock(out_dir, warn):
+        set_threads(config.threads)
+        meta = {**settings, "baseline": config.baseline, "peers": peer_names(config.backends),
+                "user_backends": {b: o for b, o in user_backends().items()
+                                  if b in config.backends},
+                "per_case_limit_s": config.per_case_limit_s, "max_bytes": config.max_bytes,
+                "policy": vars(config.policy), "resumed": resume,
+                "started": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": fingerprint(),
+                "peaks": measure_peaks() if peaks else None}
+        if config.whole_model or any(getattr(c, "count", 1) != 1 for c in config.cases):
+            meta["counts"] = {c.name: c.count for c in config.cases}
+        runner = Runner(config, out_dir, resume, progress, warn)
+        files.write_text(out_dir / "meta.json", json.dumps(meta, indent=1))
+        t0 = time.perf_counter()
+        interrupted = False
+        try:
+            runner.run()
+        except KeyboardInterrupt:
+            interrupted = True
+            raise
+        finally:
+            meta["wall_s"] = time.perf_counter() - t0
+            meta["interrupted"] = interrupted
+            frame = runner.store.frame()
+            table.write_json(out_dir / "results.json", frame, meta)
+            if report:
+                write_report(out_dir, frame, meta)
     return frame, meta

@@ -10,6 +10,7 @@ or a torch module through forward hooks).
 from __future__ import annotations
 
 import dataclasses
+import io
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -226,23 +227,39 @@ def from_file(path: str) -> list[Case]:
     DeepBench's columns (N,C,H,W,K,R,S,pad_h,pad_w,stride_h,stride_w), or a text file with one
     descriptor per line (# starts a comment)."""
     p = Path(path)
+    try:
+        text = p.read_text()
+    except UnicodeDecodeError:
+        raise ValueError(f"suite file {path} is not text") from None
     if p.suffix.lower() == ".csv":
-        frame = pd.read_csv(p, dtype=str, keep_default_na=False)
+        try:
+            frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+        except (ValueError, pd.errors.ParserError) as e:
+            raise ValueError(f"suite file {path}: not a CSV ({e})") from None
         rows = frame.to_dict("records")
         if rows and "descriptor" in frame:
             return [Case(r.get("name") or r["descriptor"], parse(r["descriptor"])[0])
                     for r in rows]
         if rows and {"N", "C", "H", "W", "K", "R", "S"} <= set(frame.columns):
-            return [Case(r.get("name") or f"{p.stem} #{i}", parse(_deepbench_descriptor(r))[0])
-                    for i, r in enumerate(rows)]
+            out = []
+            for i, r in enumerate(rows):
+                try:
+                    out.append(Case(r.get("name") or f"{p.stem} #{i}",
+                                    parse(_deepbench_descriptor(r))[0]))
+                except ValueError as e:
+                    raise ValueError(f"suite file {path}, row {i + 1}: {e}") from None
+            return out
         raise ValueError(f"suite file {path}: a CSV needs a 'descriptor' column or DeepBench's "
                          f"columns N,C,H,W,K,R,S (found "
                          f"{', '.join(frame.columns) if rows else 'no rows'})")
     out = []
-    for line in p.read_text().splitlines():
+    for number, line in enumerate(text.splitlines(), 1):
         line = line.split("#", 1)[0].strip()
         if line:
-            prob, name = parse(line)
+            try:
+                prob, name = parse(line)
+            except ValueError as e:
+                raise ValueError(f"suite file {path}, line {number}: {e}") from None
             out.append(Case(name or line, prob))
     return out
 
@@ -282,7 +299,13 @@ def load_suite(spec: str, batch: int | None = None, input_shapes=None) -> list[C
         cases = SUITES[spec]()
     elif spec == "fuzz" or spec.startswith("fuzz:"):
         parts = spec.split(":")[1:]
-        cases = fuzz(*(int(v) for v in parts))
+        try:
+            values = [int(v) for v in parts]
+        except ValueError:
+            raise ValueError(f"suite {spec!r}: fuzz:SEED:COUNT takes integers") from None
+        if len(values) > 2 or any(v < 0 for v in values):
+            raise ValueError(f"suite {spec!r}: fuzz:SEED:COUNT takes two integers >= 0")
+        cases = fuzz(*values)
     elif is_model_file(spec):
         if not Path(spec).is_file():
             raise FileNotFoundError(f"model {spec!r} does not exist")
@@ -292,6 +315,8 @@ def load_suite(spec: str, batch: int | None = None, input_shapes=None) -> list[C
     else:
         raise UnknownNameError(f"unknown suite {spec!r}: not a file; built-in suites: "
                                f"{', '.join(SUITES)}, fuzz[:SEED[:COUNT]]")
+    if not cases:
+        raise ValueError(f"suite {spec!r} has no cases")
     if batch is not None:
         if batch < 1:
             raise ValueError(f"batch={batch} must be >= 1")

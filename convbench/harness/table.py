@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from convbench import files
 from convbench.result import COLUMNS, DTYPES, WITHIN_TOLERANCE, Result
 
 #: Columns of the frame that are not in results.csv: each row's raw timings (samples.jsonl).
@@ -50,8 +51,13 @@ def timed(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_csv(frame: pd.DataFrame, file, header: bool) -> None:
-    """Append the frame's columns to an open text file (results.csv), with a header if asked."""
-    frame.loc[:, list(COLUMNS)].to_csv(file, header=header, index=False)
+    """Append the frame's columns to an open text file (results.csv), with a header if asked.
+    Line breaks in text become spaces, so that each row is one line (a reader can then tell a
+    line cut short by a kill)."""
+    out = frame.loc[:, list(COLUMNS)].copy()
+    for name in _TEXT:
+        out[name] = out[name].str.replace(r"[\r\n]+", " ", regex=True)
+    out.to_csv(file, header=header, index=False)
 
 
 def read_csv(path) -> pd.DataFrame:
@@ -78,13 +84,16 @@ def _plain(v):
 def write_json(path, frame: pd.DataFrame, meta: dict) -> Path:
     """{"meta": meta, "rows": [every column and the samples]} (non-finite numbers as null)."""
     rows = [{k: _plain(v) for k, v in r.items()} for r in frame.to_dict("records")]
-    path = Path(path)
-    path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    return path
+    return files.write_text(path, json.dumps({"meta": meta, "rows": rows}, indent=1))
 
 
 def read_json(path) -> tuple[pd.DataFrame, dict]:
+    """(rows, meta) of a results.json; ValueError when it is not one."""
     data = json.loads(Path(path).read_text())
+    if not (isinstance(data, dict) and isinstance(data.get("rows"), list)
+            and all(isinstance(r, dict) for r in data["rows"])
+            and isinstance(data.get("meta", {}), dict)):
+        raise ValueError("not a convbench results.json (an object with a list of rows)")
     frame = to_frame(data["rows"])
     frame["status"] = frame["status"].replace(LEGACY_STATUSES)
     return frame, data.get("meta", {})

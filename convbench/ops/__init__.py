@@ -21,10 +21,10 @@ from convbench.ops.conv_transpose import (
 from convbench.ops.pool import Pool2dProblem, pool1d_problem, pool2d_problem
 from convbench.ops.rnn import RNNProblem
 
-__all__ = ["OPS", "OpSpec", "get_op", "ops_of", "Conv2dProblem", "ConvTranspose2dProblem",
-           "Pool2dProblem", "RNNProblem", "conv1d_problem", "conv2d_problem",
-           "conv_transpose1d_problem", "conv_transpose2d_problem", "pool1d_problem",
-           "pool2d_problem"]
+__all__ = ["OPS", "OpSpec", "array_shape", "get_op", "ops_of", "Conv2dProblem",
+           "ConvTranspose2dProblem", "Pool2dProblem", "RNNProblem", "conv1d_problem",
+           "conv2d_problem", "conv_transpose1d_problem", "conv_transpose2d_problem",
+           "pool1d_problem", "pool2d_problem"]
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,39 @@ class OpSpec:
     def min_bytes(self, problem, itemsize: int = 4) -> float:
         return problem.min_bytes(self.direction, itemsize)
 
+    def input_bytes(self, problem, itemsize: int) -> int:
+        """Bytes of the inputs that make_inputs gives (absent optional ones count nothing)."""
+        return sum(_nbytes(array_shape(problem, n), itemsize) for n in self.input_names)
+
+    def output_bytes(self, problem, itemsize: int) -> int:
+        """Bytes of the outputs a backend returns."""
+        return sum(_nbytes(array_shape(problem, n), itemsize) for n in self.output_names)
+
+
+def _nbytes(shape, itemsize: int) -> int:
+    return 0 if shape is None else int(np.prod(shape, dtype=np.int64)) * itemsize
+
+
+#: Input and output names by the problem's shape they take; a gradient (a leading d) takes its
+#: variable's. Optional arrays are None when the problem has none (no bias, no cell state).
+_SHAPES = {"x": "x_shape", "y": "y_shape", "w": "w_shape", "w_ih": "w_ih_shape",
+           "w_hh": "w_hh_shape", "h0": "h_shape", "hT": "h_shape"}
+
+
+def array_shape(problem, name: str):
+    """The shape of the input or output called `name` of an op on `problem`, or None where the
+    problem has no such array (a bias of a layer without one, LSTM's cell state elsewhere)."""
+    base = name[1:] if name not in _SHAPES and name[:1] == "d" else name
+    if base in ("c0", "cT"):
+        return problem.h_shape if problem.has_cell_state else None
+    if base == "b":
+        return (problem.K,) if problem.bias else None
+    if base in ("b_ih", "b_hh"):
+        return (problem.gates * problem.H,) if problem.bias else None
+    if base in _SHAPES:
+        return getattr(problem, _SHAPES[base])
+    raise UnknownNameError(f"no shape known for the array {name!r} of {problem!r}")
+
 
 #: See OpSpec.reference_for.
 PLAIN_REFERENCE_BYTES = 64 << 20
@@ -105,6 +138,13 @@ def _conv_inputs(direction):
     return make
 
 
+def finite_max(a) -> float:
+    """The largest finite value of `a` (0 if none): an error scale measures the finite terms; the
+    non-finite outputs are compared position by position instead."""
+    a = np.asarray(a, dtype=np.float64)
+    return float(np.max(a, where=np.isfinite(a), initial=0.0))
+
+
 def _abs(*arrays):
     return [None if a is None else np.abs(np.asarray(a, dtype=np.float64)) for a in arrays]
 
@@ -113,7 +153,7 @@ def _conv_scale(direction):
     # The convolution is linear in each input, so the same op on absolute values bounds every term.
     def scale(p, inputs, outputs):
         fn = OPS[f"conv2d:{direction}"].reference_for(p)
-        return (float(np.nanmax(fn(p, *_abs(*inputs)), initial=0.0)),)
+        return (finite_max(fn(p, *_abs(*inputs))),)
     return scale
 
 
@@ -150,7 +190,7 @@ def _conv_transpose_scale(direction):
     # linear in each input, as the convolution: the same op on absolute values bounds every term
     def scale(p, inputs, outputs):
         fn = OPS[f"conv_transpose2d:{direction}"].reference
-        return (float(np.nanmax(fn(p, *_abs(*inputs)), initial=0.0)),)
+        return (finite_max(fn(p, *_abs(*inputs))),)
     return scale
 
 
@@ -174,7 +214,7 @@ def _pool_inputs(direction):
 
 def _max_abs_scale(index):
     def scale(p, inputs, outputs):
-        return (float(np.nanmax(np.abs(np.asarray(inputs[index], dtype=np.float64)), initial=0.0))
+        return (finite_max(np.abs(np.asarray(inputs[index], dtype=np.float64)))
                 * (1 if index == 0 else p.overlap()),)
     return scale
 
@@ -183,7 +223,7 @@ def _max_pool_bwd_scale(p, inputs, outputs):
     # dx sums the dy of every window whose maximum an input is (up to p.overlap() of them, as
     # many as the padding lets a corner take): the same sums of |dy| bound the terms
     dy, x = inputs
-    return (float(np.nanmax(ref.max_pool2d_bwd(p, _abs(dy)[0], x), initial=0.0)),)
+    return (finite_max(ref.max_pool2d_bwd(p, _abs(dy)[0], x)),)
 
 
 for _kind in ("max", "avg"):
@@ -214,7 +254,7 @@ def _rnn_inputs(direction):
 
 def _rnn_scale(p, inputs, outputs):
     # the outputs are bounded by their own size: tanh and sigmoid contract
-    return tuple(1.0 if o is None else max(float(np.nanmax(np.abs(o), initial=0.0)), 1e-30)
+    return tuple(1.0 if o is None else max(finite_max(np.abs(o)), 1e-30)
                  for o in outputs)
 
 

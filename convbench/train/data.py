@@ -86,17 +86,32 @@ def load_cifar10(path: str, split: str = "train") -> Dataset:
                    10, True)
 
 
+class DataError(ValueError):
+    """A --data value that names no data set, or data that cannot be read."""
+
+
+def check_spec(spec: str) -> None:
+    """DataError unless `spec` is 'digits', 'mnist:PATH' or 'cifar10:PATH' with PATH a folder."""
+    if spec == "digits":
+        return
+    kind, _, path = str(spec).partition(":")
+    if kind not in ("mnist", "cifar10") or not path:
+        raise DataError(f"data={spec!r} must be 'digits', 'mnist:PATH' or 'cifar10:PATH'")
+    if not os.path.isdir(path):
+        raise DataError(f"data={spec!r}: {path!r} is not a folder")
+
+
 def load(spec: str) -> Dataset:
     """'digits', 'mnist:PATH' or 'cifar10:PATH' (the training split; the test split is held out
-    from it by `split`)."""
+    from it by `split`). DataError when the spec is wrong or the files cannot be read."""
+    check_spec(spec)
     if spec == "digits":
         return load_digits()
     kind, _, path = spec.partition(":")
-    if kind == "mnist" and path:
-        return load_mnist(path)
-    if kind == "cifar10" and path:
-        return load_cifar10(path)
-    raise ValueError(f"data={spec!r} must be 'digits', 'mnist:PATH' or 'cifar10:PATH'")
+    try:
+        return load_mnist(path) if kind == "mnist" else load_cifar10(path)
+    except (OSError, ValueError, EOFError, KeyError, TypeError, pickle.UnpicklingError) as e:
+        raise DataError(f"data={spec!r}: {e}") from None
 
 
 def split(ds: Dataset, val_fraction: float, test_fraction: float, seed: int):

@@ -13,9 +13,10 @@ import numpy as np
 
 
 def _check(name, value, low=0.0, strict=False):
-    if (not isinstance(value, (int, float)) or value != value or value < low
+    if (not isinstance(value, (int, float)) or not math.isfinite(value) or value < low
             or (strict and value == low)):
-        raise ValueError(f"{name}={value!r} must be {'>' if strict else '>='} {low}")
+        raise ValueError(f"{name}={value!r} must be a finite number {'>' if strict else '>='} "
+                         f"{low}")
 
 
 class Optimizer:

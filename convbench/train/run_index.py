@@ -9,6 +9,8 @@ import json
 from pathlib import Path
 from urllib.parse import quote
 
+from convbench import files
+
 STYLE = """body{font-family:sans-serif;margin:2em;max-width:1200px;color:#222}
 img{max-width:100%;border:1px solid #ddd;margin:.4em 0}
 table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #ccc;padding:3px 8px;
@@ -90,6 +92,4 @@ def write_index(run_dir) -> Path:
     page = ("<!DOCTYPE html><html><head><meta charset=utf-8><title>convbench run "
             f"{html.escape(run.name)}</title><style>{STYLE}</style></head><body>\n"
             + "\n".join(parts) + "\n</body></html>\n")
-    out = run / "index.html"
-    out.write_text(page)
-    return out
+    return files.write_text(run / "index.html", page)

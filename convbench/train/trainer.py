@@ -1,29 +1,53 @@
 """Mini-batch training with validation, early stopping, checkpoints, logs and plots.
 
 A run writes to its out directory: best.npz (the checkpoint at the best validation loss; on Ctrl-C
-also interrupted.npz), log.csv (one row per epoch), curves.png, summary.json (test_accuracy,
-best_epoch, epochs_run, seconds, and the backend chosen for each layer and direction) and
-index.html (one page for the run; `convbench inspect` adds its figures to it).
+also interrupted.npz), log.csv (one row per epoch, appended as each ends), curves.png,
+summary.json (test_accuracy, best_epoch, epochs_run, seconds, and the backend chosen for each layer
+and direction) and index.html (one page for the run; `convbench inspect` adds its figures to it).
+Checkpoints, the summary and the figure are written whole (a temporary file, then a rename), so
+a kill or a full disk never leaves a truncated one. A loss that turns NaN or infinite stops the run
+(summary "diverged" says where); the best checkpoint so far stays.
 """
 from __future__ import annotations
 
+import csv
 import dataclasses
 import itertools
 import json
+import math
 import sys
 import time
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from convbench import files
 from convbench.backends import get_backend
+from convbench.errors import ConvbenchError
 from convbench.train import data as datasets
+from convbench.train.init import INITIALISERS
 from convbench.train.layers import softmax_cross_entropy
-from convbench.train.model import build_model
+from convbench.train.model import MODELS, build_model
 from convbench.train.optim import OPTIMIZERS, LRSchedule, make_optimizer
 from convbench.train.run_index import write_index
+
+#: The columns of log.csv, one row per epoch.
+LOG_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "epoch_s")
+
+
+class ConfigError(ValueError):
+    """A TrainConfig field with a value it cannot take; `field` names it."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
+class CheckpointError(ConvbenchError, ValueError):
+    """A file that is not a convbench checkpoint, or one that does not fit the model asked for."""
 
 
 @dataclass
@@ -47,18 +71,43 @@ class TrainConfig:
     init: str = "he_uniform"
 
     def validate(self):
+        """ConfigError (naming the field and the value) for anything training cannot use; the
+        data set's spec and folder are checked, its files are read later."""
+        def bad(field, why):
+            raise ConfigError(field, f"{field}={getattr(self, field)!r} {why}")
+
+        def number(v):
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer={self.optimizer!r} must be one of {', '.join(OPTIMIZERS)}")
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
-            raise ValueError(f"lr={self.lr!r} must be > 0")
-        for name in ("epochs", "batch_size"):
+            bad("optimizer", f"must be one of {', '.join(OPTIMIZERS)}")
+        if self.model not in MODELS:
+            bad("model", f"must be one of {', '.join(MODELS)}")
+        if self.init not in INITIALISERS:
+            bad("init", f"must be one of {', '.join(INITIALISERS)}")
+        if not (number(self.lr) and self.lr > 0):
+            bad("lr", "must be a finite number > 0")
+        if self.momentum is not None and not (number(self.momentum) and self.momentum >= 0):
+            bad("momentum", "must be a finite number >= 0")
+        if not (number(self.weight_decay) and self.weight_decay >= 0):
+            bad("weight_decay", "must be a finite number >= 0")
+        if not (number(self.dropout) and 0 <= self.dropout < 1):
+            bad("dropout", "must be in [0, 1)")
+        for name in ("epochs", "batch_size", "patience"):
             v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name}={v!r} must be a positive int")
-        if self.patience < 1:
-            raise ValueError(f"patience={self.patience} must be >= 1")
-        get_backend(self.backend)
-        LRSchedule(self.schedule, self.lr, self.epochs)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                bad(name, "must be a positive int")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            bad("seed", "must be an int >= 0")
+        try:
+            datasets.check_spec(self.data)
+        except ValueError as e:
+            raise ConfigError("data", str(e)) from None
+        try:
+            get_backend(self.backend)
+            LRSchedule(self.schedule, self.lr, self.epochs)
+        except ValueError as e:
+            raise ConfigError("backend" if "backend" in str(e) else "schedule", str(e)) from None
 
 
 def _batches(n, batch, rng=None):
@@ -88,24 +137,52 @@ def evaluate_arrays(model, x, y, batch: int):
 
 
 def save_checkpoint(path, model, cfg: TrainConfig, epoch: int, opt=None, norm=(0.0, 1.0)) -> Path:
+    """Write the checkpoint whole: a temporary file beside `path`, renamed over it."""
     arrays = {f"param.{i}": p for i, p in enumerate(model.params)}
     if opt is not None:
         arrays.update({f"opt.{k}": v for k, v in opt.state_dict().items()})
-    np.savez(path, config=json.dumps(asdict(cfg)), epoch=epoch, norm=np.array(norm), **arrays)
+    with files.atomic_path(path) as tmp:
+        np.savez(tmp, config=json.dumps(asdict(cfg)), epoch=epoch, norm=np.array(norm), **arrays)
     return Path(path)
 
 
 def load_checkpoint(path):
-    """(model, config, epoch, optimizer state dict, normalisation) from a .npz checkpoint."""
-    with np.load(path, allow_pickle=False) as z:
-        cfg = TrainConfig(**json.loads(str(z["config"])))
-        ds = datasets.load(cfg.data)
-        model = build_model(cfg.model, ds.x.shape[1:], ds.classes, cfg.backend, cfg.init,
-                            cfg.dropout, cfg.seed)
-        for i, p in enumerate(model.params):
-            p[...] = z[f"param.{i}"]
-        opt_state = {k[4:]: z[k] for k in z.files if k.startswith("opt.")}
-        return model, cfg, int(z["epoch"]), opt_state, tuple(z["norm"])
+    """(model, config, epoch, optimizer state dict, normalisation) from a .npz checkpoint.
+    CheckpointError when the file is not one (not an archive, cut short, other contents)."""
+    def broken(why):
+        return CheckpointError(f"{path} is not a convbench checkpoint ({why})")
+
+    with open(path, "rb") as f:
+        if f.read(4) != b"PK\x03\x04":
+            raise broken("not an .npz archive, which is a zip file")
+    try:
+        z = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise broken(f"the archive cannot be read: {e}") from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise broken("a single array, not an .npz archive")
+    with z:
+        missing = [k for k in ("config", "epoch", "norm", "param.0") if k not in z.files]
+        if missing:
+            raise broken(f"no {', '.join(missing)} in it")
+        try:
+            fields = json.loads(str(z["config"]))
+            cfg = TrainConfig(**fields)
+            epoch, norm = int(z["epoch"]), tuple(float(v) for v in z["norm"])
+            arrays = {k: z[k] for k in z.files if k.startswith(("param.", "opt."))}
+        except (ValueError, TypeError, KeyError, EOFError, OSError, zipfile.BadZipFile) as e:
+            raise broken(f"{type(e).__name__}: {e}") from None
+    ds = datasets.load(cfg.data)
+    model = build_model(cfg.model, ds.x.shape[1:], ds.classes, cfg.backend, cfg.init,
+                        cfg.dropout, cfg.seed)
+    for i, p in enumerate(model.params):
+        q = arrays.get(f"param.{i}")
+        if q is None or q.shape != p.shape:
+            raise broken(f"parameter {i} is {'missing' if q is None else q.shape}, the model "
+                         f"{cfg.model} needs {p.shape}")
+        p[...] = q
+    opt_state = {k[4:]: v for k, v in arrays.items() if k.startswith("opt.")}
+    return model, cfg, epoch, opt_state, norm
 
 
 class _Progress:
@@ -120,37 +197,87 @@ class _Progress:
             sys.stderr.flush()
 
 
+def _resume_from(path, cfg: TrainConfig, model, opt) -> int:
+    """Load checkpoint `path` into model and opt; the epoch to start at. CheckpointError when it
+    does not fit cfg, ConfigError when cfg.epochs leaves nothing to train."""
+    loaded, rcfg, done, opt_state, _ = load_checkpoint(path)
+    if [p.shape for p in loaded.params] != [p.shape for p in model.params]:
+        raise CheckpointError(f"{path} holds a {rcfg.model} for data {rcfg.data!r}, which does "
+                              f"not fit model={cfg.model!r} with data={cfg.data!r}")
+    if opt_state and rcfg.optimizer != cfg.optimizer:
+        raise CheckpointError(f"{path} holds the state of optimizer {rcfg.optimizer!r}, which "
+                              f"optimizer={cfg.optimizer!r} cannot continue")
+    if done + 1 >= cfg.epochs:
+        raise ConfigError("epochs", f"epochs={cfg.epochs} leaves nothing to train: the "
+                                    f"checkpoint {path} has finished {done + 1} epochs")
+    for p, q in zip(model.params, loaded.params):
+        p[...] = q
+    if opt_state:
+        opt.load_state_dict(opt_state)
+    return done + 1
+
+
+class _EpochLog:
+    """log.csv, one row appended (and flushed) as each epoch ends; on resume the rows of the
+    epochs before the checkpoint's are kept."""
+
+    def __init__(self, path: Path | None, start_epoch: int):
+        self.path = path
+        if path is None:
+            return
+        kept = []
+        if start_epoch and path.exists():
+            try:
+                old = pd.read_csv(path)
+                kept = old[old["epoch"] < start_epoch].to_dict("records")
+            except (ValueError, KeyError, OSError):
+                kept = []          # an unreadable old log is replaced
+        with files.atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, LOG_COLUMNS, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(kept)
+
+    def add(self, row: dict) -> None:
+        if self.path is None:
+            return
+        try:
+            with open(self.path, "a", newline="") as f:
+                csv.DictWriter(f, LOG_COLUMNS, extrasaction="ignore").writerow(row)
+        except OSError as e:          # a write says not which file
+            raise OSError(e.errno, e.strerror, str(self.path)) from e
+
+
 def train(cfg: TrainConfig, out_dir=None, verbose: bool = True, resume: str | None = None,
           log=print) -> dict:
-    """Train, evaluate the best weights on the held-out test split, write the run files."""
+    """Train, evaluate the best weights on the held-out test split, write the run files.
+
+    Returns the summary; its "diverged" is None, or where the loss stopped being finite (the run
+    then stops, keeping the best checkpoint so far)."""
     cfg.validate()
     t_start = time.perf_counter()
     out = Path(out_dir) if out_dir else None
-    if out:
-        out.mkdir(parents=True, exist_ok=True)
     ds = datasets.load(cfg.data)
     tr, va, te = datasets.split(ds, cfg.val_fraction, cfg.test_fraction, cfg.seed)
     if len(tr) < cfg.batch_size:
-        raise ValueError(f"batch_size={cfg.batch_size} exceeds the {len(tr)} training samples")
+        raise ConfigError("batch_size", f"batch_size={cfg.batch_size} exceeds the {len(tr)} "
+                                        f"training samples")
     mean, std = float(ds.x[tr].mean()), float(ds.x[tr].std()) or 1.0
     x = ((ds.x - mean) / std).astype(np.float32)
     model = build_model(cfg.model, x.shape[1:], ds.classes, cfg.backend, cfg.init, cfg.dropout,
                         cfg.seed)
     opt = make_optimizer(cfg.optimizer, model.params, cfg.lr, cfg.momentum, cfg.weight_decay)
     schedule = LRSchedule(cfg.schedule, cfg.lr, cfg.epochs)
-    start_epoch = 0
-    if resume:
-        loaded, rcfg, start_epoch, opt_state, _ = load_checkpoint(resume)
-        for p, q in zip(model.params, loaded.params):
-            p[...] = q
-        if opt_state:
-            opt.load_state_dict(opt_state)
-        start_epoch += 1
+    start_epoch = _resume_from(resume, cfg, model, opt) if resume else 0
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+    epoch_log = _EpochLog(out / "log.csv" if out else None, start_epoch)
     rng = np.random.default_rng(cfg.seed + 1 + start_epoch)
     best = {"loss": float("inf"), "epoch": -1, "params": [p.copy() for p in model.params]}
     history, stale, epoch = [], 0, start_epoch - 1
     progress = _Progress(verbose and sys.stderr.isatty())
-    interrupted = False
+    interrupted, diverged = False, None
+    # overflow on the way to a NaN loss is reported once, as `diverged`, not as warnings
+    fp_state = np.seterr(over="ignore", invalid="ignore", divide="ignore")
     try:
         for epoch in range(start_epoch, cfg.epochs):
             opt.lr = schedule.lr(epoch)
@@ -164,18 +291,29 @@ def train(cfg: TrainConfig, out_dir=None, verbose: bool = True, resume: str | No
                 yb = ds.y[tr[idx]]
                 logits = model.forward(xb, training=True)
                 loss, dlogits = softmax_cross_entropy(logits, yb)
+                if not math.isfinite(loss):
+                    diverged = (f"the training loss became {loss} in epoch {epoch + 1}, batch "
+                                f"{i + 1} (lr {opt.lr:.3g}; a smaller --lr may help)")
+                    break
                 model.backward(dlogits)
                 opt.step(model.grads)
                 tot += loss * len(idx)
                 correct += int((logits.argmax(1) == yb).sum())
                 seen += len(idx)
                 progress(epoch, cfg.epochs, i + 1, len(batches), tot / seen)
+            if diverged:
+                break
             epoch_s = time.perf_counter() - t0
             val_loss, val_acc = evaluate_arrays(model, x[va], ds.y[va], cfg.batch_size) if len(va) \
                 else (tot / seen, correct / seen)
+            if not math.isfinite(val_loss):
+                diverged = (f"the validation loss became {val_loss} after epoch {epoch + 1} "
+                            f"(lr {opt.lr:.3g}; a smaller --lr may help)")
+                break
             row = dict(epoch=epoch, lr=opt.lr, train_loss=tot / seen, train_acc=correct / seen,
                        val_loss=val_loss, val_acc=val_acc, epoch_s=epoch_s)
             history.append(row)
+            epoch_log.add(row)
             if verbose:
                 sys.stderr.write(f"\repoch {epoch + 1}/{cfg.epochs}: loss {row['train_loss']:.4f} "
                                  f"acc {row['train_acc']:.3f} | val loss {val_loss:.4f} acc "
@@ -201,6 +339,10 @@ def train(cfg: TrainConfig, out_dir=None, verbose: bool = True, resume: str | No
         if out:
             save_checkpoint(out / "interrupted.npz", model, cfg, max(epoch, 0), opt, (mean, std))
         log("interrupted: checkpoint saved" + (f" to {out / 'interrupted.npz'}" if out else ""))
+    finally:
+        np.seterr(**fp_state)
+    if diverged and verbose:
+        sys.stderr.write("\n")
     for p, q in zip(model.params, best["params"]):
         p[...] = q
     test_loss, test_acc = (evaluate_arrays(model, x[te], ds.y[te], cfg.batch_size) if len(te)
@@ -208,22 +350,16 @@ def train(cfg: TrainConfig, out_dir=None, verbose: bool = True, resume: str | No
     summary = {"test_accuracy": test_acc, "test_loss": test_loss, "best_epoch": best["epoch"] + 1,
                "epochs_run": len(history), "seconds": time.perf_counter() - t_start,
                "mean_epoch_s": float(np.mean([h["epoch_s"] for h in history])) if history else None,
-               "interrupted": interrupted,
+               "interrupted": interrupted, "diverged": diverged,
                "backends": {name: chosen for name, chosen in model.backends()},
                "config": asdict(cfg),
                "samples": {"train": len(tr), "val": len(va), "test": len(te)}}
     if out:
-        _write_log(out / "log.csv", history)
         _plot(out / "curves.png", history, best["epoch"])
-        (out / "summary.json").write_text(json.dumps(summary, indent=1))
+        files.write_text(out / "summary.json", json.dumps(summary, indent=1))
         write_index(out)
     summary["history"] = history
     return summary
-
-
-def _write_log(path, history):
-    pd.DataFrame(history, columns=list(history[0]) if history else ["epoch"]).to_csv(path,
-                                                                                    index=False)
 
 
 def _plot(path, history, best_epoch):
@@ -245,7 +381,8 @@ def _plot(path, history, best_epoch):
     b.set_ylabel("accuracy")
     b.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    with files.atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=80)
 
 
 def evaluate_checkpoint(path) -> dict:
@@ -262,6 +399,11 @@ def tune(base: TrainConfig, space: dict, mode: str = "random", trials: int = 8, 
          out_dir=None, log=print) -> list[dict]:
     """Random or grid search over `space` (name -> list of values, or (low, high) for a log-uniform
     learning rate in random mode), ranked by validation accuracy then loss."""
+    if mode == "random" and (not isinstance(trials, int) or trials < 1):
+        raise ConfigError("trials", f"trials={trials!r} must be an int >= 1")
+    for k, v in space.items():
+        if not len(v):
+            raise ConfigError(k, f"{k}: no values to search")
     rng = np.random.default_rng(seed)
     if mode == "grid":
         keys = list(space)
@@ -282,14 +424,19 @@ def tune(base: TrainConfig, space: dict, mode: str = "random", trials: int = 8, 
     for i, combo in enumerate(combos):
         cfg = dataclasses.replace(base, **combo)
         s = train(cfg, None, verbose=False)
-        best = max(s["history"], key=lambda h: (h["val_acc"], -h["val_loss"]))
+        best = max(s["history"], key=lambda h: (h["val_acc"], -h["val_loss"]),
+                   default={"val_acc": float("nan"), "val_loss": float("nan")})
         results.append({**combo, "val_acc": best["val_acc"], "val_loss": best["val_loss"],
                         "test_accuracy": s["test_accuracy"], "epochs_run": s["epochs_run"],
-                        "seconds": s["seconds"]})
-        log(f"trial {i + 1}/{len(combos)}: {combo} -> val acc {best['val_acc']:.4f}")
-    results.sort(key=lambda r: (-r["val_acc"], r["val_loss"]))
+                        "seconds": s["seconds"], "diverged": s["diverged"] or ""})
+        log(f"trial {i + 1}/{len(combos)}: {combo} -> val acc {best['val_acc']:.4f}"
+            + (f" (stopped: {s['diverged']})" if s["diverged"] else ""))
+    # a trial that diverged before its first epoch has no accuracy: it ranks last
+    results.sort(key=lambda r: (-np.nan_to_num(r["val_acc"], nan=-1.0),
+                                np.nan_to_num(r["val_loss"], nan=np.inf)))
     if out_dir:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame(results).to_csv(out / "tune.csv", index=False)
+        with files.atomic_path(out / "tune.csv") as tmp:
+            pd.DataFrame(results).to_csv(tmp, index=False)
     return results

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 
 from convbench.backends.base import Backend
+from convbench.backends.nonfinite import exact
 from convbench.backends.numba_cpu import conv, pool, rnn
 
 
@@ -19,15 +20,28 @@ class NumbaCPUBackend(Backend):
             return "numba is not installed"
         return None
 
+    def workspace_bytes(self, op, p, dtype):
+        s = dtype.itemsize
+        if op.family == "conv2d":
+            return conv.workspace_bytes(p, op.direction, s)
+        if op.family.endswith("pool2d"):
+            return p.P * p.Q * (8 + s) if op.family == "avg_pool2d" else 0   # the divisors
+        return rnn.workspace_bytes(p, op.direction, dtype)
+
     # --- convolution ------------------------------------------------------------------------------
     def conv2d_fwd(self, p, x, w, b):
         with self.workspace.lease() as ws:
             return conv.forward(ws, p, x, w, b)
 
+    # The input gradient's padded layout and the weight gradient's wide one multiply zeros that
+    # are not products of the reference by the weights and the input: NaN and infinity there go
+    # through `exact` (backends.nonfinite).
+    @exact("bwd-data", check=(1,))
     def conv2d_bwd_data(self, p, dy, w):
         with self.workspace.lease() as ws:
             return conv.backward_data(ws, p, dy, w)
 
+    @exact("bwd-weights", check=(1,))
     def conv2d_bwd_weights(self, p, dy, x):
         with self.workspace.lease() as ws:
             return conv.backward_weights(ws, p, dy, x)

@@ -31,6 +31,7 @@ import numpy as np
 from convbench.backends.scratch import Lease
 from convbench.lazy import LazyModule
 from convbench.ops.conv import Conv2dProblem, flip_transpose, input_gradient_problem
+from convbench.threads import get_threads
 
 KERNELS = LazyModule("convbench.backends._numba_conv_kernels")
 
@@ -229,6 +230,62 @@ def _tall_fwd(ws: Lease, p, x, w, t: TallPlan):
     KERNELS.implicit_gemm(_tall_input(ws, x, p, t), _padded_rows(w.reshape(p.K, -1), p.groups),
                           chan, phase, off, yw, p.Kg)
     return _tall_output_view(yw[0], p, t).transpose(1, 0, 2, 3)
+
+def _rows4(groups: int, rows: int, cols: int) -> int:
+    """Elements of _padded_rows' (groups, ceil(rows/4)*4, cols) array."""
+    return groups * (-(-rows // 4) * 4) * cols
+
+
+def workspace_bytes(p: Conv2dProblem, direction: str, s: int) -> int:
+    """Peak scratch bytes of forward, backward_data or backward_weights on p (itemsize s): the
+    workspace arrays each path takes (laid-out inputs, wide or stacked copies, wide outputs), the
+    padded weight rows, the tap index arrays, and each compiled task's accumulator."""
+    taps = 6 * 8 * p.Cg * p.R * p.S                 # index arrays and their temporaries
+    per_thread = get_threads() * 4 * max(512, p.Cg * p.R * p.S) * s
+    if direction == "fwd":
+        wm = _rows4(p.groups, p.Kg, p.Cg * p.R * p.S) * s
+        t = tall_plan(p)
+        if t is not None:
+            return (p.C * t.lx + p.K * t.lout) * s + wm + taps + per_thread
+        plan = phase_plan(p)
+        xph = p.N * p.C * plan.nph * plan.length * s
+        if _stack_batch(p, plan):
+            # stacking copies through a temporary; unstacking the result copies it once more
+            stacked = p.C * plan.nph * (p.N * plan.length + int(plan.tap_off.max())) * s
+            return 2 * xph + stacked + 2 * p.K * p.N * plan.length * s + wm + taps + per_thread
+        return xph + p.N * p.K * p.P * plan.Wq * s + wm + taps + per_thread
+    if direction == "bwd-data":
+        q = input_gradient_problem(p)
+        t = tall_plan(q) if q is not None else None
+        if t is not None:
+            wm = _rows4(q.groups, q.Kg, q.Cg * q.R * q.S) * s
+            return (p.K * p.Cg * p.R * p.S + q.C * t.lx + q.K * t.lout) * s + wm + taps \
+                + per_thread
+        plan = phase_plan(p)
+        margin = int(plan.tap_off.max())
+        if _stack_batch(p, plan):          # wide, stacked through a temporary, then margined
+            wide = 3 * p.N * p.K * plan.length * s + p.K * (margin + p.N * plan.length) * s
+        else:
+            wide = p.N * p.K * (margin + plan.length) * s
+        out = p.N * p.C * plan.length * s
+        dxph = p.N * p.C * plan.nph * plan.length * s
+        per_phase = (p.C * p.Kg * p.R * p.S + _rows4(p.groups, p.Cg, p.Kg * p.R * p.S)) * s
+        return wide + out + dxph + per_phase + taps + per_thread
+    Kgp = -(-p.Kg // 4) * 4
+    dw = p.groups * Kgp * p.Cg * p.R * p.S * s
+    t = tall_plan(p)
+    if t is not None:
+        return (p.K * t.lout + p.C * t.lx) * s + dw + taps + per_thread
+    plan = phase_plan(p)
+    dyw = p.N * p.K * plan.length * s
+    xph = p.N * p.C * plan.nph * plan.length * s
+    if _stack_batch(p, plan):               # each stacked through a temporary
+        tail = int(plan.tap_off.max())
+        dyw += 2 * p.K * p.N * plan.length * s
+        xph += p.N * p.C * plan.nph * plan.length * s + p.C * plan.nph * (p.N * plan.length
+                                                                         + tail) * s
+    return dyw + xph + dw + taps + per_thread
+
 
 def forward(ws: Lease, p, x, w, b):
     """y (N, K, P, Q) = conv2d(x, w) + b."""

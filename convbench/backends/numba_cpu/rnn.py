@@ -52,6 +52,11 @@ def _steps(dtype):
     return FusedSteps if dtype == np.float32 else rnn_numpy.ExactSteps
 
 
+def workspace_bytes(p, direction: str, dtype) -> int:
+    return rnn_numpy.workspace_bytes(p, direction, np.dtype(dtype).itemsize,
+                                     fused=_steps(dtype) is FusedSteps)
+
+
 def forward(p, x, *args):
     return rnn_numpy.forward(p, x, *args, steps=_steps(x.dtype))
 
