@@ -12,7 +12,7 @@ can call it. `Runner` walks a suite through it and streams each row into a run d
 
 An interrupted run keeps every row written; `resume=True` skips the rows already there, after
 checking that the folder was made with the same settings (meta.json: the suite and a hash of its
-cases, the backends, directions, dtype, batch, threads, cold cache and seed) and that its
+cases, the backends, directions, dtype, batch, threads, cold cache, seed and processes) and that its
 results.csv can be read; a last line cut short by a kill is dropped and measured again. A run holds
 the folder's lock (.lock, harness.runlock) from start to end, so two runs never share a folder.
 Before a case allocates anything its memory is estimated (verify.memory_need); a backend over
@@ -41,6 +41,7 @@ from convbench.backends import (
 )
 from convbench.errors import ConvbenchError
 from convbench.harness import table
+from convbench.harness.processes import measure_in_processes
 from convbench.harness.report import write_report
 from convbench.harness.runlock import RunLock
 from convbench.harness.suites import Case
@@ -150,6 +151,8 @@ class RunConfig:
     max_bytes: int | None = None      # memory a case may plan to use (None: no limit)
     #: the suite is a model's layers: the report adds their sum (each case's count x time)
     whole_model: bool = False
+    #: measure each (case, direction) in this many fresh processes (1: in the run's own process)
+    processes: int = 1
 
     @property
     def settings(self) -> Settings:
@@ -159,7 +162,7 @@ class RunConfig:
 
 #: The settings that make rows of two runs incomparable: --resume needs them unchanged.
 COMPARABLE = ("suite", "suite_hash", "backends", "directions", "dtype", "batch", "threads",
-              "cold_cache", "seed")
+              "cold_cache", "seed", "processes")
 
 
 def suite_hash(cases) -> str:
@@ -174,7 +177,7 @@ def comparable_settings(config: RunConfig) -> dict:
             "backends": list(config.backends), "directions": list(config.directions),
             "dtype": config.dtype, "batch": config.batch,
             "threads": config.threads or cpu_count(), "cold_cache": config.cold_cache,
-            "seed": config.seed}
+            "seed": config.seed, "processes": config.processes}
 
 
 def check_resumable(out_dir, settings: dict) -> None:
@@ -278,8 +281,8 @@ class ResultStore:
             raise OSError(e.errno, e.strerror, str(self.csv_path)) from e
         try:
             self._samples.write(json.dumps({"key": list(result.key()),
-                                            "samples_s": result.samples_s,
-                                            "warmup_s": result.warmup_s}) + "\n")
+                                            **{name: getattr(result, name)
+                                               for name in table.SAMPLE_COLUMNS}}) + "\n")
             self._samples.flush()
         except OSError as e:
             raise OSError(e.errno, e.strerror, str(self.samples_path)) from e
@@ -325,8 +328,8 @@ def load_results(run_dir) -> pd.DataFrame:
                 continue
     keys = zip(frame["case"], frame["descriptor"], frame["direction"], frame["backend"])
     recs = [samples.get(k, {}) for k in keys]
-    frame["samples_s"] = [rec.get("samples_s", []) for rec in recs]
-    frame["warmup_s"] = [rec.get("warmup_s", []) for rec in recs]
+    for name in table.SAMPLE_COLUMNS:
+        frame[name] = [rec.get(name, []) for rec in recs]
     return frame
 
 
@@ -352,7 +355,12 @@ class Runner:
                     self.progress(i, len(plan), case, op, time.perf_counter() - start)
                 todo = [b for b in self.cfg.backends
                         if (case.name, case.descriptor, op.direction, b) not in self.store.done]
-                for result in iter_case(case, op.name, todo, settings):
+                if self.cfg.processes > 1:
+                    rows = measure_in_processes(measure_case, case, op.name, todo, settings,
+                                                self.cfg.processes, self.cfg.threads)
+                else:
+                    rows = iter_case(case, op.name, todo, settings)
+                for result in rows:
                     self.store.add(result)
             if self.progress:
                 self.progress(len(plan), len(plan), None, None, time.perf_counter() - start)

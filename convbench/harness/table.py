@@ -12,10 +12,10 @@ import numpy as np
 import pandas as pd
 
 from convbench import files
-from convbench.result import COLUMNS, DTYPES, WITHIN_TOLERANCE, Result
+from convbench.result import COLUMNS, DTYPES, LISTS, WITHIN_TOLERANCE, Result
 
 #: Columns of the frame that are not in results.csv: each row's raw timings (samples.jsonl).
-SAMPLE_COLUMNS = ("samples_s", "warmup_s")
+SAMPLE_COLUMNS = LISTS
 #: Statuses of runs written before the one vocabulary, as read back now.
 LEGACY_STATUSES = {"OK": "PASSED", "UNSUPPORTED": "UNIMPLEMENTED", "ERROR": "FAILED"}
 _TEXT = [name for name, dtype in DTYPES.items() if dtype == "string"]
@@ -27,7 +27,7 @@ def to_frame(rows) -> pd.DataFrame:
     records = []
     for r in rows:
         if isinstance(r, Result):
-            records.append({**r.row(), "samples_s": r.samples_s, "warmup_s": r.warmup_s})
+            records.append({**r.row(), **{name: getattr(r, name) for name in SAMPLE_COLUMNS}})
         else:
             records.append(dict(r))
     frame = pd.DataFrame.from_records(records, columns=list(COLUMNS) + list(SAMPLE_COLUMNS))
