@@ -125,9 +125,13 @@ def compare_estimates(a: Estimate, b: Estimate, threshold: float = THRESHOLD,
         se = math.sqrt(var)
         terms = sum(v * v / df for v, df in ((a.var, a.df), (b.var, b.df))
                     if math.isfinite(df) and v > 0)
-        dist = stats.t(var * var / terms) if terms > 0 else stats.norm
-        p = float(2 * dist.sf(abs(diff) / se))
-        q = float(dist.ppf(1 - alpha / 2))
+        if terms > 0:
+            df = var * var / terms
+            p = float(2 * stats.t.sf(abs(diff) / se, df))
+            q = float(stats.t.ppf(1 - alpha / 2, df))
+        else:
+            p = float(2 * stats.norm.sf(abs(diff) / se))
+            q = float(stats.norm.ppf(1 - alpha / 2))
         low, high = math.exp(diff - q * se), math.exp(diff + q * se)
     ratio = math.exp(diff)
     up, down = 1 + threshold, 1 - threshold
