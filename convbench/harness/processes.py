@@ -1,5 +1,5 @@
-"""Measuring one (case, direction) in K fresh processes (`convbench run --processes K`), and
-merging the K Results of each backend into one row.
+"""Measuring each (case, direction) in K processes of its own (`convbench run --processes K`),
+and merging the K Results of each backend into one row.
 
 What differs between two processes (memory layout and alignment, which library's threads spin,
 the CPU's clock and the neighbours on a shared host at that moment) is shared by every sample of
@@ -7,10 +7,13 @@ one process, so the spread of the samples within a process understates how much 
 differ. As pyperf does, each case is measured in several fresh processes and each process's
 median is kept: their spread is the between-process variance that `compare` tests against.
 
-The processes run one after another, never side by side (they would share the cores), each
-started with multiprocessing's spawn method: its own imports, warm-up and first call. A process
-that dies (a crash in a kernel, the kernel's out-of-memory killer) fails the backends it was
-measuring, in that case alone.
+The K worker processes are started with multiprocessing's spawn method (their own imports,
+memory layout and thread pools) and kept for the run: each case is measured by one worker after
+another, never side by side (they would share the cores), each warming up on its own and timing
+its own first call. Starting K processes per case instead (pyperf's way) costs a process start
+with its imports (NumPy, Numba, torch: seconds) per case and process, several times the time of a
+quick suite's measurements. A worker that dies (a crash in a kernel, the out-of-memory killer)
+fails the backends it was measuring, in that case alone, and a fresh one takes its place.
 """
 from __future__ import annotations
 
@@ -21,7 +24,13 @@ from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 
-from convbench.backends import get_backend, load_backend_file, register_backend, user_backends
+from convbench.backends import (
+    free_workspace,
+    get_backend,
+    load_backend_file,
+    register_backend,
+    user_backends,
+)
 from convbench.backends.plugins import file_of
 from convbench.errors import ConvbenchError
 from convbench.ops import get_op
@@ -39,26 +48,82 @@ class ProcessError(ConvbenchError):
     measurement (the message says which and why)."""
 
 
+class ProcessGroup:
+    """K worker processes, each started afresh (spawn) on first use and then kept for the run:
+    worker k measures every (case, direction) once, in turn with the other workers, so that each
+    case is measured in K processes at the cost of K starts per run, not K per case. Each worker
+    has the run's thread count and user backends, warms each case up on its own, and releases
+    the backends' scratch memory after each case (the workers wait their turn side by side)."""
+
+    def __init__(self, processes: int, threads: int | None = None, backends=()):
+        if processes < 1:
+            raise ValueError(f"processes={processes!r} must be >= 1")
+        self.processes = processes
+        self._start = (threads, _user_classes(backends))
+        try:
+            pickle.dumps(self._start)
+        except (pickle.PicklingError, AttributeError, TypeError) as e:
+            raise ProcessError(f"cannot hand the backends to fresh processes ({e}): a user "
+                               f"backend must be a class of a --backend-file or at the top level "
+                               f"of an importable module") from None
+        self._pools: list[ProcessPoolExecutor | None] = [None] * processes
+
+    def measure(self, measure, case, op_name: str, backends, settings) -> list[Result]:
+        """The merged Result of each backend (in `backends` order) on one (case, direction),
+        measured by `measure(case, op_name, backends, settings) -> [Result]` (a module-level
+        function: the workers find it by name) in each worker, one after another. A backend is
+        measured again only while every worker before timed it (an UNIMPLEMENTED, SKIPPED or
+        FAILED result is final). A worker that dies fails the backends it was measuring, in
+        this case alone; a fresh one takes its place."""
+        runs: list[dict[str, Result]] = []
+        todo = list(backends)
+        for k in range(self.processes):
+            if not todo:
+                break
+            results = self._measure_in(k, measure, case, op_name, todo, settings)
+            runs.append({r.backend: r for r in results})
+            todo = [r.backend for r in results if r.timed]
+        return [merge_results([run[name] for run in runs if name in run]) for name in backends]
+
+    def _measure_in(self, k, measure, case, op_name, backends, settings) -> list[Result]:
+        if self._pools[k] is None:
+            self._pools[k] = ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start_worker, initargs=self._start)
+        try:
+            return self._pools[k].submit(_measure_here, measure, case, op_name, backends,
+                                         settings).result()
+        except BrokenProcessPool as e:
+            self._pools[k].shutdown(wait=False)
+            self._pools[k] = None
+            reason = (f"process {k + 1} of {self.processes} died while measuring "
+                      f"{', '.join(backends)} on this case ({e})")
+            op, dtype = get_op(op_name), np.dtype(settings.dtype)
+            return [new_result(name, op, case.problem, dtype).replace(
+                status=FAILED, reason=reason, suite=settings.suite, case=case.name, problem=None)
+                for name in backends]
+        except ConvbenchError as e:
+            raise ProcessError(f"case {case.name}, process {k + 1} of {self.processes}: "
+                               f"{e}") from e
+
+    def close(self) -> None:
+        for pool in self._pools:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+        self._pools = [None] * self.processes
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 def measure_in_processes(measure, case, op_name: str, backends, settings, processes: int,
                          threads: int | None = None) -> list[Result]:
-    """The merged Result of each backend (in `backends` order) on one (case, direction), measured
-    by `measure(case, op_name, backends, settings) -> [Result]` (a module-level function: the
-    processes find it by name) in `processes` fresh processes, one after another, each with
-    `threads` threads and the run's user backends registered. A backend is measured again only
-    while every process before timed it (an UNIMPLEMENTED, SKIPPED or FAILED result is final)."""
-    if processes < 1:
-        raise ValueError(f"processes={processes!r} must be >= 1")
-    users = _user_classes(backends)
-    runs: list[dict[str, Result]] = []
-    todo = list(backends)
-    for k in range(processes):
-        if not todo:
-            break
-        results = _in_fresh_process(measure, case, op_name, todo, settings, threads, users,
-                                    f"process {k + 1} of {processes}")
-        runs.append({r.backend: r for r in results})
-        todo = [r.backend for r in results if r.timed]
-    return [merge_results([run[name] for run in runs if name in run]) for name in backends]
+    """ProcessGroup.measure on one (case, direction), in `processes` processes started for it."""
+    with ProcessGroup(processes, threads, backends) as group:
+        return group.measure(measure, case, op_name, backends, settings)
 
 
 def merge_results(results: list[Result]) -> Result:
@@ -120,38 +185,21 @@ def _user_classes(backends) -> list[tuple]:
     return out
 
 
-def _in_fresh_process(measure, case, op_name, backends, settings, threads, users,
-                      which: str) -> list[Result]:
-    args = (measure, case, op_name, backends, settings, threads, users)
-    try:
-        pickle.dumps(args)
-    except (pickle.PicklingError, AttributeError, TypeError) as e:
-        raise ProcessError(f"case {case.name}: cannot hand it to a fresh process ({e}); a user "
-                           f"backend must be a class of a --backend-file or at the top level of "
-                           f"an importable module") from None
-    context = multiprocessing.get_context("spawn")
-    try:
-        with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-            return pool.submit(_child, *args).result()
-    except BrokenProcessPool as e:
-        reason = (f"the fresh process ({which}) died while measuring {', '.join(backends)} "
-                  f"on this case ({e})")
-        op, dtype = get_op(op_name), np.dtype(settings.dtype)
-        return [new_result(name, op, case.problem, dtype).replace(
-            status=FAILED, reason=reason, suite=settings.suite, case=case.name, problem=None)
-            for name in backends]
-    except ConvbenchError as e:
-        raise ProcessError(f"case {case.name}, {which}: {e}") from e
-
-
-def _child(measure, case, op_name, backends, settings, threads, users) -> list[Result]:
-    """What a fresh process runs: the parent's thread count and user backends, then `measure`.
-    Outputs are not sent back (only the timings are needed)."""
+def _start_worker(threads, users) -> None:
+    """A worker's start: the parent's thread count and user backends."""
     set_threads(threads)
     for _, origin, path, cls in users:
         if path is not None:
             load_backend_file(path)
         else:
             register_backend(cls, origin=origin)
-    return [r.replace(outputs=(), problem=None)
-            for r in measure(case, op_name, backends, settings)]
+
+
+def _measure_here(measure, case, op_name, backends, settings) -> list[Result]:
+    """What a worker runs per case: `measure`, then the backends' scratch memory is released,
+    as a process of its own would. Outputs are not sent back (only the timings are needed)."""
+    try:
+        return [r.replace(outputs=(), problem=None)
+                for r in measure(case, op_name, backends, settings)]
+    finally:
+        free_workspace()

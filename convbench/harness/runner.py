@@ -41,7 +41,7 @@ from convbench.backends import (
 )
 from convbench.errors import ConvbenchError
 from convbench.harness import table
-from convbench.harness.processes import measure_in_processes
+from convbench.harness.processes import ProcessGroup
 from convbench.harness.report import write_report
 from convbench.harness.runlock import RunLock
 from convbench.harness.suites import Case
@@ -349,22 +349,23 @@ class Runner:
         settings = self.cfg.settings
         plan = self.plan()
         start = time.perf_counter()
+        group = (ProcessGroup(self.cfg.processes, self.cfg.threads, self.cfg.backends)
+                 if self.cfg.processes > 1 else None)
         try:
             for i, (case, op) in enumerate(plan):
                 if self.progress:
                     self.progress(i, len(plan), case, op, time.perf_counter() - start)
                 todo = [b for b in self.cfg.backends
                         if (case.name, case.descriptor, op.direction, b) not in self.store.done]
-                if self.cfg.processes > 1:
-                    rows = measure_in_processes(measure_case, case, op.name, todo, settings,
-                                                self.cfg.processes, self.cfg.threads)
-                else:
-                    rows = iter_case(case, op.name, todo, settings)
+                rows = (group.measure(measure_case, case, op.name, todo, settings) if group
+                        else iter_case(case, op.name, todo, settings))
                 for result in rows:
                     self.store.add(result)
             if self.progress:
                 self.progress(len(plan), len(plan), None, None, time.perf_counter() - start)
         finally:
+            if group:
+                group.close()
             self.store.close()
         return self.store.results
 
