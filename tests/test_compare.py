@@ -168,6 +168,7 @@ def test_self_check_splits_the_processes_of_one_run():
     assert set(check.lines["test"]) == {"processes"}
     assert (check.lines["verdict"] != "same").sum() <= 1
     assert 0 <= check.expected_regressions <= 0.05 * 20 / 2
+    assert 0.01 < check.spread[0] < check.spread[1] < 0.1          # the runs' 3% between
     with pytest.raises(SelfCheckError, match="--processes 4"):
         self_check(_frame({("c", "x"): _run(rng, 3)}))
 
@@ -221,6 +222,7 @@ def test_cli_self_check(tmp_path):
     assert r.exit_code == 0, r.output
     assert "A/A self-check" in r.output and "2 vs 2" in r.output
     assert "false alarms:" in r.output and "expected per comparison" in r.output
+    assert "between-process spread of the rows: median" in r.output
     few = _write(tmp_path / "few", _frame({("c", "x"): _run(rng, 1)}))
     r = CliRunner().invoke(main, ["compare", "--self-check", few])
     assert r.exit_code == 2 and "--processes 4" in r.output

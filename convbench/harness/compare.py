@@ -243,6 +243,9 @@ class SelfCheck:
     #: of each row's processes into two halves of those sizes, summed over the rows
     expected_regressions: float
     expected_improvements: float
+    #: the between-process spread of the rows (standard deviation of the log process medians):
+    #: the median and the 90th percentile, against which to set --noise-floor
+    spread: tuple[float, float]
 
 
 def self_check(frame: pd.DataFrame, threshold: float = THRESHOLD,
@@ -252,7 +255,7 @@ def self_check(frame: pd.DataFrame, threshold: float = THRESHOLD,
     the decision rule (both K > 1: the between-process test). Nothing changed between the halves,
     so every alarm is false. SelfCheckError when no row has enough processes."""
     check_levels(threshold, alpha)
-    lines, halves, skipped = [], set(), 0
+    lines, halves, skipped, spreads = [], set(), 0, []
     expected = {"slower": 0.0, "faster": 0.0}
     for r in frame.itertuples(index=False):
         if not _timed(r.status, r.samples_s):
@@ -264,6 +267,7 @@ def self_check(frame: pd.DataFrame, threshold: float = THRESHOLD,
             continue
         half = k // 2
         halves.add((half, k - half))
+        spreads.append(float(np.std(np.log(medians), ddof=1)))
         c = compare_timings([], [], medians[:half], medians[half:], threshold, alpha)
         lines.append(dict(case=r.case, direction=r.direction, backend=r.backend,
                           median_a=float(np.median(medians[:half])),
@@ -284,7 +288,8 @@ def self_check(frame: pd.DataFrame, threshold: float = THRESHOLD,
             f"`convbench run --processes {SELF_CHECK_PROCESSES}` or more (twice the processes "
             f"of the runs you mean to compare)")
     return SelfCheck(_frame(lines), tuple(sorted(halves)), len(lines), skipped,
-                     expected["slower"], expected["faster"])
+                     expected["slower"], expected["faster"],
+                     (float(np.median(spreads)), float(np.percentile(spreads, 90))))
 
 
 def regressions(lines: pd.DataFrame) -> pd.DataFrame:
@@ -347,9 +352,12 @@ def format_self_check(check: SelfCheck, run_dir, rule: str = "") -> str:
                              else ""),
            f"expected per comparison of two runs like these halves (mean over every split of "
            f"the processes): {check.expected_regressions:.2f} false regression(s), "
-           f"{check.expected_improvements:.2f} false improvement(s). Both halves ran "
-           f"interleaved in time, so drift between runs made at different times is not in "
-           f"this count: the threshold is there for it"]
+           f"{check.expected_improvements:.2f} false improvement(s). Both halves were measured "
+           f"in one run, case by case, so drift between runs made at different times is not in "
+           f"this count: the threshold is there for it",
+           f"between-process spread of the rows: median {check.spread[0]:.1%}, 90th percentile "
+           f"{check.spread[1]:.1%} (runs made without --processes are judged against "
+           f"--noise-floor: set it near these)"]
     return "\n".join(out)
 
 

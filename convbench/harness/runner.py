@@ -2,10 +2,12 @@
 
 Measuring and storing are apart. `measure_case` measures one (case, direction) on a list of
 backends in this process and returns their Results; its arguments pickle, so a worker process
-can call it. `Runner` walks a suite through it and streams each row into a run directory:
+can call it (with `processes` > 1, K worker processes each do, and their Results are merged:
+harness.processes). `Runner` walks a suite through it and streams each row into a run directory:
 
   results.csv     one row per case x direction x backend, appended as each finishes (full precision)
-  samples.jsonl   the raw samples of each row, appended likewise
+  samples.jsonl   the raw samples of each row (and each process's median and first call),
+                  appended likewise
   meta.json       the settings, the machine fingerprint and its peaks (written first)
   results.json    everything (written at the end, and on an interrupt)
   report.html     the report (convbench.harness.report)
