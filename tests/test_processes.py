@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from convbench.cli import main
-from convbench.harness.processes import merge_results
+from convbench.harness.processes import ProcessGroup, merge_results
 from convbench.harness.runner import load_run
 from convbench.result import FAILED, PASSED, UNIMPLEMENTED, Result
 
@@ -106,3 +106,11 @@ def test_a_run_in_fresh_processes(tmp_path):
     rows, _ = load_run(tmp_path / "crash")
     assert rows["status"].tolist() == [FAILED]
     assert "process 1 of 2" in rows["reason"].iloc[0] and "died" in rows["reason"].iloc[0]
+
+
+def test_processes_must_be_at_least_one(tmp_path):
+    r = CliRunner().invoke(main, ["run", "--processes", "0", "--no-peaks",
+                                  "--out", str(tmp_path / "run")])
+    assert r.exit_code == 2 and "'--processes'" in r.output and "0" in r.output
+    with pytest.raises(ValueError, match="processes=0 must be >= 1"):
+        ProcessGroup(0)
