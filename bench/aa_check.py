@@ -10,6 +10,8 @@ a 25% slowdown found.
   3. A user backend (`--backend-file`, written to the output folder) that runs im2col and then
      waits a quarter of the time im2col took, so that it is 25% slower than the same backend
      without the wait (AA_SLOWDOWN=0): both rules, K = 1 and K = 3, should find it on every case.
+  4. `compare --self-check` of one run with 2K processes: the false alarms it predicts for runs
+     of K processes, beside those the pairs of step 1 gave.
 
 Run from the repository root (prints a summary, writes OUT/aa_check.json and the runs):
 
@@ -141,6 +143,14 @@ def main() -> None:
             run(d, args, k, "aa-im2col", ["--backend-file", str(plugin)],
                 {"AA_SLOWDOWN": slowdown})
         result["slowdown"][k] = judge(*dirs)
+    print(f"self-check (one run, {2 * args.processes} processes)")
+    d = out / f"k{2 * args.processes}-self-check"
+    run(d, args, 2 * args.processes, args.backends)
+    check = cmp.self_check(load_run(d)[0])
+    result["self_check"] = {
+        "rows": check.rows, "expected_regressions": check.expected_regressions,
+        "expected_improvements": check.expected_improvements, "spread": list(check.spread),
+        "alarms": {v: int((check.lines["verdict"] == v).sum()) for v in ("slower", "faster")}}
 
     print("\nA/A false alarms (every alarm is false), rows compared per pair in brackets:")
     print(f"{'K':>3}  {'pair':>4}  {'old rule: slower/faster':>24}  "
@@ -171,6 +181,13 @@ def main() -> None:
         s = result["slowdown"][k]
         print(f"25% slowdown, K={k}: new rule finds {s['new']['slower']} of {s['rows']} cases "
               f"(old rule {s['old']['slower']}); ratios {s['ratios']}")
+    sc = result["self_check"]
+    print(f"self-check ({2 * args.processes} processes split in halves of {args.processes}): "
+          f"{sc['alarms']['slower']} false regressions and {sc['alarms']['faster']} false "
+          f"improvements in {sc['rows']} comparisons; expected per comparison over every split: "
+          f"{sc['expected_regressions']:.2f} regressions, {sc['expected_improvements']:.2f} "
+          f"improvements; spread median {sc['spread'][0]:.1%}, 90th percentile "
+          f"{sc['spread'][1]:.1%}")
     (out / "aa_check.json").write_text(json.dumps(result, indent=1))
     print(f"wrote {out / 'aa_check.json'}")
 

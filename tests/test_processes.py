@@ -114,3 +114,12 @@ def test_processes_must_be_at_least_one(tmp_path):
     assert r.exit_code == 2 and "'--processes'" in r.output and "0" in r.output
     with pytest.raises(ValueError, match="processes=0 must be >= 1"):
         ProcessGroup(0)
+
+
+def test_merge_of_many_samples():
+    # six processes of 200 samples: the order statistics of 1200 (2.0 ** 1200 would overflow)
+    rng = np.random.default_rng(0)
+    results = [_timed(1.0).replace(samples_s=list(1 + 0.01 * rng.standard_normal(200)))
+               for _ in range(6)]
+    r = merge_results(results)
+    assert r.n_samples == 1200 and r.processes == 6 and r.status == PASSED
