@@ -16,7 +16,7 @@ import click
 
 from convbench.backends import backend_names, get_backend, list_backends
 from convbench.filters import gallery, matrix_figure, matrix_path
-from convbench.machine import fingerprint, measure_peaks
+from convbench.machine import blas_warning, fingerprint, measure_peaks
 from convbench.threads import set_threads
 from convbench.timing import TimingPolicy
 
@@ -151,6 +151,7 @@ def run(suite, backend_list, batch, direction, dtype, threads, out_dir, resume, 
     cfg = RunConfig(suite, cases, backends, tuple(dirs), dtype, threads, policy, per_case_limit,
                     cold_cache, baseline, whole_model=is_model_file(suite))
     click.echo(f"suite {suite}: {len(cases)} cases x {len(backends)} backends -> {out_dir}")
+    _warn_blas()
     progress = _progress(lambda m, nl: click.echo(m, err=True, nl=nl))
     try:
         frame, meta = run_suite(cfg, out_dir, resume, progress, peaks=not no_peaks)
@@ -215,11 +216,19 @@ def compare(run_a, run_b, threshold, alpha, html_path):
 @main.command()
 @click.option("--no-peaks", is_flag=True, help="skip measuring the peaks")
 def info(no_peaks):
-    """The machine fingerprint and its measured peaks (SGEMM GFLOP/s, copy GB/s)."""
+    """The machine fingerprint and its measured peaks (FMA and SGEMM GFLOP/s, copy GB/s)."""
     data = {"machine": fingerprint()}
     if not no_peaks:
         data["peaks"] = measure_peaks()
     click.echo(json.dumps(data, indent=1))
+    _warn_blas()
+
+
+def _warn_blas():
+    """On stderr, when the BLAS runs narrower vectors than the CPU (machine.blas_warning)."""
+    warning = blas_warning()
+    if warning:
+        click.echo(f"warning: {warning}", err=True)
 
 
 def _train_options(f):

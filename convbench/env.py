@@ -33,6 +33,19 @@ READ: dict[str, str] = {
                             "(`convbench verify --cuda-sim` sets it for its own process)",
 }
 
+#: Variables convbench neither sets nor reads but which change how fast the kernels run: the BLAS
+#: core type and threads, the OpenMP runtimes' threads and waiting, Numba's target and threads.
+#: They go into every run's machine record and into autotune's machine key (a changed
+#: environment re-tunes).
+TIMING: tuple[str, ...] = (
+    "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OPENBLAS_THREAD_TIMEOUT",
+    "MKL_NUM_THREADS", "MKL_ENABLE_INSTRUCTIONS", "MKL_DEBUG_CPU_TYPE",
+    "BLIS_NUM_THREADS", "OMP_NUM_THREADS", "OMP_WAIT_POLICY", "OMP_PROC_BIND", "OMP_PLACES",
+    "GOMP_SPINCOUNT", "KMP_BLOCKTIME", "NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES",
+    "NUMBA_NUM_THREADS", "NUMBA_THREADING_LAYER", "NUMBA_OPT", "NUMBA_SLP_VECTORIZE",
+    "NUMBA_LOOP_VECTORIZE",
+)
+
 
 def apply_defaults() -> None:
     """Set each SET_ON_IMPORT variable the user has not set."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +25,7 @@ import pandas as pd
 from convbench.harness import table
 from convbench.harness.report import write_report
 from convbench.harness.suites import Case
-from convbench.machine import fingerprint, measure_peaks
+from convbench.machine import blas_warning, fingerprint, measure_peaks, peak_gflops
 from convbench.ops import get_op, ops_of
 from convbench.result import Result
 from convbench.threads import set_threads
@@ -57,6 +57,15 @@ class Settings:
     per_case_limit_s: float = 30.0
     cold_cache: bool = False
     seed: int = 0
+    #: the run's measured FMA peak, for each row's pct_of_peak (None: not measured)
+    peak_gflops: float | None = None
+
+
+def with_peak(result: Result, peak: float | None) -> Result:
+    """result with pct_of_peak filled in from its gflops and the run's peak."""
+    if peak and result.gflops is not None:
+        return result.replace(pct_of_peak=100 * result.gflops / peak)
+    return result
 
 
 def iter_case(case: Case, op_name: str, backends, settings: Settings):
@@ -70,7 +79,8 @@ def iter_case(case: Case, op_name: str, backends, settings: Settings):
         result = check_backend(name, op, case.problem, settings.dtype, inputs=inputs,
                                reference=reference, policy=settings.policy,
                                limit_s=settings.per_case_limit_s, cold_cache=settings.cold_cache)
-        yield result.replace(suite=settings.suite, case=case.name, problem=None)
+        yield with_peak(result.replace(suite=settings.suite, case=case.name, problem=None),
+                        settings.peak_gflops)
 
 
 def measure_case(case: Case, op_name: str, backends, settings: Settings) -> list[Result]:
@@ -94,11 +104,13 @@ class RunConfig:
     seed: int = 0
     #: the suite is a model's layers: the report adds their sum (each case's count x time)
     whole_model: bool = False
+    #: the measured FMA peak (run_suite fills it in)
+    peak_gflops: float | None = None
 
     @property
     def settings(self) -> Settings:
         return Settings(self.suite, self.dtype, self.policy, self.per_case_limit_s,
-                        self.cold_cache, self.seed)
+                        self.cold_cache, self.seed, self.peak_gflops)
 
 
 class ResultStore:
@@ -215,12 +227,15 @@ def run_suite(config: RunConfig, out_dir, resume: bool = False, progress=None,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     set_threads(config.threads)
+    machine = fingerprint()
+    measured = measure_peaks() if peaks else None
+    config = replace(config, peak_gflops=peak_gflops(measured))
     meta = {"suite": config.suite, "backends": config.backends,
             "directions": list(config.directions), "dtype": config.dtype,
             "baseline": config.baseline, "cold_cache": config.cold_cache,
             "per_case_limit_s": config.per_case_limit_s, "policy": vars(config.policy),
-            "started": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": fingerprint(),
-            "peaks": measure_peaks() if peaks else None}
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine,
+            "peaks": measured, "warnings": [w for w in [blas_warning(machine)] if w]}
     if config.whole_model or any(getattr(c, "count", 1) != 1 for c in config.cases):
         meta["counts"] = {c.name: c.count for c in config.cases}
     (out_dir / "meta.json").write_text(json.dumps(meta, indent=1))
