@@ -1,8 +1,15 @@
-"""numba-cpu recurrent cells: BLAS GEMMs (backends.rnn_numpy) around fused gate kernels."""
+"""numba-cpu recurrent cells: convbench's own GEMM (convbench.kernels, the recurrent weights
+packed once per call) around fused gate kernels, in backends.rnn_numpy's driver.
+
+No BLAS runs inside: the GEMMs and the gate kernels share Numba's thread pool. A BLAS's worker
+threads, which busy-wait for a while after each call, would otherwise take the cores from the
+Numba kernel of every step that follows (how long they wait is read from the environment when
+the BLAS loads, so it cannot be set from here)."""
 from __future__ import annotations
 
 import numpy as np
 
+from convbench import kernels
 from convbench.backends import rnn_numpy
 from convbench.lazy import LazyModule
 
@@ -46,6 +53,19 @@ class FusedSteps(rnn_numpy.ExactSteps):
         return da, da, None, None
 
 
+class OwnProducts:
+    """rnn_numpy.BlasProducts' interface on convbench's GEMM: the right operand of the per-step
+    products is packed once (kernels.pack) and reused by every step."""
+
+    @staticmethod
+    def right(w, trans: bool, rows: int):
+        return kernels.pack(w, "b", other=rows, trans=trans)
+
+    @staticmethod
+    def mm(x, r, trans_x: bool = False):
+        return kernels.gemm(x, r, trans_a=trans_x)
+
+
 def _steps(dtype):
     """The fused kernels are float32 (their tanh fit is float32-accurate); float64 runs the exact
     gate arithmetic around the same GEMMs."""
@@ -53,8 +73,8 @@ def _steps(dtype):
 
 
 def forward(p, x, *args):
-    return rnn_numpy.forward(p, x, *args, steps=_steps(x.dtype))
+    return rnn_numpy.forward(p, x, *args, steps=_steps(x.dtype), products=OwnProducts)
 
 
 def backward(p, dy, *args):
-    return rnn_numpy.backward(p, dy, *args, steps=_steps(dy.dtype))
+    return rnn_numpy.backward(p, dy, *args, steps=_steps(dy.dtype), products=OwnProducts)
