@@ -137,24 +137,24 @@ def _flat(x: np.ndarray, writable: bool = False):
     elements), or None when it cannot be used in place (negative or unaligned strides, or
     neither of the last two dimensions contiguous)."""
     item = x.itemsize
-    strides = []
-    for size, st in zip(x.shape, x.strides):
-        if size == 1:
-            st = 0
-        if st < 0 or st % item:
-            return None
-        strides.append(st // item)
-    sb, rs, cs = strides
-    # a dimension of size 1 has no stride of its own; call it contiguous
-    if x.shape[1] == 1:
-        rs = 1
-    if x.shape[2] == 1:
-        cs = 1
-    if min(rs, cs) != 1 or not x.flags.aligned or (writable and not x.flags.writeable):
+    (b, r, c), (sb, rs, cs) = x.shape, x.strides
+    if sb % item or rs % item or cs % item:
         return None
-    extent = sum((d - 1) * s for d, s in zip(x.shape, (sb, rs, cs))) + 1
-    flat = np.lib.stride_tricks.as_strided(x, shape=(extent,), strides=(item,),
-                                           writeable=x.flags.writeable)
+    # a dimension of size 1 has no stride of its own: 0 for the batch, contiguous for the others
+    sb = 0 if b == 1 else sb // item
+    rs = 1 if r == 1 else rs // item
+    cs = 1 if c == 1 else cs // item
+    if sb < 0 or rs < 0 or cs < 0 or (rs != 1 and cs != 1) or not x.flags.aligned \
+            or (writable and not x.flags.writeable):
+        return None
+    if x.flags.c_contiguous:
+        flat = x.reshape(-1)         # a view, and an order of magnitude cheaper than as_strided
+    elif b == 1 and x[0].T.flags.c_contiguous:
+        flat = x[0].T.reshape(-1)    # a transposed contiguous matrix
+    else:
+        extent = (b - 1) * sb + (r - 1) * rs + (c - 1) * cs + 1
+        flat = np.lib.stride_tricks.as_strided(x, shape=(extent,), strides=(item,),
+                                               writeable=x.flags.writeable)
     return flat, sb, rs, cs
 
 
@@ -275,9 +275,19 @@ def _aligned(size: int, dtype) -> np.ndarray:
 
 
 def _check_tile(p: GemmParams, dtype) -> None:
-    if (p.mr, p.nr) not in micro_shapes(dtype):
+    if (p.mr, p.nr) not in _shapes_here(dtype):
         raise ValueError(f"params tile ({p.mr}, {p.nr}) must be one of "
                          f"{micro_shapes(dtype)} for {np.dtype(dtype)} here")
+
+
+@functools.lru_cache(maxsize=None)
+def _shapes_here(dtype: np.dtype) -> tuple:
+    return micro_shapes(dtype)
+
+
+@functools.lru_cache(maxsize=None)
+def _suffix(mr: int, nr: int, dtype: np.dtype) -> str:
+    return kernel_suffix(mr, nr, LANES[_isa(), dtype.name])
 
 
 def _via_temporary(a3, b3, c3, accumulate, params, threads) -> None:
@@ -325,7 +335,7 @@ def _run(a3, b3, c3: np.ndarray, accumulate: bool, params: GemmParams | None,
     nsplit, split_n, nthreads = _split(batch, m, n, p, nthreads)
     _check_tile(p, c3.dtype)
     kern = KERNELS.load()
-    name = kernel_suffix(p.mr, p.nr, LANES[_isa(), c3.dtype.name])
+    name = _suffix(p.mr, p.nr, c3.dtype)
     kcb, mcb, ncb = _blocks(m, n, k, p)
     boff = -(-mcb * kcb // _ALIGN) * _ALIGN
     wsize = -(-(boff + ncb * kcb) // _ALIGN) * _ALIGN
