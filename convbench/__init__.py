@@ -5,9 +5,6 @@
     dx, dw, db = cb.conv2d_backward(dy, x, w, stride=1, padding=1, backend="im2col")
     cb.list_backends()
 """
-# convbench.env sets the thread runtimes' environment variables (listed there) and must run before
-# anything loads NumPy: it is the first import, and imports nothing heavy itself.
-from convbench import env  # noqa: F401
 from convbench.api import (
     avg_pool1d,
     avg_pool1d_backward,

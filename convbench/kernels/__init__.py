@@ -10,10 +10,13 @@ harness, so every backend (and the harness's machine record) can use it.
 - `fma_peak`, `isa`, `vector_bits`, `kernel_vector_bits`, `cpu_isa`, `blas_info`: the fp32 FMA
   peak measured by a Numba kernel, the vector ISA Numba compiles for (and the width its FMAs
   really have), the CPU's, and which core type the BLAS runs (`peak.py`).
+- `quiet_blas`: the BLAS on one thread for a block of code that alternates BLAS calls and Numba
+  kernels (`blas.py`).
 - `asm`: reading a compiled kernel's hottest loop (packed FMAs, gathers, spills), for tests.
 
 Nothing here compiles at import: kernels compile (or load from Numba's cache) on first use.
 """
+from convbench.kernels.blas import quiet_blas
 from convbench.kernels.gemm import (
                                     GemmParams,
                                     Packed,
@@ -35,4 +38,4 @@ from convbench.kernels.peak import (
 
 __all__ = ["GemmParams", "Packed", "PeakResult", "blas_info", "cpu_isa", "default_params",
            "fma_peak", "gemm", "gemm_batched", "isa", "kernel_vector_bits", "micro_shapes", "pack",
-           "vector_bits"]
+           "quiet_blas", "vector_bits"]
