@@ -13,8 +13,10 @@ import sys
 import time
 
 import click
+import numpy as np
 
 from convbench.backends import backend_names, get_backend, list_backends
+from convbench.errors import UnsupportedError
 from convbench.filters import gallery, matrix_figure, matrix_path
 from convbench.machine import blas_warning, fingerprint, measure_peaks
 from convbench.threads import set_threads
@@ -222,6 +224,97 @@ def info(no_peaks):
         data["peaks"] = measure_peaks()
     click.echo(json.dumps(data, indent=1))
     _warn_blas()
+
+
+@main.group()
+def autotune():
+    """backend="auto"'s cache of choices on this machine: show, clear or retune them."""
+
+
+@autotune.command("show")
+@click.option("--all", "all_machines", is_flag=True, help="every machine key in the cache")
+def autotune_show(all_machines):
+    """The cached choices: problem, backend, why, and each candidate's median time."""
+    from convbench import autotune as at  # per command
+    data, here = at.load_cache(), at.machine_key()
+    click.echo(f"cache: {at.cache_path()}; this machine's key: {here}")
+    for mkey, section in data.items():
+        if not isinstance(section, dict) or (mkey != here and not all_machines):
+            continue
+        parts = section.get("machine") or {}
+        click.echo(f"machine {mkey}{' (this one)' if mkey == here else ''}: "
+                   f"{parts.get('cpu', '?')}, {parts.get('threads', '?')} threads, "
+                   f"{parts.get('blas', '?')}, env {parts.get('env', '?')}")
+        for key, entry in sorted(section.get("choices", {}).items()):
+            times = ", ".join(f"{n} {t * 1e3:.3g} ms" for n, t in
+                              sorted(entry.get("median_s", {}).items(), key=lambda kv: kv[1]))
+            click.echo(f"  {key}: {entry.get('backend')} ({entry.get('why', '')}; "
+                       f"{entry.get('rounds', '?')} rounds) [{times}]")
+    others = [k for k in data if k != here]
+    if others and not all_machines:
+        click.echo(f"({len(others)} other machine key(s): --all shows them)")
+
+
+@autotune.command("clear")
+@click.option("--all", "all_machines", is_flag=True, help="every machine's choices")
+def autotune_clear(all_machines):
+    """Forget this machine's choices (or every machine's)."""
+    from convbench import autotune as at  # per command
+    click.echo(f"cleared {at.clear(all_machines)} choices from {at.cache_path()}")
+
+
+@autotune.command("retune")
+@click.option("--suite", default=None, help="time this suite's problems (default: the problems "
+              "cached for this machine)")
+@click.option("--batch", type=int, default=None)
+@click.option("--direction", default="fwd", show_default=True,
+              help="with --suite: comma-separated directions, or all")
+@click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32",
+              show_default=True)
+@click.option("--threads", type=int, default=None)
+@click.option("--budget", type=float, default=0.3, show_default=True,
+              help="seconds of interleaved timing per problem, at most (the race stops earlier "
+                   "once the fastest is clear)")
+def autotune_retune(suite, batch, direction, dtype, threads, budget):
+    """Time the candidates again and replace the cached choices."""
+    from convbench import autotune as at  # per command
+    from convbench.harness.runner import DIRECTIONS, directions_for  # per command
+    from convbench.harness.suites import load_suite  # per command
+    if budget <= 0:
+        raise click.BadParameter(f"{budget} must be > 0", param_hint="--budget")
+    if threads is not None and threads < 1:
+        raise click.BadParameter(f"{threads} must be >= 1", param_hint="--threads")
+    set_threads(threads)
+    if suite is None:
+        keys = at.cached_problems()
+        for key in keys:
+            try:
+                click.echo(f"  {key}: {at.retune_key(key, budget)}")
+            except UnsupportedError as e:
+                click.echo(f"  {key}: {e}", err=True)
+        click.echo(f"retuned {len(keys)} problem(s) into {at.cache_path()}")
+        return
+    else:
+        dirs = _split(direction) or ["fwd"]
+        dirs = list(DIRECTIONS) if dirs == ["all"] else dirs
+        for d in dirs:
+            if d not in DIRECTIONS:
+                raise click.BadParameter(f"{d!r}; valid: {', '.join(DIRECTIONS)}, all",
+                                         param_hint="--direction")
+        try:
+            cases = load_suite(suite, batch)
+        except (ValueError, OSError) as e:
+            raise click.BadParameter(str(e), param_hint="--suite") from e
+        todo = [(op, c.problem, np.dtype(dtype)) for c in cases
+                for op in directions_for(c.family, dirs)]
+    for op, problem, dt in todo:
+        try:
+            entry = at.choose(op, problem, dt, budget_s=budget, retune=True)
+        except UnsupportedError as e:
+            click.echo(f"  {at.problem_key(op, problem, dt)}: {e}", err=True)
+            continue
+        click.echo(f"  {at.problem_key(op, problem, dt)}: {entry['backend']} ({entry['why']})")
+    click.echo(f"retuned {len(todo)} problem(s) into {at.cache_path()}")
 
 
 def _warn_blas():

@@ -49,7 +49,7 @@ class Im2colNumbaBackend(Im2colBackend):
             wg = w.reshape(p.groups, p.Kg, -1)
             yg = y.reshape(p.N, p.groups, p.Kg, p.P * p.Q)
             with self.workspace.lease() as ws:
-                cols = unfold(ws, x, p)                                  # (G, CgRS, N*P*Q)
+                cols = unfold(ws, x, p, parallel=True)                   # (G, CgRS, N*P*Q)
                 for g in range(p.groups):
                     wp = kernels.pack(wg[g], "a", other=p.P * p.Q)
                     kernels.gemm_batched(wp, _images(cols, p, g), yg[:, g])
@@ -72,7 +72,7 @@ class Im2colNumbaBackend(Im2colBackend):
         for g in range(p.groups):
             wp = kernels.pack(wg[g], "a", other=p.P * p.Q, trans=True)
             kernels.gemm_batched(wp, dyg[:, g], _images(cols, p, g))
-        return fold(cols, p, dy.dtype)
+        return fold(cols, p, dy.dtype, parallel=True)
 
     def conv2d_bwd_weights(self, p, dy, x):
         if _pointwise(p):
@@ -90,7 +90,7 @@ class Im2colNumbaBackend(Im2colBackend):
         dw = np.empty((p.groups, p.Kg, p.Cg * p.R * p.S), dy.dtype)
         dyg = _grouped_dy(dy, p)                                          # (G, Kg, N*P*Q)
         with self.workspace.lease() as ws:
-            cols = unfold(ws, x, p)
+            cols = unfold(ws, x, p, parallel=True)
             for g in range(p.groups):
                 kernels.gemm(dyg[g], cols[g], dw[g], trans_b=True)
         return dw.reshape(p.w_shape)
