@@ -43,10 +43,6 @@ from convbench.threads import get_threads
 from convbench.timing import cpu_time_call
 from convbench.verify import Reference, check_backend
 
-#: Backends never chosen automatically: the loops are for teaching, and torch is the peer that
-#: convbench's own algorithms are measured against (choosing it would compare torch with itself).
-EXCLUDED = ("naive", "torch")
-
 _lock = threading.Lock()
 #: a candidate whose first timed call takes this many times the best first call is recorded with
 #: that time and not raced further: an algorithm an order of magnitude behind would otherwise
@@ -124,6 +120,13 @@ def _save(data: dict) -> None:
         pass  # a read-only home must not stop the computation; the choice is just not kept
 
 
+def is_candidate(backend) -> bool:
+    """Backends opt in (Backend.auto_candidate: convbench's own algorithms, and user backends that
+    set it); never the naive loops, and never a peer, which convbench is measured against
+    (choosing torch would compare torch with itself)."""
+    return bool(backend.auto_candidate) and not backend.peer and backend.name != "auto"
+
+
 def clear(all_machines: bool = False) -> int:
     """Forget this machine's choices (every machine's with all_machines); returns how many."""
     with _lock:
@@ -142,10 +145,8 @@ def clear(all_machines: bool = False) -> int:
 def candidates(op, problem, dtype) -> list[str]:
     out = []
     for name in backend_names():
-        if name in EXCLUDED or name == "auto":
-            continue
         b = get_backend(name)
-        if b.device != "cpu":          # inputs arrive as host arrays here
+        if not is_candidate(b) or b.device != "cpu":     # inputs arrive as host arrays here
             continue
         try:
             b.check(op, problem, dtype)
@@ -231,6 +232,15 @@ def pick(samples: dict, accuracy: dict, hopeless=()) -> tuple[str, list[str], st
 
 
 # --- the choice ------------------------------------------------------------------------------
+def _current(entry, cands) -> bool:
+    """A kept choice still stands while its backend is a candidate and no candidate has joined
+    since (a user backend registered after the choice was made races on the next request)."""
+    if not entry or entry.get("backend") not in cands:
+        return False
+    considered = set(entry.get("best_s", {})) | set(entry.get("rejected", {}))
+    return set(cands) <= considered
+
+
 #: choices already read or made in this process, by (cache file, machine key, problem key): a
 #: call must not pay for reading the file (the choice sits on every convolution's path)
 _memo: dict = {}
@@ -253,13 +263,14 @@ def choose(op, problem, dtype, budget_s: float = 0.3, retune: bool = False) -> d
     key = problem_key(op, problem, dtype)
     mkey = machine_key()
     memo_key = (str(cache_path()), mkey, key)
+    cands = candidates(op, problem, dtype)
     if not retune:
         hit = _memo.get(memo_key)
-        if hit is not None and hit.get("backend") in candidates(op, problem, dtype):
+        if _current(hit, cands):
             return hit
         with _lock:
             hit = load_cache().get(mkey, {}).get("choices", {}).get(key)
-            if hit and hit.get("backend") in candidates(op, problem, dtype):
+            if _current(hit, cands):
                 _memo[memo_key] = hit
                 return hit
     entry = measure_choice(op, problem, dtype, budget_s)
@@ -380,7 +391,7 @@ class AutoBackend(Backend):
 
     def implements(self, op) -> bool:
         return any(get_backend(n).implements(op) for n in backend_names()
-                   if n not in EXCLUDED and n != "auto")
+                   if is_candidate(get_backend(n)))
 
     def unsupported(self, op, problem, dtype):
         if not candidates(op, problem, dtype):

@@ -143,6 +143,7 @@ class _Winograd(Backend):
 
 class WinogradF2Backend(_Winograd):
     name = "winograd-f2"
+    auto_candidate = True
     description = ("Winograd F(2x2,3x3), all directions: transforms in Numba, "
                    "16 batched GEMMs (BLAS)")
     m = 2
@@ -151,6 +152,7 @@ class WinogradF2Backend(_Winograd):
 
 class WinogradF4Backend(_Winograd):
     name = "winograd-f4"
+    auto_candidate = True
     description = ("Winograd F(4x4,3x3), all directions: transforms in Numba, "
                    "36 batched GEMMs (BLAS)")
     m = 4

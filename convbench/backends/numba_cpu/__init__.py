@@ -11,6 +11,7 @@ from convbench.backends.numba_cpu import conv, pool, rnn
 
 class NumbaCPUBackend(Backend):
     name = "numba-cpu"
+    auto_candidate = True
     description = "parallel compiled direct convolution: implicit GEMM on phase planes (Numba)"
 
     def unavailable_reason(self):
