@@ -14,6 +14,13 @@ from convbench.backends import rnn_numpy
 from convbench.lazy import LazyModule
 
 KERNELS = LazyModule("convbench.backends._numba_rnn_kernels")
+#: Steps with fewer state elements (batch x hidden) run their gates on the calling thread: a
+#: parallel launch costs about what the gates of such a step take.
+SERIAL_STATE = 1 << 15
+
+
+def _kernel(name: str, h):
+    return getattr(KERNELS, name if h.size >= SERIAL_STATE else name + "_serial")
 
 
 class FusedSteps(rnn_numpy.ExactSteps):
@@ -25,13 +32,13 @@ class FusedSteps(rnn_numpy.ExactSteps):
         hn = np.empty_like(h)
         if cell == "lstm":
             cn, act, tc = np.empty_like(c), np.empty_like(gi), np.empty_like(h)
-            KERNELS.lstm_fwd(gi, gh, c, hn, cn, act, tc)
+            _kernel("lstm_fwd", h)(gi, gh, c, hn, cn, act, tc)
             return hn, cn, (act, c, tc)
         if cell == "gru":
             act = np.empty_like(gi)
-            KERNELS.gru_fwd(gi, gh, h, hn, act)
+            _kernel("gru_fwd", h)(gi, gh, h, hn, act)
             return hn, None, (act, gh, h)
-        KERNELS.tanh_fwd(gi, gh, hn)
+        _kernel("tanh_fwd", h)(gi, gh, hn)
         return hn, None, (hn,)
 
     @staticmethod
@@ -40,16 +47,16 @@ class FusedSteps(rnn_numpy.ExactSteps):
         if cell == "lstm":
             act, c_prev, tc = cache
             da, dc_prev = np.empty_like(act), np.empty_like(dh)
-            KERNELS.lstm_bwd(dh, dc, act, c_prev, tc, da, dc_prev)
+            _kernel("lstm_bwd", dh)(dh, dc, act, c_prev, tc, da, dc_prev)
             return da, da, None, dc_prev
         if cell == "gru":
             act, gh, h_prev = cache
             dgi, dgh, direct = np.empty_like(act), np.empty_like(act), np.empty_like(dh)
-            KERNELS.gru_bwd(dh, act, gh, h_prev, dgi, dgh, direct)
+            _kernel("gru_bwd", dh)(dh, act, gh, h_prev, dgi, dgh, direct)
             return dgi, dgh, direct, None
         (hn,) = cache
         da = np.empty_like(dh)
-        KERNELS.tanh_bwd(dh, hn, da)
+        _kernel("tanh_bwd", dh)(dh, hn, da)
         return da, da, None, None
 
 
