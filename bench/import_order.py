@@ -53,8 +53,12 @@ def child(order: str, out: str | None, threads: int, repeats: int, small: bool, 
         return cb.lstm_backward(dy, None, x, (h0, c0), w_ih, w_hh, b_ih, b_hh,
                                 backend="numba-cpu")
 
+    from convbench.backends import backend_names
+    # an older convbench (for a before/after comparison) has no im2col-numba
+    conv_backend = "im2col-numba" if "im2col-numba" in backend_names() else "im2col"
+
     def convs():
-        return [cb.conv2d(xi, wi, stride=s, padding=p, backend="im2col-numba")
+        return [cb.conv2d(xi, wi, stride=s, padding=p, backend=conv_backend)
                 for xi, wi, (_, _, s, p) in zip(xs, ws, conv)]
 
     y, (hT, cT) = lstm_fwd()
@@ -72,7 +76,7 @@ def child(order: str, out: str | None, threads: int, repeats: int, small: bool, 
     from convbench.ops import conv2d_problem, get_op
     conv_flops = sum(get_op("conv2d:fwd").flops(conv2d_problem(xsh, wsh, stride=st, padding=pd))
                      for xsh, wsh, st, pd in conv)
-    work["2 conv layers (im2col-numba)"] = (convs, conv_flops)
+    work[f"2 conv layers ({conv_backend})"] = (convs, conv_flops)
     try:
         import torch  # lazy: the peer, optional
         torch.set_num_threads(threads)
