@@ -31,6 +31,7 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "naive": ("convbench.backends.naive", "NaiveBackend"),
     "numpy": ("convbench.backends.numpy_vec", "NumpyBackend"),
     "im2col": ("convbench.backends.im2col", "Im2colBackend"),
+    "im2col-numba": ("convbench.backends.im2col_numba", "Im2colNumbaBackend"),
     "fft": ("convbench.backends.fft", "FFTBackend"),
     "winograd-f2": ("convbench.backends.winograd", "WinogradF2Backend"),
     "winograd-f4": ("convbench.backends.winograd", "WinogradF4Backend"),

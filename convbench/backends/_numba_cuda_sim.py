@@ -23,7 +23,7 @@ def serialise_shared_allocations() -> bool:
     """Patch the simulator's shared-array allocation to be atomic; True when it is (now or
     already), False when this numba-cuda's simulator does not look as expected."""
     try:
-        from numba.cuda.simulator import kernelapi
+        from numba.cuda.simulator import kernelapi  # heavy: only under the CUDA simulator
     except ImportError:
         return False
     cls = getattr(kernelapi, "FakeCUDAShared", None)
