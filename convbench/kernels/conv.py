@@ -1,0 +1,576 @@
+"""A direct convolution on channel-blocked layouts (oneDNN's nChw16c idea), in all three
+directions, float32 and float64, for any stride, padding, dilation and groups, with its own
+kernel for depthwise layers.
+
+Layout. Channels are cut into blocks of L, one vector's lanes (`_conv_tiles.LANES`: 16 float32
+on AVX-512, 8 on AVX2). An input becomes (N, B, sh*sw, Hb, Wb, L): per image and channel block,
+the zero-padded input split into sh x sw phase planes (phase (a, e) holds padded rows a + sh*i
+and columns e + sw*j), with the L channels of each position adjacent. Filter tap (r, s) then
+reads phase ((r*dh) % sh, (s*dw) % sw) shifted by ((r*dh) // sh, (s*dw) // sw): at every stride
+and dilation, the outputs of a row read consecutive positions of one plane, so a tap is one
+element offset (`toff`). Outputs are (N, B', 1, Py, Qy, L), the output plane rounded up to
+whole tiles (the extra positions are computed and dropped). The conversions from and to NCHW
+(`_conv_layout`) are compiled and parallel, and part of every call; the weights are put into
+the kernels' order once per weight array and kept (`WeightCache`).
+
+Kernels (`_conv_kernels`, generated). Forward: a register tile of TH x TW output positions by
+NKB blocks of L output channels, its accumulators in vector registers for the whole reduction
+over input channels and taps; each step loads NKB weight vectors and broadcasts TH*TW inputs.
+The input gradient is the same kernel per phase of the input: dx at phase (a, e) sums, over the
+taps whose stride phase matches, weights times the output gradient shifted by a fixed offset
+(a forward convolution over a zero-margined dy). The weight gradient keeps CI input channels by
+NKB output blocks in registers and sums over the output positions. Depthwise layers (groups ==
+channels) multiply vectors by vectors: lanes are channels with their own weights.
+
+Threads: the drivers' parallel loops run over (group, output blocks, images, rows) with the
+output blocks outermost (each thread's weights stay in its cache), or for the weight gradient
+over (position split, output block, input block) with the splits summed in a fixed order, so
+results do not depend on the thread count.
+"""
+from __future__ import annotations
+
+import functools
+import threading
+import weakref
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+
+from convbench.kernels._conv_tiles import (
+    LANES,
+    SLOWER_BWD_WEIGHTS,
+    SLOWER_FWD,
+    bwd_weights_tiles,
+    depthwise_tiles,
+    fwd_tiles,
+)
+from convbench.kernels.peak import isa as _isa
+from convbench.lazy import LazyModule
+from convbench.ops.conv import Conv2dProblem
+
+KERNELS = LazyModule("convbench.kernels._conv_kernels")
+LAYOUT = LazyModule("convbench.kernels._conv_layout")
+
+#: Bytes of dy rows one weight-gradient kernel call reads, at most (they stay in L1 while the
+#: taps and input lanes go by).
+BWDW_ROW_BYTES = 16 << 10
+
+
+def lanes(dtype, isa: str | None = None) -> int:
+    """Channels per block (vector lanes) for dtype on isa (default: what Numba compiles for)."""
+    return LANES[isa or _isa(), np.dtype(dtype).name]
+
+
+def _ceil(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _taps(p: Conv2dProblem):
+    """(phase, row shift, column shift) of each tap r*S + s in the phase planes."""
+    (sh, sw), (dh, dw) = p.stride, p.dilation
+    r = np.repeat(np.arange(p.R) * dh, p.S)
+    s = np.tile(np.arange(p.S) * dw, p.R)
+    return (r % sh) * sw + (s % sw), r // sh, s // sw
+
+
+@dataclass(frozen=True)
+class Tile:
+    """Output positions per tile (th rows of tw), output channel blocks per tile (nkb), and
+    whether the th rows come from th images (one row each) rather than th rows of one image."""
+    th: int
+    tw: int
+    nkb: int
+    images: bool = False
+
+
+def _fwd_tile(isa, dtype, N, P, Q, Kg, L) -> tuple[Tile, int, int]:
+    """The forward tile that does the most useful work per cycle (share of the padded tiles
+    that lies inside the output, times its relative speed), with the padded rows and columns."""
+    best = None
+    for th, tw, nkb, _ in fwd_tiles(isa, dtype):
+        kpad = _ceil(_ceil(Kg, L), nkb) * nkb * L
+        Qy = _ceil(Q, tw) * tw
+        speed = SLOWER_FWD.get((th, tw, nkb), 1.0)
+        modes = [(False, _ceil(P, th) * th, N)]
+        if th > 1 and N % th == 0:
+            modes.append((True, P, N))
+        for images, Py, Ny in modes:
+            score = (N * P * Q * Kg) / (Ny * Py * Qy * kpad) * speed
+            if best is None or score > best[0] * 1.02:
+                best = (score, Tile(th, tw, nkb, images), Py, Qy)
+    return best[1], best[2], best[3]
+
+
+def _dw_tile(isa, dtype, Q) -> tuple[int, int]:
+    best = None
+    for tw, _ in depthwise_tiles(isa, dtype):
+        Qy = _ceil(Q, tw) * tw
+        score = Q / Qy * min(1.0, tw / 8)
+        if best is None or score > best[0] * 1.02:
+            best = (score, tw, Qy)
+    return best[1], best[2]
+
+
+def _bwdw_tile(isa, dtype, Kg, L) -> tuple[int, int]:
+    best = None
+    for ci, nkb, _ in bwd_weights_tiles(isa, dtype):
+        kpad = _ceil(_ceil(Kg, L), nkb) * nkb * L
+        score = Kg / kpad * SLOWER_BWD_WEIGHTS.get((ci, nkb), 1.0)
+        if best is None or score > best[0] * 1.02:
+            best = (score, ci, nkb)
+    return best[1], best[2]
+
+
+def _threads() -> int:
+    import numba  # heavy: importing convbench.kernels must not load it
+    return numba.get_num_threads()
+
+
+# --- weights kept between calls -------------------------------------------------------------
+
+class WeightCache:
+    """Prepared (re-laid-out) weights, kept per weight array and preparation key, bounded by
+    max_bytes (least recently used dropped first).
+
+    An entry is used only for the same array object (a weak reference, so a new array at a
+    recycled address never matches) whose contents are bit for bit those it was prepared from
+    (a copy is kept and compared: the trainer updates its weights in place). enabled=False
+    prepares on every call (the uncached case)."""
+
+    def __init__(self, max_bytes: int = 256 << 20):
+        self.max_bytes = max_bytes
+        self.enabled = True
+        self.hits = 0
+        self.misses = 0
+        self._lock = threading.Lock()
+        self._entries: OrderedDict = OrderedDict()
+        self._bytes = 0
+
+    def get(self, w: np.ndarray, key, make):
+        """make(w) for this w and key, from the cache where w is unchanged."""
+        if not self.enabled:
+            return make(w)
+        k = (id(w), w.shape, w.dtype.str, w.strides, key)
+        with self._lock:
+            entry = self._entries.get(k)
+            if entry is not None:
+                self._entries.move_to_end(k)
+        if entry is not None:
+            ref, copy, prepared, _ = entry
+            if ref() is w and _same_bits(copy, w):
+                self.hits += 1
+                return prepared
+        self.misses += 1
+        prepared = make(w)
+        copy = np.array(w, copy=True)
+        size = copy.nbytes + sum(a.nbytes for a in _arrays(prepared))
+        if size > self.max_bytes:
+            return prepared
+        try:
+            ref = weakref.ref(w, lambda _, k=k: self._drop(k))
+        except TypeError:         # views of some buffers take no weak references
+            return prepared
+        with self._lock:
+            old = self._entries.pop(k, None)
+            if old is not None:
+                self._bytes -= old[3]
+            self._entries[k] = (ref, copy, prepared, size)
+            self._bytes += size
+            while self._bytes > self.max_bytes and self._entries:
+                _, dropped = self._entries.popitem(last=False)
+                self._bytes -= dropped[3]
+        return prepared
+
+    def _drop(self, k) -> None:
+        with self._lock:
+            entry = self._entries.pop(k, None)
+            if entry is not None:
+                self._bytes -= entry[3]
+
+    def clear(self) -> int:
+        """Drop every entry; returns the bytes released."""
+        with self._lock:
+            freed = self._bytes
+            self._entries.clear()
+            self._bytes = 0
+        return freed
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+
+def _arrays(prepared):
+    if isinstance(prepared, np.ndarray):
+        return [prepared]
+    return [a for a in prepared if isinstance(a, np.ndarray)]
+
+
+def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether a and b (same shape and dtype) hold the same bits (NaN equals NaN)."""
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    ints = np.uint32 if a.dtype.itemsize == 4 else np.uint64
+    return bool(np.array_equal(a.view(ints), np.ascontiguousarray(b).view(ints)))
+
+
+#: The cache the functions below use unless given another.
+CACHE = WeightCache()
+
+
+# --- plans ----------------------------------------------------------------------------------
+
+
+class _Alloc:
+    """The Lease protocol (take(shape, dtype, zero)) on fresh arrays, for callers without a
+    workspace."""
+
+    @staticmethod
+    def take(shape, dtype, zero: bool = True) -> np.ndarray:
+        return np.zeros(shape, dtype) if zero else np.empty(shape, dtype)
+
+
+@dataclass(frozen=True)
+class FwdPlan:
+    """A forward call's (or one input-gradient phase's) tile and padded sizes."""
+    L: int
+    tile: Tile
+    Py: int           # output rows, rounded up to whole tiles
+    Qy: int           # output columns, rounded up to whole tiles
+    kbg: int          # blocks of NKB output blocks per group
+    cgb: int          # input channel blocks per group
+    nci_last: int     # input channels in a group's last block
+
+    @property
+    def kgb(self) -> int:
+        return self.kbg * self.tile.nkb
+
+
+def fwd_plan(isa: str, dtype, N: int, P: int, Q: int, Cg: int, Kg: int) -> FwdPlan:
+    """The forward tile and sizes for N images of P x Q outputs, Cg -> Kg channels per group."""
+    L = LANES[isa, np.dtype(dtype).name]
+    tile, Py, Qy = _fwd_tile(isa, np.dtype(dtype).name, N, P, Q, Kg, L)
+    cgb = _ceil(Cg, L)
+    return FwdPlan(L, tile, Py, Qy, _ceil(_ceil(Kg, L), tile.nkb), cgb, Cg - (cgb - 1) * L)
+
+
+def _block_map(groups: int, per_group: int, blocks_per_group: int, L: int) -> np.ndarray:
+    """chmap of group-blocked channels: group g's channels in blocks g*bpg .. g*bpg + bpg - 1,
+    L a block, zero lanes after the group's per_group channels."""
+    b = np.arange(groups * blocks_per_group)
+    g, cb = b // blocks_per_group, b % blocks_per_group
+    return LAYOUT.channel_map(b.size, L, g * per_group + cb * L,
+                              np.clip(per_group - cb * L, 0, L))
+
+
+def _positions(groups: int, per_group: int, blocks_per_group: int, L: int) -> np.ndarray:
+    """pos[k] = block*L + lane of channel k in a group-blocked layout (from_blocked's map)."""
+    k = np.arange(groups * per_group)
+    g, kk = k // per_group, k % per_group
+    return ((g * blocks_per_group + kk // L) * L + kk % L).astype(np.int64)
+
+
+def _run_fwd(plan: FwdPlan, xb, wb, yb, toff, groups: int, phase: int = 0) -> None:
+    """The forward kernel on every tile: xb (N, G*cgb, nph, Hx, Wx, L) the blocked input, wb
+    (G, kbg, cgb, ntap, L, NKB*L) the blocked weights of the taps toff, yb (N, G*kgb, nph_y,
+    Py, Qy, L) written at phase plane `phase`."""
+    t, L = plan.tile, plan.L
+    N, XB, nph, Hx, Wx, _ = xb.shape
+    x_row = Wx * L
+    x_cb = nph * Hx * x_row
+    x_img = XB * x_cb
+    y_row = plan.Qy * L
+    y_kb = yb.shape[2] * plan.Py * y_row
+    y_img = yb.shape[1] * y_kb
+    w_kbg = plan.cgb * toff.size * L * t.nkb * L
+    if t.images:
+        nig, nrg, img_step, row_step, x_trow, y_trow = N // t.th, plan.Py, t.th, 1, x_img, y_img
+    else:
+        nig, nrg, img_step, row_step = N, plan.Py // t.th, 1, t.th
+        x_trow, y_trow = x_row, y_row
+    fn = getattr(KERNELS, f"run_fwd_{t.th}x{t.tw}k{t.nkb}v{L}")
+    fn(xb.reshape(-1), wb.reshape(-1), yb.reshape(-1)[phase * plan.Py * y_row:], toff,
+       toff.size, plan.cgb, plan.nci_last, groups, plan.kbg, nig, nrg, plan.Qy // t.tw,
+       x_img, plan.cgb * x_cb, x_cb, x_row, x_trow, y_img, plan.kgb * y_kb, y_kb, y_row,
+       y_trow, plan.kbg * w_kbg, w_kbg, img_step, row_step)
+
+
+def _block_weights(wsrc: np.ndarray, kbg: int, cgb: int, taps: np.ndarray, L: int,
+                   nkb: int) -> np.ndarray:
+    """wsrc (G, Ko, Ci, T0), any strides -> (G, kbg, cgb, len(taps), L, nkb*L)."""
+    out = np.empty((wsrc.shape[0], kbg, cgb, taps.size, L, nkb * L), wsrc.dtype)
+    LAYOUT.block_weights(wsrc, out, taps.astype(np.int64))
+    return out
+
+
+def _check_dtype(*arrays) -> np.dtype:
+    dt = arrays[0].dtype
+    if dt not in (np.float32, np.float64) or any(a.dtype != dt for a in arrays):
+        raise TypeError(f"dtypes {[str(a.dtype) for a in arrays]} must be all float32 or "
+                        "all float64")
+    return dt
+
+
+def _bias(bias, K: int, dtype):
+    if bias is None:
+        return np.zeros(K, dtype), False
+    return np.ascontiguousarray(bias, dtype=dtype), True
+
+
+def _input_phases(p: Conv2dProblem):
+    """Per phase (a, e) of the input: the taps t = r*S + s whose products land there, and their
+    output-gradient offsets (oi, oj): dx[a + sh*i, e + sw*j] sums w[.., t] * dy[i + oi, j + oj]."""
+    (sh, sw), (dh, dw) = p.stride, p.dilation
+    (pt, _), (pl, _) = p.padding
+    out = []
+    for a in range(sh):
+        for e in range(sw):
+            taps, oi, oj = [], [], []
+            for r in range(p.R):
+                if (a + pt - r * dh) % sh:
+                    continue
+                for s in range(p.S):
+                    if (e + pl - s * dw) % sw:
+                        continue
+                    taps.append(r * p.S + s)
+                    oi.append((a + pt - r * dh) // sh)
+                    oj.append((e + pl - s * dw) // sw)
+            out.append((np.array(taps, np.int64), np.array(oi, np.int64),
+                        np.array(oj, np.int64)))
+    return out
+
+
+def _margins(phases, rows: int, cols: int):
+    """(top, left, rows, columns) of a zero-margined dy that every phase's reads stay inside."""
+    ois = np.concatenate([ph[1] for ph in phases] + [np.zeros(1, np.int64)])
+    ojs = np.concatenate([ph[2] for ph in phases] + [np.zeros(1, np.int64)])
+    mt, ml = max(0, -int(ois.min())), max(0, -int(ojs.min()))
+    return mt, ml, rows + mt + max(0, int(ois.max())), cols + ml + max(0, int(ojs.max()))
+
+
+# --- the three directions -------------------------------------------------------------------
+
+def forward(p: Conv2dProblem, x: np.ndarray, w: np.ndarray, bias=None, *, ws=None,
+            cache: WeightCache | None = None, isa: str | None = None) -> np.ndarray:
+    """y (N, K, P, Q) = conv2d(x, w) (+ bias) for problem p; x (N, C, H, W) and w (K, C/g, R, S)
+    C-contiguous, float32 or float64. ws: a workspace lease for the blocked copies (default:
+    fresh arrays); cache: where the blocked weights are kept (default CACHE); isa: the tile
+    table to use (default: what Numba compiles for)."""
+    isa = isa or _isa()
+    dt = _check_dtype(x, w)
+    ws = ws or _Alloc()
+    cache = CACHE if cache is None else cache
+    if p.is_depthwise:
+        return _dw_forward(p, x, w, bias, ws, cache, isa)
+    plan = fwd_plan(isa, dt, p.N, p.P, p.Q, p.Cg, p.Kg)
+    L, G = plan.L, p.groups
+    phase, dr, ds = _taps(p)
+    (sh, sw), ((pt, _), (pl, _)) = p.stride, p.padding
+    Hx, Wx = plan.Py + int(dr.max()), plan.Qy + int(ds.max())
+    xb = ws.take((p.N, G * plan.cgb, sh * sw, Hx, Wx, L), dt, zero=False)
+    LAYOUT.to_blocked(x, xb, _block_map(G, p.Cg, plan.cgb, L), sh, sw, pt, pl)
+    T = p.R * p.S
+    wb = cache.get(w, ("fwd", L, plan.tile.nkb, plan.kbg, plan.cgb, G), lambda w: _block_weights(
+        w.reshape(G, p.Kg, p.Cg, T), plan.kbg, plan.cgb, np.arange(T), L, plan.tile.nkb))
+    toff = ((phase * Hx + dr) * Wx + ds) * L
+    yb = ws.take((p.N, G * plan.kgb, 1, plan.Py, plan.Qy, L), dt, zero=False)
+    _run_fwd(plan, xb, wb, yb, toff, G)
+    y = np.empty(p.y_shape, dt)
+    b, has_bias = _bias(bias, p.K, dt)
+    LAYOUT.from_blocked(yb, y, _positions(G, p.Kg, plan.kgb, L), 1, 1, b, has_bias)
+    return y
+
+
+def input_grad(p: Conv2dProblem, dy: np.ndarray, w: np.ndarray, *, ws=None,
+               cache: WeightCache | None = None, isa: str | None = None) -> np.ndarray:
+    """dx (N, C, H, W) from dy (N, K, P, Q) and w: per phase of the input, the forward kernel
+    on the zero-margined blocked dy with that phase's taps (see _input_phases)."""
+    isa = isa or _isa()
+    dt = _check_dtype(dy, w)
+    ws = ws or _Alloc()
+    cache = CACHE if cache is None else cache
+    (sh, sw) = p.stride
+    Hd, Wd = _ceil(p.H, sh), _ceil(p.W, sw)
+    phases = _input_phases(p)
+    if p.is_depthwise:
+        return _dw_input_grad(p, dy, w, phases, ws, cache, isa)
+    G = p.groups
+    plan = fwd_plan(isa, dt, p.N, Hd, Wd, p.Kg, p.Cg)      # dy's channels in, x's out
+    L = plan.L
+    mt, ml, Hdy, Wdy = _margins(phases, plan.Py, plan.Qy)
+    dyb = ws.take((p.N, G * plan.cgb, 1, Hdy, Wdy, L), dt, zero=False)
+    LAYOUT.to_blocked(dy, dyb, _block_map(G, p.Kg, plan.cgb, L), 1, 1, mt, ml)
+    wsrc = w.reshape(G, p.Kg, p.Cg, p.R * p.S).transpose(0, 2, 1, 3)
+
+    def make(_):
+        return [_block_weights(wsrc, plan.kbg, plan.cgb, taps, L, plan.tile.nkb)
+                if taps.size else None for taps, _, _ in phases]
+    wbs = cache.get(w, ("bwd-data", L, plan.tile.nkb, plan.kbg, plan.cgb, G, p.stride,
+                        p.padding[0][0], p.padding[1][0], p.dilation), make)
+    dxb = ws.take((p.N, G * plan.kgb, sh * sw, plan.Py, plan.Qy, L), dt, zero=False)
+    for ph, ((taps, oi, oj), wb) in enumerate(zip(phases, wbs)):
+        if wb is None:
+            dxb[:, :, ph] = 0
+            continue
+        toff = ((oi + mt) * Wdy + oj + ml) * L
+        _run_fwd(plan, dyb, wb, dxb, toff, G, phase=ph)
+    dx = np.empty(p.x_shape, dt)
+    LAYOUT.from_blocked(dxb, dx, _positions(G, p.Cg, plan.kgb, L), sh, sw,
+                        np.zeros(1, dt), False)
+    return dx
+
+
+def weight_grad(p: Conv2dProblem, dy: np.ndarray, x: np.ndarray, *, ws=None,
+                isa: str | None = None) -> np.ndarray:
+    """dw (K, C/g, R, S) from dy (N, K, P, Q) and x (N, C, H, W)."""
+    isa = isa or _isa()
+    dt = _check_dtype(dy, x)
+    ws = ws or _Alloc()
+    if p.is_depthwise:
+        return _dw_weight_grad(p, dy, x, ws, isa)
+    L, G = LANES[isa, dt.name], p.groups
+    ci, nkb = _bwdw_tile(isa, dt.name, p.Kg, L)
+    kbg, cgb = _ceil(_ceil(p.Kg, L), nkb), _ceil(p.Cg, L)
+    kgb = kbg * nkb
+    phase, dr, ds = _taps(p)
+    (sh, sw), ((pt, _), (pl, _)) = p.stride, p.padding
+    Hx, Wx = p.P + int(dr.max()), p.Q + int(ds.max())
+    nph = sh * sw
+    xb = ws.take((p.N, G * cgb, nph, Hx, Wx, L), dt, zero=False)
+    LAYOUT.to_blocked(x, xb, _block_map(G, p.Cg, cgb, L), sh, sw, pt, pl)
+    dyb = ws.take((p.N, G * kgb, 1, p.P, p.Q, L), dt, zero=False)
+    LAYOUT.to_blocked(dy, dyb, _block_map(G, p.Kg, kgb, L), 1, 1, 0, 0)
+    T = p.R * p.S
+    toff = ((phase * Hx + dr) * Wx + ds) * L
+    per = G * kbg * cgb
+    # enough tasks for a few threads, whatever the machine has: the sum's order (and so its
+    # rounding) depends on the split alone
+    nsplit = max(1, min(p.N * p.P, _ceil(16, per)))
+    acc = ws.take((nsplit, G, kbg, cgb, T, L, nkb * L), dt, zero=True)
+    rows_per = max(1, BWDW_ROW_BYTES // (p.Q * nkb * L * dt.itemsize))
+    x_row = Wx * L
+    x_cb = nph * Hx * x_row
+    d_row = p.Q * L
+    d_kb = p.P * d_row
+    fn = getattr(KERNELS, f"run_bwdw_{ci}x{nkb}v{L}")
+    fn(xb.reshape(-1), dyb.reshape(-1), acc.reshape(-1), toff, T, G, kbg, cgb, nsplit, p.N,
+       p.P, p.Q, rows_per, G * cgb * x_cb, cgb * x_cb, x_cb, x_row, G * kgb * d_kb,
+       kgb * d_kb, d_kb, d_row)
+    total = acc[0]
+    if nsplit > 1:
+        total = np.empty(acc.shape[1:], dt)
+        LAYOUT.sum_splits(acc.reshape(nsplit, -1), total.reshape(-1))
+    dw = total.transpose(0, 1, 5, 2, 4, 3).reshape(G, kgb * L, cgb * L, T)
+    return np.ascontiguousarray(dw[:, :p.Kg, :p.Cg]).reshape(p.w_shape)
+
+
+# --- depthwise ------------------------------------------------------------------------------
+
+def _dw_weights(w: np.ndarray, C: int, m: int, Cb: int, L: int) -> np.ndarray:
+    """w (C*m, 1, R, S) -> (m, Cb, T, L): [j, cb, t, l] = w[(cb*L + l)*m + j, 0, t]."""
+    T = w.shape[2] * w.shape[3]
+    out = np.zeros((Cb * L, m, T), w.dtype)
+    out[:C] = w.reshape(C, m, T)
+    return np.ascontiguousarray(out.reshape(Cb, L, m, T).transpose(2, 0, 3, 1))
+
+
+def _dw_map(C: int, Cb: int, L: int, m: int, j: int = 0) -> np.ndarray:
+    """chmap of depthwise blocks: lane l of block cb holds channel (cb*L + l)*m + j."""
+    cb = np.arange(Cb)
+    return LAYOUT.channel_map(Cb, L, cb * L * m + j, np.clip(C - cb * L, 0, L), step=m)
+
+
+def _dw_forward(p, x, w, bias, ws, cache, isa):
+    dt = x.dtype
+    L, C, m = LANES[isa, dt.name], p.C, p.Kg
+    Cb = _ceil(C, L)
+    tw, Qy = _dw_tile(isa, dt.name, p.Q)
+    Py = p.P
+    phase, dr, ds = _taps(p)
+    (sh, sw), ((pt, _), (pl, _)) = p.stride, p.padding
+    nph = sh * sw
+    Hx, Wx = Py + int(dr.max()), Qy + int(ds.max())
+    xb = ws.take((p.N, Cb, nph, Hx, Wx, L), dt, zero=False)
+    LAYOUT.to_blocked(x, xb, _dw_map(C, Cb, L, 1), sh, sw, pt, pl)
+    wb = cache.get(w, ("dw", L, C, m), lambda w: _dw_weights(w, C, m, Cb, L))
+    T = p.R * p.S
+    toff = ((phase * Hx + dr) * Wx + ds) * L
+    woff = np.arange(T, dtype=np.int64) * L
+    yb = ws.take((p.N, m * Cb, 1, Py, Qy, L), dt, zero=False)
+    x_row, y_row = Wx * L, Qy * L
+    x_cb, y_cb = nph * Hx * x_row, Py * y_row
+    getattr(KERNELS, f"run_dw_{tw}v{L}")(
+        xb.reshape(-1), wb.reshape(-1), yb.reshape(-1), toff, woff, T, p.N, m, Cb, Py,
+        Qy // tw, Cb * x_cb, 0, x_cb, x_row, m * Cb * y_cb, Cb * y_cb, y_cb, y_row, Cb * T * L,
+        T * L)
+    k = np.arange(p.K)
+    c, j = k // m, k % m
+    pos = ((j * Cb + c // L) * L + c % L).astype(np.int64)
+    y = np.empty(p.y_shape, dt)
+    b, has_bias = _bias(bias, p.K, dt)
+    LAYOUT.from_blocked(yb, y, pos, 1, 1, b, has_bias)
+    return y
+
+
+def _dw_input_grad(p, dy, w, phases, ws, cache, isa):
+    dt = dy.dtype
+    L, C, m = LANES[isa, dt.name], p.C, p.Kg
+    Cb = _ceil(C, L)
+    (sh, sw) = p.stride
+    Hd, Wd = _ceil(p.H, sh), _ceil(p.W, sw)
+    tw, Qy = _dw_tile(isa, dt.name, Wd)
+    Py = Hd
+    mt, ml, Hdy, Wdy = _margins(phases, Py, Qy)
+    dyb = ws.take((p.N, m * Cb, 1, Hdy, Wdy, L), dt, zero=False)
+    chmap = np.concatenate([_dw_map(C, Cb, L, m, j) for j in range(m)])
+    LAYOUT.to_blocked(dy, dyb, chmap, 1, 1, mt, ml)
+    wb = cache.get(w, ("dw", L, C, m), lambda w: _dw_weights(w, C, m, Cb, L))
+    T = p.R * p.S
+    nph = sh * sw
+    dxb = ws.take((p.N, Cb, nph, Py, Qy, L), dt, zero=False)
+    x_row, y_row = Wdy * L, Qy * L
+    x_cb, y_cb = Hdy * x_row, nph * Py * y_row
+    for ph, (taps, oi, oj) in enumerate(phases):
+        if taps.size == 0:
+            dxb[:, :, ph] = 0
+            continue
+        j = np.repeat(np.arange(m, dtype=np.int64), taps.size)
+        toff = j * Cb * x_cb + np.tile(((oi + mt) * Wdy + oj + ml) * L, m)
+        woff = j * Cb * T * L + np.tile(taps * L, m)
+        getattr(KERNELS, f"run_dw_{tw}v{L}")(
+            dyb.reshape(-1), wb.reshape(-1), dxb.reshape(-1)[ph * Py * y_row:], toff, woff,
+            toff.size, p.N, 1, Cb, Py, Qy // tw, m * Cb * x_cb, 0, x_cb, x_row, Cb * y_cb, 0,
+            y_cb, y_row, 0, T * L)
+    dx = np.empty(p.x_shape, dt)
+    LAYOUT.from_blocked(dxb, dx, np.arange(C, dtype=np.int64), sh, sw, np.zeros(1, dt), False)
+    return dx
+
+
+def _dw_weight_grad(p, dy, x, ws, isa):
+    dt = dy.dtype
+    L, C, m = LANES[isa, dt.name], p.C, p.Kg
+    Cb = _ceil(C, L)
+    phase, dr, ds = _taps(p)
+    (sh, sw), ((pt, _), (pl, _)) = p.stride, p.padding
+    nph = sh * sw
+    Hx, Wx = p.P + int(dr.max()), p.Q + int(ds.max())
+    xb = ws.take((p.N, Cb, nph, Hx, Wx, L), dt, zero=False)
+    LAYOUT.to_blocked(x, xb, _dw_map(C, Cb, L, 1), sh, sw, pt, pl)
+    dyb = ws.take((p.N, m * Cb, 1, p.P, p.Q, L), dt, zero=False)
+    chmap = np.concatenate([_dw_map(C, Cb, L, m, j) for j in range(m)])
+    LAYOUT.to_blocked(dy, dyb, chmap, 1, 1, 0, 0)
+    T = p.R * p.S
+    toff = ((phase * Hx + dr) * Wx + ds) * L
+    nsplit = max(1, min(p.N * p.P, _ceil(16, m * Cb)))
+    acc = ws.take((nsplit, m, Cb, T, L), dt, zero=True)
+    LAYOUT.dw_weight_grad(xb.reshape(-1), dyb.reshape(-1), acc, toff, p.N, p.P, p.Q,
+                          Cb * nph * Hx * Wx * L, nph * Hx * Wx * L, Wx * L,
+                          m * Cb * p.P * p.Q * L, Cb * p.P * p.Q * L, p.P * p.Q * L, p.Q * L)
+    total = acc[0]
+    if nsplit > 1:
+        total = np.empty(acc.shape[1:], dt)
+        LAYOUT.sum_splits(acc.reshape(nsplit, -1), total.reshape(-1))
+    # total[j, cb, t, l] -> dw[(cb*L + l)*m + j, 0, t]
+    dw = total.transpose(1, 3, 0, 2).reshape(Cb * L * m, T)[:p.K]
+    return np.ascontiguousarray(dw).reshape(p.w_shape)
