@@ -70,13 +70,10 @@ def from_blocked(yb, out, pos, sh, sw, bias, add_bias):
             a = h % sh
             i = h // sh
             dst = out[n, k, h]
-            if sw == 1:
-                src = yb[n, b, a, i]
-                for w in range(Wo):
-                    dst[w] = src[w, lane] + add
-            else:
-                for w in range(Wo):
-                    dst[w] = yb[n, b, a * sw + w % sw, i, w // sw, lane] + add
+            for e in range(min(sw, Wo)):
+                src = yb[n, b, a * sw + e, i]
+                for j in range((Wo - e + sw - 1) // sw):
+                    dst[e + sw * j] = src[j, lane] + add
 
 
 @njit(parallel=True, **_FLAGS)
@@ -154,3 +151,24 @@ def dw_weight_grad(xf, dyf, acc, toff, N, P, Q, x_img, x_cb, x_row, d_img, d_j, 
                 for q in range(Q):
                     for lane in range(L):
                         at[lane] += d[q * L + lane] * xs[q * L + lane]
+
+
+@njit(parallel=True, **_FLAGS)
+def checksum(a):
+    """Two 64-bit sums over the words of a (1-D uint32 or uint64): of a[i]*(2i + 1) and of
+    a[i]*(a[i] | 1), wrapping; any change to one word changes the first, and changes that
+    cancel in it rarely cancel in the second."""
+    n = a.size
+    chunks = 64
+    h1 = np.zeros(chunks, np.uint64)
+    h2 = np.zeros(chunks, np.uint64)
+    for c in prange(chunks):
+        s1 = np.uint64(0)
+        s2 = np.uint64(0)
+        for i in range(c * n // chunks, (c + 1) * n // chunks):
+            v = np.uint64(a[i])
+            s1 += v * np.uint64(2 * i + 1)
+            s2 += v * (v | np.uint64(1))
+        h1[c] = s1
+        h2[c] = s2
+    return h1.sum(), h2.sum()

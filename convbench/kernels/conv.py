@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import functools
 import threading
+import time
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -134,9 +135,10 @@ class WeightCache:
     max_bytes (least recently used dropped first).
 
     An entry is used only for the same array object (a weak reference, so a new array at a
-    recycled address never matches) whose contents are bit for bit those it was prepared from
-    (a copy is kept and compared: the trainer updates its weights in place). enabled=False
-    prepares on every call (the uncached case)."""
+    recycled address never matches) at the same address, whose contents have the checksum they
+    had when it was prepared (`_conv_layout.checksum`: one parallel pass over the weights,
+    cheaper than preparing them again; the trainer updates its weights in place).
+    enabled=False prepares on every call (the uncached case)."""
 
     def __init__(self, max_bytes: int = 256 << 20):
         self.max_bytes = max_bytes
@@ -149,33 +151,31 @@ class WeightCache:
 
     def get(self, w: np.ndarray, key, make):
         """make(w) for this w and key, from the cache where w is unchanged."""
-        if not self.enabled:
+        if not self.enabled or not w.flags.c_contiguous:
             return make(w)
-        k = (id(w), w.shape, w.dtype.str, w.strides, key)
+        k = (id(w), w.ctypes.data, w.shape, w.dtype.str, key)
+        sig = _checksum(w)
         with self._lock:
             entry = self._entries.get(k)
             if entry is not None:
                 self._entries.move_to_end(k)
-        if entry is not None:
-            ref, copy, prepared, _ = entry
-            if ref() is w and _same_bits(copy, w):
-                self.hits += 1
-                return prepared
+        if entry is not None and entry[0]() is w and entry[1] == sig:
+            self.hits += 1
+            return entry[2]
         self.misses += 1
         prepared = make(w)
-        copy = np.array(w, copy=True)
-        size = copy.nbytes + sum(a.nbytes for a in _arrays(prepared))
+        size = sum(a.nbytes for a in _arrays(prepared))
         if size > self.max_bytes:
             return prepared
         try:
             ref = weakref.ref(w, lambda _, k=k: self._drop(k))
-        except TypeError:         # views of some buffers take no weak references
+        except TypeError:         # some array subclasses take no weak references
             return prepared
         with self._lock:
             old = self._entries.pop(k, None)
             if old is not None:
                 self._bytes -= old[3]
-            self._entries[k] = (ref, copy, prepared, size)
+            self._entries[k] = (ref, sig, prepared, size)
             self._bytes += size
             while self._bytes > self.max_bytes and self._entries:
                 _, dropped = self._entries.popitem(last=False)
@@ -207,12 +207,9 @@ def _arrays(prepared):
     return [a for a in prepared if isinstance(a, np.ndarray)]
 
 
-def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
-    """Whether a and b (same shape and dtype) hold the same bits (NaN equals NaN)."""
-    if a.shape != b.shape or a.dtype != b.dtype:
-        return False
-    ints = np.uint32 if a.dtype.itemsize == 4 else np.uint64
-    return bool(np.array_equal(a.view(ints), np.ascontiguousarray(b).view(ints)))
+def _checksum(w: np.ndarray) -> tuple[int, int]:
+    words = w.reshape(-1).view(np.uint32 if w.dtype.itemsize == 4 else np.uint64)
+    return tuple(int(h) for h in LAYOUT.checksum(words))
 
 
 #: The cache the functions below use unless given another.
@@ -220,6 +217,20 @@ CACHE = WeightCache()
 
 
 # --- plans ----------------------------------------------------------------------------------
+
+
+class _Clock:
+    """Adds the seconds since its last call to stages[name] (nothing when stages is None)."""
+
+    def __init__(self, stages: dict | None):
+        self.stages = stages
+        self.t = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        if self.stages is not None:
+            now = time.perf_counter()
+            self.stages[name] = self.stages.get(name, 0.0) + now - self.t
+            self.t = now
 
 
 class _Alloc:
@@ -352,15 +363,18 @@ def _margins(phases, rows: int, cols: int):
 # --- the three directions -------------------------------------------------------------------
 
 def forward(p: Conv2dProblem, x: np.ndarray, w: np.ndarray, bias=None, *, ws=None,
-            cache: WeightCache | None = None, isa: str | None = None) -> np.ndarray:
+            cache: WeightCache | None = None, isa: str | None = None,
+            stages: dict | None = None) -> np.ndarray:
     """y (N, K, P, Q) = conv2d(x, w) (+ bias) for problem p; x (N, C, H, W) and w (K, C/g, R, S)
     C-contiguous, float32 or float64. ws: a workspace lease for the blocked copies (default:
     fresh arrays); cache: where the blocked weights are kept (default CACHE); isa: the tile
-    table to use (default: what Numba compiles for)."""
+    table to use (default: what Numba compiles for); stages: a dict that gets each stage's
+    seconds added (layout conversions, weights, kernel), for benchmarks."""
     isa = isa or _isa()
     dt = _check_dtype(x, w)
     ws = ws or _Alloc()
     cache = CACHE if cache is None else cache
+    clock = _Clock(stages)
     if p.is_depthwise:
         return _dw_forward(p, x, w, bias, ws, cache, isa)
     plan = fwd_plan(isa, dt, p.N, p.P, p.Q, p.Cg, p.Kg)
@@ -370,26 +384,32 @@ def forward(p: Conv2dProblem, x: np.ndarray, w: np.ndarray, bias=None, *, ws=Non
     Hx, Wx = plan.Py + int(dr.max()), plan.Qy + int(ds.max())
     xb = ws.take((p.N, G * plan.cgb, sh * sw, Hx, Wx, L), dt, zero=False)
     LAYOUT.to_blocked(x, xb, _block_map(G, p.Cg, plan.cgb, L), sh, sw, pt, pl)
+    clock("to_blocked")
     T = p.R * p.S
     wb = cache.get(w, ("fwd", L, plan.tile.nkb, plan.kbg, plan.cgb, G), lambda w: _block_weights(
         w.reshape(G, p.Kg, p.Cg, T), plan.kbg, plan.cgb, np.arange(T), L, plan.tile.nkb))
+    clock("weights")
     toff = ((phase * Hx + dr) * Wx + ds) * L
     yb = ws.take((p.N, G * plan.kgb, 1, plan.Py, plan.Qy, L), dt, zero=False)
     _run_fwd(plan, xb, wb, yb, toff, G)
+    clock("kernel")
     y = np.empty(p.y_shape, dt)
     b, has_bias = _bias(bias, p.K, dt)
     LAYOUT.from_blocked(yb, y, _positions(G, p.Kg, plan.kgb, L), 1, 1, b, has_bias)
+    clock("from_blocked")
     return y
 
 
 def input_grad(p: Conv2dProblem, dy: np.ndarray, w: np.ndarray, *, ws=None,
-               cache: WeightCache | None = None, isa: str | None = None) -> np.ndarray:
+               cache: WeightCache | None = None, isa: str | None = None,
+               stages: dict | None = None) -> np.ndarray:
     """dx (N, C, H, W) from dy (N, K, P, Q) and w: per phase of the input, the forward kernel
     on the zero-margined blocked dy with that phase's taps (see _input_phases)."""
     isa = isa or _isa()
     dt = _check_dtype(dy, w)
     ws = ws or _Alloc()
     cache = CACHE if cache is None else cache
+    clock = _Clock(stages)
     (sh, sw) = p.stride
     Hd, Wd = _ceil(p.H, sh), _ceil(p.W, sw)
     phases = _input_phases(p)
@@ -401,6 +421,7 @@ def input_grad(p: Conv2dProblem, dy: np.ndarray, w: np.ndarray, *, ws=None,
     mt, ml, Hdy, Wdy = _margins(phases, plan.Py, plan.Qy)
     dyb = ws.take((p.N, G * plan.cgb, 1, Hdy, Wdy, L), dt, zero=False)
     LAYOUT.to_blocked(dy, dyb, _block_map(G, p.Kg, plan.cgb, L), 1, 1, mt, ml)
+    clock("to_blocked")
     wsrc = w.reshape(G, p.Kg, p.Cg, p.R * p.S).transpose(0, 2, 1, 3)
 
     def make(_):
@@ -408,6 +429,7 @@ def input_grad(p: Conv2dProblem, dy: np.ndarray, w: np.ndarray, *, ws=None,
                 if taps.size else None for taps, _, _ in phases]
     wbs = cache.get(w, ("bwd-data", L, plan.tile.nkb, plan.kbg, plan.cgb, G, p.stride,
                         p.padding[0][0], p.padding[1][0], p.dilation), make)
+    clock("weights")
     dxb = ws.take((p.N, G * plan.kgb, sh * sw, plan.Py, plan.Qy, L), dt, zero=False)
     for ph, ((taps, oi, oj), wb) in enumerate(zip(phases, wbs)):
         if wb is None:
@@ -415,18 +437,21 @@ def input_grad(p: Conv2dProblem, dy: np.ndarray, w: np.ndarray, *, ws=None,
             continue
         toff = ((oi + mt) * Wdy + oj + ml) * L
         _run_fwd(plan, dyb, wb, dxb, toff, G, phase=ph)
+    clock("kernel")
     dx = np.empty(p.x_shape, dt)
     LAYOUT.from_blocked(dxb, dx, _positions(G, p.Cg, plan.kgb, L), sh, sw,
                         np.zeros(1, dt), False)
+    clock("from_blocked")
     return dx
 
 
 def weight_grad(p: Conv2dProblem, dy: np.ndarray, x: np.ndarray, *, ws=None,
-                isa: str | None = None) -> np.ndarray:
+                isa: str | None = None, stages: dict | None = None) -> np.ndarray:
     """dw (K, C/g, R, S) from dy (N, K, P, Q) and x (N, C, H, W)."""
     isa = isa or _isa()
     dt = _check_dtype(dy, x)
     ws = ws or _Alloc()
+    clock = _Clock(stages)
     if p.is_depthwise:
         return _dw_weight_grad(p, dy, x, ws, isa)
     L, G = LANES[isa, dt.name], p.groups
@@ -441,6 +466,7 @@ def weight_grad(p: Conv2dProblem, dy: np.ndarray, x: np.ndarray, *, ws=None,
     LAYOUT.to_blocked(x, xb, _block_map(G, p.Cg, cgb, L), sh, sw, pt, pl)
     dyb = ws.take((p.N, G * kgb, 1, p.P, p.Q, L), dt, zero=False)
     LAYOUT.to_blocked(dy, dyb, _block_map(G, p.Kg, kgb, L), 1, 1, 0, 0)
+    clock("to_blocked")
     T = p.R * p.S
     toff = ((phase * Hx + dr) * Wx + ds) * L
     per = G * kbg * cgb
@@ -457,12 +483,15 @@ def weight_grad(p: Conv2dProblem, dy: np.ndarray, x: np.ndarray, *, ws=None,
     fn(xb.reshape(-1), dyb.reshape(-1), acc.reshape(-1), toff, T, G, kbg, cgb, nsplit, p.N,
        p.P, p.Q, rows_per, G * cgb * x_cb, cgb * x_cb, x_cb, x_row, G * kgb * d_kb,
        kgb * d_kb, d_kb, d_row)
+    clock("kernel")
     total = acc[0]
     if nsplit > 1:
         total = np.empty(acc.shape[1:], dt)
         LAYOUT.sum_splits(acc.reshape(nsplit, -1), total.reshape(-1))
     dw = total.transpose(0, 1, 5, 2, 4, 3).reshape(G, kgb * L, cgb * L, T)
-    return np.ascontiguousarray(dw[:, :p.Kg, :p.Cg]).reshape(p.w_shape)
+    dw = np.ascontiguousarray(dw[:, :p.Kg, :p.Cg]).reshape(p.w_shape)
+    clock("from_blocked")
+    return dw
 
 
 # --- depthwise ------------------------------------------------------------------------------

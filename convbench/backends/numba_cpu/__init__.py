@@ -1,17 +1,25 @@
 """numba-cpu: parallel compiled kernels (Numba) for every op, one module per op family:
-`conv` (implicit GEMM on phase planes), `pool` and `rnn`; `asm` checks the conv kernels'
-vectorisation."""
+`conv` (a direct convolution on channel-blocked layouts, convbench.kernels.conv), `pool` and
+`rnn`."""
 from __future__ import annotations
 
 import importlib.util
 
 from convbench.backends.base import Backend
 from convbench.backends.numba_cpu import conv, pool, rnn
+from convbench.kernels.conv import WeightCache
 
 
 class NumbaCPUBackend(Backend):
     name = "numba-cpu"
-    description = "parallel compiled direct convolution: implicit GEMM on phase planes (Numba)"
+    description = ("parallel compiled direct convolution: register-tile kernels on "
+                   "channel-blocked layouts (Numba)")
+
+    def __init__(self):
+        super().__init__()
+        # the weights in the kernels' layout, kept while unchanged; freed with the workspace
+        self.weights = WeightCache()
+        self.workspace.caches.append(self.weights)
 
     def unavailable_reason(self):
         if importlib.util.find_spec("numba") is None:  # pragma: no cover - numba is a dependency
@@ -21,11 +29,11 @@ class NumbaCPUBackend(Backend):
     # --- convolution ------------------------------------------------------------------------------
     def conv2d_fwd(self, p, x, w, b):
         with self.workspace.lease() as ws:
-            return conv.forward(ws, p, x, w, b)
+            return conv.forward(ws, self.weights, p, x, w, b)
 
     def conv2d_bwd_data(self, p, dy, w):
         with self.workspace.lease() as ws:
-            return conv.backward_data(ws, p, dy, w)
+            return conv.backward_data(ws, self.weights, p, dy, w)
 
     def conv2d_bwd_weights(self, p, dy, x):
         with self.workspace.lease() as ws:
