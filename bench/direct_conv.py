@@ -40,6 +40,19 @@ def _best(fn, reps: int = 3) -> float:
     return best
 
 
+def _calls(torch, p, d, x, w, dy, kw):
+    """(torch's call, the direct convolution's call taking a stages dict) for direction d."""
+    xt, wt, dyt = (torch.from_numpy(a) for a in (x, w, dy))
+    if d == "fwd":
+        return (lambda: torch.nn.functional.conv2d(xt, wt, **kw),
+                lambda st=None: direct.forward(p, x, w, stages=st))
+    if d == "bwd-data":
+        return (lambda: torch.nn.grad.conv2d_input(xt.shape, wt, dyt, **kw),
+                lambda st=None: direct.input_grad(p, dy, w, stages=st))
+    return (lambda: torch.nn.grad.conv2d_weight(xt, wt.shape, dyt, **kw),
+            lambda st=None: direct.weight_grad(p, dy, x, stages=st))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--suite", default="resnet50-3x3")
@@ -59,22 +72,10 @@ def main() -> None:
         x = rng.standard_normal(p.x_shape).astype(np.float32)
         w = rng.standard_normal(p.w_shape).astype(np.float32)
         dy = rng.standard_normal(p.y_shape).astype(np.float32)
-        xt, wt, dyt = (torch.from_numpy(a) for a in (x, w, dy))
         pad = p.padding[0][0]
         kw = dict(stride=p.stride, padding=pad, dilation=p.dilation, groups=p.groups)
         for d in args.directions.split(","):
-            if d == "fwd":
-                def tor():
-                    torch.nn.functional.conv2d(xt, wt, **kw)
-                ours = lambda st=None: direct.forward(p, x, w, stages=st)  # noqa: E731
-            elif d == "bwd-data":
-                def tor():
-                    torch.nn.grad.conv2d_input(xt.shape, wt, dyt, **kw)
-                ours = lambda st=None: direct.input_grad(p, dy, w, stages=st)  # noqa: E731
-            else:
-                def tor():
-                    torch.nn.grad.conv2d_weight(xt, wt.shape, dyt, **kw)
-                ours = lambda st=None: direct.weight_grad(p, dy, x, stages=st)  # noqa: E731
+            tor, ours = _calls(torch, p, d, x, w, dy, kw)
             tt, to = [], []
             for _ in range(args.rounds):
                 tt.append(_best(tor))

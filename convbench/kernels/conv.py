@@ -29,7 +29,6 @@ results do not depend on the thread count.
 """
 from __future__ import annotations
 
-import functools
 import threading
 import time
 import weakref
@@ -431,7 +430,7 @@ def input_grad(p: Conv2dProblem, dy: np.ndarray, w: np.ndarray, *, ws=None,
                         p.padding[0][0], p.padding[1][0], p.dilation), make)
     clock("weights")
     dxb = ws.take((p.N, G * plan.kgb, sh * sw, plan.Py, plan.Qy, L), dt, zero=False)
-    for ph, ((taps, oi, oj), wb) in enumerate(zip(phases, wbs)):
+    for ph, ((_, oi, oj), wb) in enumerate(zip(phases, wbs)):
         if wb is None:
             dxb[:, :, ph] = 0
             continue
