@@ -23,14 +23,15 @@ generator and rerun `python -m convbench.kernels._conv_codegen`. Inputs digest: 
 
 Direct convolution kernels on channel-blocked layouts (see convbench/kernels/conv.py):
 fwd_* (forward and input gradient: a TH x TW x NKB register tile, reduced over channel blocks,
-taps and the L channels of a block), dw_* (depthwise: TW positions of one channel block),
-bwdw_* (weight gradient: CI input channels x NKB output blocks, reduced over positions), each
-with a parallel driver run_*.
+taps and the L channels of a block, written to NCHW), dw_* (depthwise: TW positions of one
+channel block), bwdw_* (weight gradient: KT output channels x NCB input blocks, reduced over
+positions), each with a parallel driver run_*.
 """
 import numba
 from numba import prange
 
 from convbench.kernels._llvm import (
+    stack_tile,
     vbroadcast,
     vfma,
     vload,
@@ -53,20 +54,25 @@ def dw_suffix(tw: int, lanes: int) -> str:
     return f"{tw}v{lanes}"
 
 
-def bwdw_suffix(ci: int, nkb: int, lanes: int) -> str:
-    return f"{ci}x{nkb}v{lanes}"
+def bwdw_suffix(kt: int, ncb: int, lanes: int) -> str:
+    return f"{kt}x{ncb}v{lanes}"
 
 
 def _fwd(th: int, tw: int, nkb: int, lanes: int) -> str:
-    """fwd_S: y[tile] = sum over channel blocks cb < ncb, taps t < ntap and lanes ci < (L, or
+    """fwd_S: the tile's sums over channel blocks cb < ncb, taps t < ntap and lanes ci < (L, or
     nci_last in the last block) of x[xo + cb*xcb + toff[t] + i*xrow + j*L + ci] (broadcast) *
     w[wo + ((cb*ntap + t)*L + ci)*NKB*L + k*L : +L], for tile rows i < TH, columns j < TW and
-    output blocks k < NKB; stored (not accumulated) at y[yo + k*ykb + i*yrow + j*L : +L]."""
+    output blocks k < NKB; written to an NCHW-like y: output channel kk < nk of position (i, j)
+    at y[yo + kk*ykc + i*yrow + j*ycol], plus bias[bo + kk], for i < nrow, j < ncol (the
+    tile's positions inside the output). The write goes through a stack copy of the tile,
+    element by element: a transposition that costs a few percent of the tile's FMAs."""
     s = fwd_suffix(th, tw, nkb, lanes)
     L = lanes
+    kk = nkb * L
     acc = [(i, j, k) for i in range(th) for j in range(tw) for k in range(nkb)]
     out = ["@numba.njit(inline='never', **_FLAGS)",
-           f"def fwd_{s}(ncb, ntap, nci_last, x, xo, xcb, xrow, toff, w, wo, y, yo, ykb, yrow):",
+           f"def fwd_{s}(ncb, ntap, nci_last, x, xo, xcb, xrow, toff, w, wo, y, yo, ykc, yrow,",
+           "            ycol, nrow, ncol, nk, bias, bo):",
            "    wide_vectors()"]
     out += [f"    c{i}_{j}_{k} = vzero(x, {L})" for i, j, k in acc]
     out += ["    for cb in range(ncb):",
@@ -75,26 +81,36 @@ def _fwd(th: int, tw: int, nkb: int, lanes: int) -> str:
             "        for t in range(ntap):",
             "            xr0 = xc + toff[t]"]
     out += [f"            xr{i} = xr0 + {i} * xrow" for i in range(1, th)]
-    out += [f"            wb = wo + (cb * ntap + t) * {L * nkb * L}",
+    out += [f"            wb = wo + (cb * ntap + t) * {L * kk}",
             "            for ci in range(nci):"]
-    out += [f"                w{k} = vload(w, wb + ci * {nkb * L} + {k * L}, {L})"
+    out += [f"                w{k} = vload(w, wb + ci * {kk} + {k * L}, {L})"
             for k in range(nkb)]
     for i in range(th):
         for j in range(tw):
             out.append(f"                v = vbroadcast(x, xr{i} + ci + {j * L}, {L})")
             out += [f"                c{i}_{j}_{k} = vfma(v, w{k}, c{i}_{j}_{k})"
                     for k in range(nkb)]
-    out += [f"    vstore(y, yo + {k} * ykb + {i} * yrow + {j * L}, c{i}_{j}_{k})"
-            for i, j, k in acc]
+    out += [f"    t = numba.carray(stack_tile(x, {th * tw * kk}), ({th * tw * kk},))"]
+    out += [f"    vstore(t, {(i * tw + j) * kk + k * L}, c{i}_{j}_{k})" for i, j, k in acc]
+    out += ["    for q in range(nk):",
+            "        b = bias[bo + q]",
+            "        for i in range(nrow):",
+            "            yr = yo + q * ykc + i * yrow",
+            f"            tr = t[i * {tw * kk} + q:]",
+            "            for j in range(ncol):",
+            f"                y[yr + j * ycol] = tr[j * {kk}] + b"]
     out.append("")
     out.append("")
     out += ["@numba.njit(parallel=True, **_FLAGS)",
-            f"def run_fwd_{s}(x, w, y, toff, ntap, ncb, nci_last, groups, kbg, nig, nrg, nct,",
-            "                x_img, x_grp, x_cb, x_row, x_trow, y_img, y_grp, y_kb, y_row, y_trow,",
-            "                w_grp, w_kbg, img_step, row_step):",
+            f"def run_fwd_{s}(x, w, y, bias, toff, ntap, ncb, nci_last, groups, kbg, nig, nrg,",
+            "                nct, x_img, x_grp, x_cb, x_row, x_trow, y_img, y_kc, y_row, y_col,",
+            "                y_trow, kg, nrows, ncols, w_grp, w_kbg, img_step, row_step, images):",
             '    """Every tile: tasks over (group, block of NKB output blocks, image group, row',
             "    group), the output blocks outermost so that each thread's weights stay in its",
-            "    cache while it visits the images; a task runs its nct tiles along the row.\"\"\"",
+            "    cache while it visits the images; a task runs its nct tiles along the row. y is",
+            "    NCHW-like: image, channel, row and column pitches y_img, y_kc, y_row, y_col;",
+            "    nrows x ncols outputs (the tiles past them are computed and dropped); a tile's",
+            '    rows are y_trow apart (rows, or images when `images`)."""',
             "    inner = nig * nrg",
             "    for task in prange(groups * kbg * inner):",
             "        gk = task // inner",
@@ -104,11 +120,15 @@ def _fwd(th: int, tw: int, nkb: int, lanes: int) -> str:
             "        n0 = r // nrg * img_step",
             "        h0 = r % nrg * row_step",
             "        xo = n0 * x_img + g * x_grp + h0 * x_row",
-            f"        yo = n0 * y_img + g * y_grp + kb * {nkb} * y_kb + h0 * y_row",
+            f"        k0 = g * kg + kb * {kk}",
+            f"        nk = min({kk}, kg - kb * {kk})",
+            f"        nrow = {th} if images else min({th}, nrows - h0)",
+            "        yo = n0 * y_img + k0 * y_kc + h0 * y_row",
             "        wo = g * w_grp + kb * w_kbg",
             "        for ct in range(nct):",
             f"            fwd_{s}(ncb, ntap, nci_last, x, xo + ct * {tw * L}, x_cb, x_trow, toff,",
-            f"                    w, wo, y, yo + ct * {tw * L}, y_kb, y_trow)"]
+            f"                    w, wo, y, yo + ct * {tw} * y_col, y_kc, y_trow, y_col, nrow,",
+            f"                    min({tw}, ncols - ct * {tw}), nk, bias, k0)"]
     return "\n".join(out) + "\n"
 
 
@@ -149,46 +169,52 @@ def _dw(tw: int, lanes: int) -> str:
     return "\n".join(out) + "\n"
 
 
-def _bwdw(ci: int, nkb: int, lanes: int) -> str:
-    """bwdw_S: acc[ao + c*NKB*L + k*L : +L] += sum over rows i < nrows and positions q < npos of
-    x[xo + i*xrow + q*L + c] (broadcast) * dy[do + k*dkb + i*drow + q*L : +L], for the CI
-    input lanes c and NKB output blocks k."""
-    s = bwdw_suffix(ci, nkb, lanes)
+def _bwdw(kt: int, ncb: int, lanes: int) -> str:
+    """bwdw_S: acc[ao + (k*NCB + c)*L : +L] += sum over rows i < nrows and positions q < npos
+    of dy[do + k*dkc + i*drow + q] (broadcast: dy stays NCHW) * x[xo + c*xcb + i*xrow + q*L :
+    +L], for KT output channels k (dkc apart) and NCB blocks of L input channels c."""
+    s = bwdw_suffix(kt, ncb, lanes)
     L = lanes
-    acc = [(c, k) for c in range(ci) for k in range(nkb)]
+    acc = [(k, c) for k in range(kt) for c in range(ncb)]
     out = ["@numba.njit(inline='never', **_FLAGS)",
-           f"def bwdw_{s}(nrows, npos, x, xo, xrow, dy, do, dkb, drow, acc, ao):",
+           f"def bwdw_{s}(nrows, npos, x, xo, xcb, xrow, dy, do, dkc, drow, acc, ao):",
            "    wide_vectors()"]
-    out += [f"    c{c}_{k} = vload(acc, ao + {c * nkb * L + k * L}, {L})" for c, k in acc]
+    out += [f"    c{k}_{c} = vload(acc, ao + {(k * ncb + c) * L}, {L})" for k, c in acc]
     out += ["    for i in range(nrows):",
             "        xr = xo + i * xrow",
-            "        dr = do + i * drow",
-            "        for q in range(npos):"]
-    out += [f"            d{k} = vload(dy, dr + {k} * dkb + q * {L}, {L})" for k in range(nkb)]
-    for c in range(ci):
-        out.append(f"            v = vbroadcast(x, xr + q * {L} + {c}, {L})")
-        out += [f"            c{c}_{k} = vfma(v, d{k}, c{c}_{k})" for k in range(nkb)]
-    out += [f"    vstore(acc, ao + {c * nkb * L + k * L}, c{c}_{k})"
-            for c, k in acc]
+            "        dr = do + i * drow"]
+    out += [f"        d{k} = dr + {k} * dkc" for k in range(1, kt)]
+    out += ["        for q in range(npos):"]
+    out += [f"            x{c} = vload(x, xr + {c} * xcb + q * {L}, {L})" for c in range(ncb)]
+    for k in range(kt):
+        base = "dr" if k == 0 else f"d{k}"
+        out.append(f"            v = vbroadcast(dy, {base} + q, {L})")
+        out += [f"            c{k}_{c} = vfma(v, x{c}, c{k}_{c})" for c in range(ncb)]
+    out += [f"    vstore(acc, ao + {(k * ncb + c) * L}, c{k}_{c})" for k, c in acc]
     out += ["", "",
             "@numba.njit(parallel=True, **_FLAGS)",
-            f"def run_bwdw_{s}(x, dy, acc, toff, ntap, groups, kbg, ncb, nsplit, nimg, nrow,",
-            "                 npos, rows_per, x_img, x_grp, x_cb, x_row, d_img, d_grp, d_kb,",
-            "                 d_row):",
-            '    """Tasks over (split, group, block of NKB output blocks, input block); a task',
+            f"def run_bwdw_{s}(x, dy, acc, toff, ntap, groups, nkt, nct, nsplit, nimg, nrow,",
+            "                 npos, rows_per, kg, x_img, x_cb, x_row, d_img, d_kc, d_row):",
+            '    """Tasks over (split, group, KT output channels, NCB input blocks); a task',
             "    sums its split's share of the image rows, rows_per rows at a time, into its own",
-            "    slice of acc, laid out (split, group, kbg, cb, tap, L, NKB*L): a split's partial",
-            '    weight gradient in the forward kernel\'s weight layout."""',
-            "    per = groups * kbg * ncb",
-            f"    tile = ntap * {L * nkb * L}",
+            "    slice of acc, laid out (split, group, nkt, nct, tap, KT, NCB*L). The last KT",
+            "    of a group repeats its last channel where kg runs out (dropped later). x is",
+            "    blocked (image, block, phase plane; x_cb apart), dy NCHW.\"\"\"",
+            "    per = groups * nkt * nct",
+            f"    tile = ntap * {kt * ncb * L}",
             "    total = nimg * nrow",
             "    for task in prange(nsplit * per):",
             "        sp = task // per",
             "        r = task % per",
-            "        cb = r % ncb",
-            "        r = r // ncb",
-            "        kb = r % kbg",
-            "        g = r // kbg",
+            "        cg = r % nct",
+            "        r = r // nct",
+            "        kq = r % nkt",
+            "        g = r // nkt",
+            f"        k0 = kq * {kt}",
+            "        # the first channel of the KT: where a group's channels run out, the last",
+            "        # KT is shifted back (its channels overlap the previous one's; recomputed",
+            "        # sums are equal and dropped)",
+            f"        kfirst = g * kg + min(k0, max(0, kg - {kt}))",
             "        r0 = sp * total // nsplit",
             "        r1 = (sp + 1) * total // nsplit",
             "        ao0 = task * tile",
@@ -196,13 +222,11 @@ def _bwdw(ci: int, nkb: int, lanes: int) -> str:
             "            n = r0 // nrow",
             "            h = r0 % nrow",
             "            rows = min(rows_per, nrow - h, r1 - r0)",
-            "            xo = n * x_img + (g * ncb + cb) * x_cb + h * x_row",
-            f"            do = n * d_img + g * d_grp + kb * {nkb} * d_kb + h * d_row",
+            f"            xo = n * x_img + (g * nct + cg) * {ncb} * x_cb + h * x_row",
+            "            do = n * d_img + kfirst * d_kc + h * d_row",
             "            for t in range(ntap):",
-            f"                for c0 in range(0, {L}, {ci}):",
-            f"                    bwdw_{s}(rows, npos, x, xo + toff[t] + c0, x_row, dy, do,",
-            "                             d_kb, d_row, acc,",
-            f"                             ao0 + t * {L * nkb * L} + c0 * {nkb * L})",
+            f"                bwdw_{s}(rows, npos, x, xo + toff[t], x_cb, x_row, dy, do, d_kc,",
+            f"                         d_row, acc, ao0 + t * {kt * ncb * L})",
             "            r0 += rows"]
     return "\n".join(out) + "\n"
 

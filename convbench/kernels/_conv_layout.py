@@ -172,3 +172,42 @@ def checksum(a):
         h1[c] = s1
         h2[c] = s2
     return h1.sum(), h2.sum()
+
+
+@njit(inline="always")
+def _unblock(acc, first, dw, task):
+    S, G, nkt, nct, T, KT, CL = acc.shape
+    Cg = dw.shape[2]
+    g = task // nkt
+    kq = task % nkt
+    for kt in range(KT):
+        k = first[kq] + kt
+        if kq + 1 < nkt and k >= first[kq + 1]:
+            continue      # the next KT writes this channel
+        dst = dw[g, k]
+        for cg in range(nct):
+            n = min(CL, Cg - cg * CL)
+            for t in range(T):
+                src = acc[0, g, kq, cg, t, kt]
+                for c in range(n):
+                    dst[cg * CL + c, t] = src[c]
+                for sp in range(1, S):
+                    src = acc[sp, g, kq, cg, t, kt]
+                    for c in range(n):
+                        dst[cg * CL + c, t] += src[c]
+
+
+@njit(parallel=True, **_FLAGS)
+def unblock_weight_grad(acc, first, dw):
+    """dw[g, first[kq] + kt, c, t] = sum over splits s, in order, of acc[s, g, kq, c // CL, t,
+    kt, c % CL] (CL = NCB*L): the weight-gradient kernels' partial sums in (G, Kg, Cg, T)
+    order; a KT whose first channel was shifted back leaves its channels to the next."""
+    for task in prange(acc.shape[1] * acc.shape[2]):
+        _unblock(acc, first, dw, task)
+
+
+@njit(**_FLAGS)
+def unblock_weight_grad_serial(acc, first, dw):
+    """unblock_weight_grad on the calling thread (small gradients: no threads to wake)."""
+    for task in range(acc.shape[1] * acc.shape[2]):
+        _unblock(acc, first, dw, task)

@@ -9,9 +9,9 @@ AVX-512, 8 on AVX2), so a tile's accumulators are vectors of L output channels.
   broadcasts TH*TW input values: TH*TW*NKB + NKB + 1 registers at most.
 - Depthwise, TW: TW positions of one block of L channels; each step loads one weight vector and
   TW input vectors (an FMA per load: these layers are bound by loads, not FMAs).
-- Weight gradient, (CI, NKB): CI input channels of a block by NKB blocks of L output channels,
-  summed over the output positions; each position loads NKB output-gradient vectors and
-  broadcasts CI input values: CI*NKB + NKB + 1 registers.
+- Weight gradient, (KT, NCB): KT output channels by NCB blocks of L input channels, summed over
+  the output positions; each position loads NCB input vectors and broadcasts KT output-gradient
+  values (read from NCHW): KT*NCB + NCB + 1 registers.
 """
 from __future__ import annotations
 
@@ -26,21 +26,22 @@ LANES = {("avx512", "float32"): 16, ("avx512", "float64"): 8,
 #: Forward tiles (TH, TW, NKB) per register budget. A tile of TH > 1 rows takes TH rows of one
 #: image, or one row of TH images (small planes), whichever wastes less.
 FWD = {
-    32: ((1, 14, 2), (2, 7, 2), (1, 6, 4), (1, 8, 3), (1, 28, 1), (4, 7, 1)),
+    32: ((1, 14, 2), (2, 7, 2), (1, 6, 4), (1, 8, 3), (1, 28, 1)),
     16: ((1, 6, 2), (2, 3, 2), (1, 4, 3), (1, 12, 1), (1, 7, 1)),
 }
 
 #: Depthwise tiles TW per register budget.
 DEPTHWISE = {32: (14, 8, 7), 16: (7, 8, 4)}
 
-#: Weight-gradient tiles (CI, NKB) per register budget; CI must divide L.
-BWD_WEIGHTS = {32: ((4, 4), (8, 2), (16, 1), (2, 4), (1, 4)),
-               16: ((4, 2), (2, 4), (8, 1), (2, 2), (1, 4))}
+#: Weight-gradient tiles (KT, NCB) per register budget.
+BWD_WEIGHTS = {32: ((6, 4), (12, 2), (24, 1), (2, 4), (1, 4)),
+               16: ((6, 2), (3, 3), (12, 1), (2, 2), (1, 2))}
 
 #: Relative speed of tiles that load nearly as much as they compute (measured on large layers);
 #: others 1.0.
-SLOWER_FWD = {(1, 28, 1): 0.8, (4, 7, 1): 0.8, (1, 12, 1): 0.8, (1, 7, 1): 0.75}
-SLOWER_BWD_WEIGHTS = {(16, 1): 0.75, (8, 1): 0.75, (1, 4): 0.6, (2, 2): 0.8}
+SLOWER_FWD = {(1, 28, 1): 0.8, (1, 12, 1): 0.8, (1, 7, 1): 0.75}
+SLOWER_BWD_WEIGHTS = {(24, 1): 0.8, (12, 1): 0.8, (2, 4): 0.7, (1, 4): 0.5, (2, 2): 0.7,
+                      (1, 2): 0.5}
 
 
 def isa_keys() -> list[tuple[str, str]]:
@@ -60,7 +61,7 @@ def depthwise_tiles(isa: str, dtype: str):
 
 def bwd_weights_tiles(isa: str, dtype: str):
     lanes = LANES[isa, dtype]
-    return [(ci, nkb, lanes) for ci, nkb in BWD_WEIGHTS[REGISTERS[isa]] if lanes % ci == 0]
+    return [(kt, ncb, lanes) for kt, ncb in BWD_WEIGHTS[REGISTERS[isa]]]
 
 
 def all_tiles():

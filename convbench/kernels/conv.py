@@ -52,9 +52,13 @@ from convbench.ops.conv import Conv2dProblem
 KERNELS = LazyModule("convbench.kernels._conv_kernels")
 LAYOUT = LazyModule("convbench.kernels._conv_layout")
 
-#: Bytes of dy rows one weight-gradient kernel call reads, at most (they stay in L1 while the
-#: taps and input lanes go by).
-BWDW_ROW_BYTES = 16 << 10
+#: Below this many elements a layout pass runs on the calling thread: waking the others costs
+#: more.
+SERIAL_ELEMENTS = 1 << 18
+
+#: Bytes of dy and x rows one weight-gradient kernel call reads, at most (they stay in L1 while
+#: the taps go by).
+BWDW_ROW_BYTES = 24 << 10
 
 
 def lanes(dtype, isa: str | None = None) -> int:
@@ -112,13 +116,17 @@ def _dw_tile(isa, dtype, Q) -> tuple[int, int]:
     return best[1], best[2]
 
 
-def _bwdw_tile(isa, dtype, Kg, L) -> tuple[int, int]:
+def _bwdw_tile(isa, dtype, Kg, cgb) -> tuple[int, int]:
+    """(KT, NCB) of the weight gradient: the most useful work per cycle, counting the output
+    channels a last partial KT recomputes and the zero input blocks NCB rounds up to."""
     best = None
-    for ci, nkb, _ in bwd_weights_tiles(isa, dtype):
-        kpad = _ceil(_ceil(Kg, L), nkb) * nkb * L
-        score = Kg / kpad * SLOWER_BWD_WEIGHTS.get((ci, nkb), 1.0)
+    for kt, ncb, _ in bwd_weights_tiles(isa, dtype):
+        if kt > Kg:
+            continue
+        score = (Kg / (_ceil(Kg, kt) * kt) * cgb / (_ceil(cgb, ncb) * ncb)
+                 * SLOWER_BWD_WEIGHTS.get((kt, ncb), 1.0))
         if best is None or score > best[0] * 1.02:
-            best = (score, ci, nkb)
+            best = (score, kt, ncb)
     return best[1], best[2]
 
 
@@ -251,6 +259,7 @@ class FwdPlan:
     kbg: int          # blocks of NKB output blocks per group
     cgb: int          # input channel blocks per group
     nci_last: int     # input channels in a group's last block
+    kg: int           # output channels per group
 
     @property
     def kgb(self) -> int:
@@ -262,7 +271,7 @@ def fwd_plan(isa: str, dtype, N: int, P: int, Q: int, Cg: int, Kg: int) -> FwdPl
     L = LANES[isa, np.dtype(dtype).name]
     tile, Py, Qy = _fwd_tile(isa, np.dtype(dtype).name, N, P, Q, Kg, L)
     cgb = _ceil(Cg, L)
-    return FwdPlan(L, tile, Py, Qy, _ceil(_ceil(Kg, L), tile.nkb), cgb, Cg - (cgb - 1) * L)
+    return FwdPlan(L, tile, Py, Qy, _ceil(_ceil(Kg, L), tile.nkb), cgb, Cg - (cgb - 1) * L, Kg)
 
 
 def _block_map(groups: int, per_group: int, blocks_per_group: int, L: int) -> np.ndarray:
@@ -281,18 +290,18 @@ def _positions(groups: int, per_group: int, blocks_per_group: int, L: int) -> np
     return ((g * blocks_per_group + kk // L) * L + kk % L).astype(np.int64)
 
 
-def _run_fwd(plan: FwdPlan, xb, wb, yb, toff, groups: int, phase: int = 0) -> None:
+def _run_fwd(plan: FwdPlan, xb, wb, toff, groups: int, y, y_pitch, rows: int, cols: int,
+             bias) -> None:
     """The forward kernel on every tile: xb (N, G*cgb, nph, Hx, Wx, L) the blocked input, wb
-    (G, kbg, cgb, ntap, L, NKB*L) the blocked weights of the taps toff, yb (N, G*kgb, nph_y,
-    Py, Qy, L) written at phase plane `phase`."""
+    (G, kbg, cgb, ntap, L, NKB*L) the blocked weights of the taps toff; the outputs, rows x cols
+    per channel of each image, go to y (flat) at y_pitch = (image, channel, row, column)
+    pitches, plus bias (one per output channel)."""
     t, L = plan.tile, plan.L
     N, XB, nph, Hx, Wx, _ = xb.shape
     x_row = Wx * L
     x_cb = nph * Hx * x_row
     x_img = XB * x_cb
-    y_row = plan.Qy * L
-    y_kb = yb.shape[2] * plan.Py * y_row
-    y_img = yb.shape[1] * y_kb
+    y_img, y_kc, y_row, y_col = y_pitch
     w_kbg = plan.cgb * toff.size * L * t.nkb * L
     if t.images:
         nig, nrg, img_step, row_step, x_trow, y_trow = N // t.th, plan.Py, t.th, 1, x_img, y_img
@@ -300,10 +309,10 @@ def _run_fwd(plan: FwdPlan, xb, wb, yb, toff, groups: int, phase: int = 0) -> No
         nig, nrg, img_step, row_step = N, plan.Py // t.th, 1, t.th
         x_trow, y_trow = x_row, y_row
     fn = getattr(KERNELS, f"run_fwd_{t.th}x{t.tw}k{t.nkb}v{L}")
-    fn(xb.reshape(-1), wb.reshape(-1), yb.reshape(-1)[phase * plan.Py * y_row:], toff,
-       toff.size, plan.cgb, plan.nci_last, groups, plan.kbg, nig, nrg, plan.Qy // t.tw,
-       x_img, plan.cgb * x_cb, x_cb, x_row, x_trow, y_img, plan.kgb * y_kb, y_kb, y_row,
-       y_trow, plan.kbg * w_kbg, w_kbg, img_step, row_step)
+    fn(xb.reshape(-1), wb.reshape(-1), y, bias, toff, toff.size, plan.cgb, plan.nci_last,
+       groups, plan.kbg, nig, nrg, plan.Qy // t.tw, x_img, plan.cgb * x_cb, x_cb, x_row, x_trow,
+       y_img, y_kc, y_row, y_col, y_trow, plan.kg, rows, cols, plan.kbg * w_kbg, w_kbg,
+       img_step, row_step, t.images)
 
 
 def _block_weights(wsrc: np.ndarray, kbg: int, cgb: int, taps: np.ndarray, L: int,
@@ -322,10 +331,10 @@ def _check_dtype(*arrays) -> np.dtype:
     return dt
 
 
-def _bias(bias, K: int, dtype):
+def _bias(bias, K: int, dtype) -> np.ndarray:
     if bias is None:
-        return np.zeros(K, dtype), False
-    return np.ascontiguousarray(bias, dtype=dtype), True
+        return np.zeros(K, dtype)
+    return np.ascontiguousarray(bias, dtype=dtype)
 
 
 def _input_phases(p: Conv2dProblem):
@@ -389,13 +398,10 @@ def forward(p: Conv2dProblem, x: np.ndarray, w: np.ndarray, bias=None, *, ws=Non
         w.reshape(G, p.Kg, p.Cg, T), plan.kbg, plan.cgb, np.arange(T), L, plan.tile.nkb))
     clock("weights")
     toff = ((phase * Hx + dr) * Wx + ds) * L
-    yb = ws.take((p.N, G * plan.kgb, 1, plan.Py, plan.Qy, L), dt, zero=False)
-    _run_fwd(plan, xb, wb, yb, toff, G)
-    clock("kernel")
     y = np.empty(p.y_shape, dt)
-    b, has_bias = _bias(bias, p.K, dt)
-    LAYOUT.from_blocked(yb, y, _positions(G, p.Kg, plan.kgb, L), 1, 1, b, has_bias)
-    clock("from_blocked")
+    _run_fwd(plan, xb, wb, toff, G, y.reshape(-1), (p.K * p.P * p.Q, p.P * p.Q, p.Q, 1), p.P,
+             p.Q, _bias(bias, p.K, dt))
+    clock("kernel")
     return y
 
 
@@ -429,18 +435,19 @@ def input_grad(p: Conv2dProblem, dy: np.ndarray, w: np.ndarray, *, ws=None,
     wbs = cache.get(w, ("bwd-data", L, plan.tile.nkb, plan.kbg, plan.cgb, G, p.stride,
                         p.padding[0][0], p.padding[1][0], p.dilation), make)
     clock("weights")
-    dxb = ws.take((p.N, G * plan.kgb, sh * sw, plan.Py, plan.Qy, L), dt, zero=False)
+    dx = np.empty(p.x_shape, dt)
+    flat = dx.reshape(-1)
+    zero = np.zeros(p.C, dt)
     for ph, ((_, oi, oj), wb) in enumerate(zip(phases, wbs)):
+        a, e = divmod(ph, sw)
         if wb is None:
-            dxb[:, :, ph] = 0
+            dx[:, :, a::sh, e::sw] = 0
             continue
         toff = ((oi + mt) * Wdy + oj + ml) * L
-        _run_fwd(plan, dyb, wb, dxb, toff, G, phase=ph)
+        _run_fwd(plan, dyb, wb, toff, G, flat[a * p.W + e:],
+                 (p.C * p.H * p.W, p.H * p.W, sh * p.W, sw), _ceil(p.H - a, sh),
+                 _ceil(p.W - e, sw), zero)
     clock("kernel")
-    dx = np.empty(p.x_shape, dt)
-    LAYOUT.from_blocked(dxb, dx, _positions(G, p.Cg, plan.kgb, L), sh, sw,
-                        np.zeros(1, dt), False)
-    clock("from_blocked")
     return dx
 
 
@@ -454,43 +461,42 @@ def weight_grad(p: Conv2dProblem, dy: np.ndarray, x: np.ndarray, *, ws=None,
     if p.is_depthwise:
         return _dw_weight_grad(p, dy, x, ws, isa)
     L, G = LANES[isa, dt.name], p.groups
-    ci, nkb = _bwdw_tile(isa, dt.name, p.Kg, L)
-    kbg, cgb = _ceil(_ceil(p.Kg, L), nkb), _ceil(p.Cg, L)
-    kgb = kbg * nkb
+    cgb = _ceil(p.Cg, L)
+    kt, ncb = _bwdw_tile(isa, dt.name, p.Kg, cgb)
+    nkt, nct = _ceil(p.Kg, kt), _ceil(cgb, ncb)
     phase, dr, ds = _taps(p)
     (sh, sw), ((pt, _), (pl, _)) = p.stride, p.padding
     Hx, Wx = p.P + int(dr.max()), p.Q + int(ds.max())
     nph = sh * sw
-    xb = ws.take((p.N, G * cgb, nph, Hx, Wx, L), dt, zero=False)
-    LAYOUT.to_blocked(x, xb, _block_map(G, p.Cg, cgb, L), sh, sw, pt, pl)
-    dyb = ws.take((p.N, G * kgb, 1, p.P, p.Q, L), dt, zero=False)
-    LAYOUT.to_blocked(dy, dyb, _block_map(G, p.Kg, kgb, L), 1, 1, 0, 0)
+    xb = ws.take((p.N, G * nct * ncb, nph, Hx, Wx, L), dt, zero=False)
+    LAYOUT.to_blocked(x, xb, _block_map(G, p.Cg, nct * ncb, L), sh, sw, pt, pl)
     clock("to_blocked")
     T = p.R * p.S
     toff = ((phase * Hx + dr) * Wx + ds) * L
-    per = G * kbg * cgb
+    per = G * nkt * nct
     # enough tasks for a few threads, whatever the machine has: the sum's order (and so its
     # rounding) depends on the split alone
     nsplit = max(1, min(p.N * p.P, _ceil(16, per)))
-    acc = ws.take((nsplit, G, kbg, cgb, T, L, nkb * L), dt, zero=True)
-    rows_per = max(1, BWDW_ROW_BYTES // (p.Q * nkb * L * dt.itemsize))
+    acc = ws.take((nsplit, G, nkt, nct, T, kt, ncb * L), dt, zero=True)
+    # rows per kernel call: their dy (KT channels) and x (NCB blocks) stay in L1 while the
+    # taps go by
+    rows_per = max(1, BWDW_ROW_BYTES // (p.Q * (kt + ncb * L) * dt.itemsize))
     x_row = Wx * L
     x_cb = nph * Hx * x_row
-    d_row = p.Q * L
-    d_kb = p.P * d_row
-    fn = getattr(KERNELS, f"run_bwdw_{ci}x{nkb}v{L}")
-    fn(xb.reshape(-1), dyb.reshape(-1), acc.reshape(-1), toff, T, G, kbg, cgb, nsplit, p.N,
-       p.P, p.Q, rows_per, G * cgb * x_cb, cgb * x_cb, x_cb, x_row, G * kgb * d_kb,
-       kgb * d_kb, d_kb, d_row)
+    fn = getattr(KERNELS, f"run_bwdw_{kt}x{ncb}v{L}")
+    fn(xb.reshape(-1), dy.reshape(-1), acc.reshape(-1), toff, T, G, nkt, nct, nsplit, p.N,
+       p.P, p.Q, rows_per, p.Kg, G * nct * ncb * x_cb, x_cb, x_row, p.K * p.P * p.Q, p.P * p.Q,
+       p.Q)
     clock("kernel")
-    total = acc[0]
-    if nsplit > 1:
-        total = np.empty(acc.shape[1:], dt)
-        LAYOUT.sum_splits(acc.reshape(nsplit, -1), total.reshape(-1))
-    dw = total.transpose(0, 1, 5, 2, 4, 3).reshape(G, kgb * L, cgb * L, T)
-    dw = np.ascontiguousarray(dw[:, :p.Kg, :p.Cg]).reshape(p.w_shape)
+    # the last KT of a group starts where it fits (see run_bwdw_*)
+    first = np.minimum(np.arange(nkt) * kt, max(0, p.Kg - kt)).astype(np.int64)
+    dw = np.empty((G, p.Kg, p.Cg, T), dt)
+    if dw.size * nsplit < SERIAL_ELEMENTS:
+        LAYOUT.unblock_weight_grad_serial(acc, first, dw)
+    else:
+        LAYOUT.unblock_weight_grad(acc, first, dw)
     clock("from_blocked")
-    return dw
+    return dw.reshape(p.w_shape)
 
 
 # --- depthwise ------------------------------------------------------------------------------
@@ -536,8 +542,7 @@ def _dw_forward(p, x, w, bias, ws, cache, isa):
     c, j = k // m, k % m
     pos = ((j * Cb + c // L) * L + c % L).astype(np.int64)
     y = np.empty(p.y_shape, dt)
-    b, has_bias = _bias(bias, p.K, dt)
-    LAYOUT.from_blocked(yb, y, pos, 1, 1, b, has_bias)
+    LAYOUT.from_blocked(yb, y, pos, 1, 1, _bias(bias, p.K, dt), bias is not None)
     return y
 
 
