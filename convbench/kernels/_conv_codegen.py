@@ -109,8 +109,9 @@ def _fwd(th: int, tw: int, nkb: int, lanes: int) -> str:
             "    group), the output blocks outermost so that each thread's weights stay in its",
             "    cache while it visits the images; a task runs its nct tiles along the row. y is",
             "    NCHW-like: image, channel, row and column pitches y_img, y_kc, y_row, y_col;",
-            "    nrows x ncols outputs (the tiles past them are computed and dropped); a tile's",
-            '    rows are y_trow apart (rows, or images when `images`)."""',
+            "    nrows x ncols outputs (a tile's positions past them are computed and dropped,",
+            "    tiles wholly past them skipped); a tile's rows are y_trow apart (rows, or images",
+            '    when `images`)."""',
             "    inner = nig * nrg",
             "    for task in prange(groups * kbg * inner):",
             "        gk = task // inner",
@@ -122,13 +123,17 @@ def _fwd(th: int, tw: int, nkb: int, lanes: int) -> str:
             "        xo = n0 * x_img + g * x_grp + h0 * x_row",
             f"        k0 = g * kg + kb * {kk}",
             f"        nk = min({kk}, kg - kb * {kk})",
-            f"        nrow = {th} if images else min({th}, nrows - h0)",
+            "        # the tile's rows inside the output (the rows past it are not computed)",
+            f"        nrow = min({th}, nrows - h0)",
+            "        if images:",
+            f"            nrow = {th} if h0 < nrows else 0",
             "        yo = n0 * y_img + k0 * y_kc + h0 * y_row",
             "        wo = g * w_grp + kb * w_kbg",
-            "        for ct in range(nct):",
-            f"            fwd_{s}(ncb, ntap, nci_last, x, xo + ct * {tw * L}, x_cb, x_trow, toff,",
-            f"                    w, wo, y, yo + ct * {tw} * y_col, y_kc, y_trow, y_col, nrow,",
-            f"                    min({tw}, ncols - ct * {tw}), nk, bias, k0)"]
+            f"        for ct in range(min(nct, (ncols + {tw - 1}) // {tw})):",
+            "            if nrow > 0:",
+            f"                fwd_{s}(ncb, ntap, nci_last, x, xo + ct * {tw * L}, x_cb, x_trow,",
+            f"                        toff, w, wo, y, yo + ct * {tw} * y_col, y_kc, y_trow, y_col,",
+            f"                        nrow, min({tw}, ncols - ct * {tw}), nk, bias, k0)"]
     return "\n".join(out) + "\n"
 
 
