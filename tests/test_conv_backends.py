@@ -41,7 +41,7 @@ def test_backend_matches_reference_all_directions(backend, problem):
 def test_winograd_runs_the_3x3_stride_1_cases_and_explains_the_rest():
     from convbench.ops import conv2d_problem, get_op
     p = conv2d_problem((2, 3, 9, 7), (4, 3, 3, 3), padding=((1, 2), (0, 1)))
-    for name in ("winograd-f2", "winograd-f4"):
+    for name in ("winograd-f2", "winograd-f4", "winograd"):
         for d in ("fwd", "bwd-data", "bwd-weights"):
             assert check_backend(name, get_op(f"conv2d:{d}"), p, np.float32).status == PASSED
         c = check_backend(name, get_op("conv2d:fwd"),
@@ -109,7 +109,8 @@ def test_backend_without_cuda_says_why(monkeypatch):
     assert "no CUDA GPU found" in get_backend("numba-cuda").unavailable_reason()
 
 
-@pytest.mark.parametrize("backend", ["numba-cpu", "winograd-f2", "winograd-f4", "im2col"])
+@pytest.mark.parametrize("backend", ["numba-cpu", "winograd-f2", "winograd-f4", "winograd",
+                                     "im2col"])
 def test_results_do_not_alias_scratch_buffers(backend):
     """Compiled backends reuse scratch buffers between calls; a result must survive the next
     call."""
