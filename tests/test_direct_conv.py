@@ -182,8 +182,9 @@ def test_backend_weight_cache_is_freed_with_the_workspace():
     assert backend.weights.nbytes == 0 and backend.workspace.nbytes == 0
 
 
-def test_results_do_not_depend_on_the_thread_count():
+def test_results_do_not_depend_on_the_thread_count(monkeypatch):
     import numba
+    monkeypatch.setattr(direct, "SERIAL_MACS", 0)       # small problems run threaded too
     p = conv2d_problem((2, 16, 10, 10), (32, 16, 3, 3), padding=1)
     rng = np.random.default_rng(3)
     x = rng.standard_normal(p.x_shape).astype(np.float32)
@@ -196,6 +197,9 @@ def test_results_do_not_depend_on_the_thread_count():
             numba.set_num_threads(n)
             out.append((direct.forward(p, x, w), direct.input_grad(p, dy, w),
                         direct.weight_grad(p, dy, x)))
+            monkeypatch.setattr(direct, "FUSED_WEIGHT_BYTES", 0)     # the unfused forward
+            out[-1] += (direct.forward(p, x, w),)
+            monkeypatch.setattr(direct, "FUSED_WEIGHT_BYTES", 1 << 20)
     finally:
         numba.set_num_threads(before)
     for a, b in zip(out[0], out[-1]):

@@ -28,8 +28,10 @@ channel block), bwdw_* (weight gradient: KT output channels x NCB input blocks, 
 positions), each with a parallel driver run_*.
 """
 import numba
+import numpy as np
 from numba import prange
 
+from convbench.kernels._conv_layout import fill_slab
 from convbench.kernels._llvm import (
     stack_tile,
     vbroadcast,
@@ -134,7 +136,51 @@ def _fwd(th: int, tw: int, nkb: int, lanes: int) -> str:
             f"                fwd_{s}(ncb, ntap, nci_last, x, xo + ct * {tw * L}, x_cb, x_trow,",
             f"                        toff, w, wo, y, yo + ct * {tw} * y_col, y_kc, y_trow, y_col,",
             f"                        nrow, min({tw}, ncols - ct * {tw}), nk, bias, k0)"]
+    out += ["", ""] + _fwd_fused(th, tw, nkb, lanes)
     return "\n".join(out) + "\n"
+
+
+def _fwd_fused(th: int, tw: int, nkb: int, lanes: int) -> list[str]:
+    """run_fwdx_S: the forward with the input's conversion fused (rows of one image a tile)."""
+    s = fwd_suffix(th, tw, nkb, lanes)
+    L = lanes
+    kk = nkb * L
+    return [
+        "@numba.njit(parallel=True, **_FLAGS)",
+        f"def run_fwdx_{s}(x, chmap, sh, sw, pt, pl, xb_rows, wx, nblk, w, y, bias, toff, ntap,",
+        "                 ncb, nci_last, groups, kbg, rb, nct, y_img, y_kc, y_row, y_col, kg,",
+        "                 nrows, ncols, w_grp, w_kbg):",
+        '    """The forward with the input\'s layout conversion fused: tasks over (image, block',
+        "    of rb output rows), each converting the input rows its block reads (every channel",
+        "    block and phase, xb_rows rows of wx positions: fill_slab) into a slab of its own,",
+        "    then running every group, block of output channels and tile of its rows on it.",
+        "    For layers whose weights all stay in cache: the blocked input never goes to",
+        '    memory."""',
+        "    nph = sh * sw",
+        f"    x_row = wx * {L}",
+        "    x_cb = nph * xb_rows * x_row",
+        "    N = x.shape[0]",
+        "    nrb = (nrows + rb - 1) // rb",
+        "    for task in prange(N * nrb):",
+        "        n = task // nrb",
+        "        r0 = task % nrb * rb",
+        "        buf = np.empty(nblk * x_cb, x.dtype)",
+        f"        fill_slab(x, n, buf.reshape((nblk, nph, xb_rows, wx, {L})), chmap, sh, sw, pt,",
+        "                  pl, r0)",
+        "        for gk in range(groups * kbg):",
+        "            g = gk // kbg",
+        "            kb = gk % kbg",
+        f"            k0 = g * kg + kb * {kk}",
+        f"            nk = min({kk}, kg - kb * {kk})",
+        "            wo = g * w_grp + kb * w_kbg",
+        f"            for h in range(r0, min(r0 + rb, nrows), {th}):",
+        f"                nrow = min({th}, nrows - h)",
+        "                xo = g * ncb * x_cb + (h - r0) * x_row",
+        "                yo = n * y_img + k0 * y_kc + h * y_row",
+        f"                for ct in range(min(nct, (ncols + {tw - 1}) // {tw})):",
+        f"                    fwd_{s}(ncb, ntap, nci_last, buf, xo + ct * {tw * L}, x_cb, x_row,",
+        f"                            toff, w, wo, y, yo + ct * {tw} * y_col, y_kc, y_row, y_col,",
+        f"                            nrow, min({tw}, ncols - ct * {tw}), nk, bias, k0)"]
 
 
 def _dw(tw: int, lanes: int) -> str:

@@ -11,47 +11,65 @@ from numba import njit, prange
 _FLAGS = {"error_model": "numpy", "boundscheck": False, "nogil": True, "cache": True}
 
 
+@njit(inline="always")
+def fill_plane(x, n, plane, cmap, a, e, sh, sw, pt, pl, i0):
+    """plane[i, j, l] = x[n, cmap[l], a + sh*(i0 + i) - pt, e + sw*j - pl] (zero outside x and
+    for cmap[l] < 0): rows i0 .. of one phase plane (a, e) of one channel block."""
+    _, _, H, W = x.shape
+    Hb, Wb, L = plane.shape
+    zero = plane.dtype.type(0)
+    # columns j whose source column e + sw*j - pl lies in [0, W)
+    j0 = min(Wb, max(0, -(-(pl - e) // sw)))
+    j1 = min(Wb, max(j0, -(-(W + pl - e) // sw)))
+    for i in range(Hb):
+        h = a + sh * (i0 + i) - pt
+        row = plane[i]
+        if h < 0 or h >= H:
+            for j in range(Wb):
+                for lane in range(L):
+                    row[j, lane] = zero
+            continue
+        for j in range(j0):
+            for lane in range(L):
+                row[j, lane] = zero
+        for j in range(j1, Wb):
+            for lane in range(L):
+                row[j, lane] = zero
+        for lane in range(L):
+            c = cmap[lane]
+            if c < 0:
+                for j in range(j0, j1):
+                    row[j, lane] = zero
+            else:
+                src = x[n, c, h]
+                for j in range(j0, j1):
+                    row[j, lane] = src[e + sw * j - pl]
+
+
 @njit(parallel=True, **_FLAGS)
 def to_blocked(x, out, chmap, sh, sw, pt, pl):
     """out[n, b, a*sw + e, i, j, l] = x[n, chmap[b*L + l], a + sh*i - pt, e + sw*j - pl], zero
     where that lies outside x or the lane is a zero lane."""
-    N, C, H, W = x.shape
-    _, B, nph, Hb, Wb, L = out.shape
-    zero = out.dtype.type(0)
+    N = x.shape[0]
+    _, B, nph, _, _, L = out.shape
     for task in prange(N * B * nph):
         ph = task % nph
         r = task // nph
         b = r % B
         n = r // B
-        a = ph // sw
-        e = ph % sw
-        # columns j whose source column e + sw*j - pl lies in [0, W)
-        j0 = min(Wb, max(0, -(-(pl - e) // sw)))
-        j1 = min(Wb, max(j0, -(-(W + pl - e) // sw)))
-        plane = out[n, b, ph]
-        for i in range(Hb):
-            h = a + sh * i - pt
-            row = plane[i]
-            if h < 0 or h >= H:
-                for j in range(Wb):
-                    for lane in range(L):
-                        row[j, lane] = zero
-                continue
-            for j in range(j0):
-                for lane in range(L):
-                    row[j, lane] = zero
-            for j in range(j1, Wb):
-                for lane in range(L):
-                    row[j, lane] = zero
-            for lane in range(L):
-                c = chmap[b * L + lane]
-                if c < 0:
-                    for j in range(j0, j1):
-                        row[j, lane] = zero
-                else:
-                    src = x[n, c, h]
-                    for j in range(j0, j1):
-                        row[j, lane] = src[e + sw * j - pl]
+        fill_plane(x, n, out[n, b, ph], chmap[b * L:(b + 1) * L], ph // sw, ph % sw, sh, sw, pt,
+                   pl, 0)
+
+
+@njit(**_FLAGS)
+def fill_slab(x, n, slab, chmap, sh, sw, pt, pl, i0):
+    """slab (B, nph, rows, Wb, L) = rows i0 .. i0 + rows - 1 of image n's blocked phase planes
+    (to_blocked's layout, on the calling thread)."""
+    B, nph, _, _, L = slab.shape
+    for b in range(B):
+        for ph in range(nph):
+            fill_plane(x, n, slab[b, ph], chmap[b * L:(b + 1) * L], ph // sw, ph % sw, sh, sw,
+                       pt, pl, i0)
 
 
 @njit(parallel=True, **_FLAGS)
@@ -153,25 +171,35 @@ def dw_weight_grad(xf, dyf, acc, toff, N, P, Q, x_img, x_cb, x_row, d_img, d_j, 
                         at[lane] += d[q * L + lane] * xs[q * L + lane]
 
 
+@njit(inline="always")
+def _checksum_part(a, c, chunks):
+    n = a.size
+    s1 = np.uint64(0)
+    s2 = np.uint64(0)
+    for i in range(c * n // chunks, (c + 1) * n // chunks):
+        v = np.uint64(a[i])
+        s1 += v * np.uint64(2 * i + 1)
+        s2 += v * (v | np.uint64(1))
+    return s1, s2
+
+
 @njit(parallel=True, **_FLAGS)
 def checksum(a):
     """Two 64-bit sums over the words of a (1-D uint32 or uint64): of a[i]*(2i + 1) and of
     a[i]*(a[i] | 1), wrapping; any change to one word changes the first, and changes that
     cancel in it rarely cancel in the second."""
-    n = a.size
     chunks = 64
     h1 = np.zeros(chunks, np.uint64)
     h2 = np.zeros(chunks, np.uint64)
     for c in prange(chunks):
-        s1 = np.uint64(0)
-        s2 = np.uint64(0)
-        for i in range(c * n // chunks, (c + 1) * n // chunks):
-            v = np.uint64(a[i])
-            s1 += v * np.uint64(2 * i + 1)
-            s2 += v * (v | np.uint64(1))
-        h1[c] = s1
-        h2[c] = s2
+        h1[c], h2[c] = _checksum_part(a, c, chunks)
     return h1.sum(), h2.sum()
+
+
+@njit(**_FLAGS)
+def checksum_serial(a):
+    """checksum on the calling thread (small arrays: no threads to wake)."""
+    return _checksum_part(a, 0, 1)
 
 
 @njit(inline="always")
@@ -211,3 +239,4 @@ def unblock_weight_grad_serial(acc, first, dw):
     """unblock_weight_grad on the calling thread (small gradients: no threads to wake)."""
     for task in range(acc.shape[1] * acc.shape[2]):
         _unblock(acc, first, dw, task)
+

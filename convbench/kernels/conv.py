@@ -29,6 +29,8 @@ results do not depend on the thread count.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import threading
 import time
 import weakref
@@ -52,6 +54,15 @@ from convbench.ops.conv import Conv2dProblem
 KERNELS = LazyModule("convbench.kernels._conv_kernels")
 LAYOUT = LazyModule("convbench.kernels._conv_layout")
 
+#: The fused forward (the input converted per task, in cache) runs where the blocked weights
+#: take at most this many bytes (they all stay in cache while a task runs them) ...
+FUSED_WEIGHT_BYTES = 1 << 20
+#: ... with slabs of blocked input rows of about this many bytes per task.
+FUSED_SLAB_BYTES = 256 << 10
+
+#: Below this many multiply-adds a call runs on one thread.
+SERIAL_MACS = 1 << 21
+
 #: Below this many elements a layout pass runs on the calling thread: waking the others costs
 #: more.
 SERIAL_ELEMENTS = 1 << 18
@@ -70,6 +81,7 @@ def _ceil(a: int, b: int) -> int:
     return -(-a // b)
 
 
+@functools.lru_cache(maxsize=1024)
 def _taps(p: Conv2dProblem):
     """(phase, row shift, column shift) of each tap r*S + s in the phase planes."""
     (sh, sw), (dh, dw) = p.stride, p.dilation
@@ -133,6 +145,22 @@ def _bwdw_tile(isa, dtype, Kg, cgb) -> tuple[int, int]:
 def _threads() -> int:
     import numba  # heavy: importing convbench.kernels must not load it
     return numba.get_num_threads()
+
+
+@contextlib.contextmanager
+def _threads_for(macs: int):
+    """One thread for problems below SERIAL_MACS multiply-adds (waking the others costs more
+    than they save, and a busy machine makes that wait long), else Numba's thread count."""
+    if macs >= SERIAL_MACS:
+        yield
+        return
+    import numba  # heavy: importing convbench.kernels must not load it
+    previous = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(previous)
 
 
 # --- weights kept between calls -------------------------------------------------------------
@@ -216,7 +244,8 @@ def _arrays(prepared):
 
 def _checksum(w: np.ndarray) -> tuple[int, int]:
     words = w.reshape(-1).view(np.uint32 if w.dtype.itemsize == 4 else np.uint64)
-    return tuple(int(h) for h in LAYOUT.checksum(words))
+    fn = LAYOUT.checksum_serial if words.size < SERIAL_ELEMENTS else LAYOUT.checksum
+    return tuple(int(h) for h in fn(words))
 
 
 #: The cache the functions below use unless given another.
@@ -268,12 +297,18 @@ class FwdPlan:
 
 def fwd_plan(isa: str, dtype, N: int, P: int, Q: int, Cg: int, Kg: int) -> FwdPlan:
     """The forward tile and sizes for N images of P x Q outputs, Cg -> Kg channels per group."""
+    return _fwd_plan(isa, np.dtype(dtype), N, P, Q, Cg, Kg)
+
+
+@functools.lru_cache(maxsize=1024)
+def _fwd_plan(isa: str, dtype: np.dtype, N: int, P: int, Q: int, Cg: int, Kg: int) -> FwdPlan:
     L = LANES[isa, np.dtype(dtype).name]
     tile, Py, Qy = _fwd_tile(isa, np.dtype(dtype).name, N, P, Q, Kg, L)
     cgb = _ceil(Cg, L)
     return FwdPlan(L, tile, Py, Qy, _ceil(_ceil(Kg, L), tile.nkb), cgb, Cg - (cgb - 1) * L, Kg)
 
 
+@functools.lru_cache(maxsize=1024)
 def _block_map(groups: int, per_group: int, blocks_per_group: int, L: int) -> np.ndarray:
     """chmap of group-blocked channels: group g's channels in blocks g*bpg .. g*bpg + bpg - 1,
     L a block, zero lanes after the group's per_group channels."""
@@ -323,6 +358,24 @@ def _block_weights(wsrc: np.ndarray, kbg: int, cgb: int, taps: np.ndarray, L: in
     return out
 
 
+def _fused_rows(plan: FwdPlan, weight_bytes: int, row_bytes: int, halo: int, N: int) -> int:
+    """Output rows per task of the fused forward (run_fwdx_*), or 0 where it does not apply:
+    tiles over images, weights that do not stay in cache (every task runs them all), or too
+    few tasks for the threads. A task's slab of blocked input rows (its rows plus the taps'
+    halo, row_bytes each) takes about FUSED_SLAB_BYTES."""
+    if plan.tile.images or weight_bytes > FUSED_WEIGHT_BYTES:
+        return 0
+    th = plan.tile.th
+    rb = max(th, (FUSED_SLAB_BYTES // row_bytes - halo) // th * th)
+    rb = min(rb, plan.Py)
+    # at least a few tasks per thread, for balance
+    while rb > th and N * _ceil(plan.Py, rb) < 4 * _threads():
+        rb -= th
+    if (rb + halo) * row_bytes > 4 * FUSED_SLAB_BYTES:
+        return 0
+    return rb
+
+
 def _check_dtype(*arrays) -> np.dtype:
     dt = arrays[0].dtype
     if dt not in (np.float32, np.float64) or any(a.dtype != dt for a in arrays):
@@ -337,6 +390,7 @@ def _bias(bias, K: int, dtype) -> np.ndarray:
     return np.ascontiguousarray(bias, dtype=dtype)
 
 
+@functools.lru_cache(maxsize=1024)
 def _input_phases(p: Conv2dProblem):
     """Per phase (a, e) of the input: the taps t = r*S + s whose products land there, and their
     output-gradient offsets (oi, oj): dx[a + sh*i, e + sw*j] sums w[.., t] * dy[i + oi, j + oj]."""
@@ -378,6 +432,28 @@ def forward(p: Conv2dProblem, x: np.ndarray, w: np.ndarray, bias=None, *, ws=Non
     fresh arrays); cache: where the blocked weights are kept (default CACHE); isa: the tile
     table to use (default: what Numba compiles for); stages: a dict that gets each stage's
     seconds added (layout conversions, weights, kernel), for benchmarks."""
+    with _threads_for(p.macs):
+        return _forward(p, x, w, bias, ws, cache, isa, stages)
+
+
+def input_grad(p: Conv2dProblem, dy: np.ndarray, w: np.ndarray, *, ws=None,
+               cache: WeightCache | None = None, isa: str | None = None,
+               stages: dict | None = None) -> np.ndarray:
+    """dx (N, C, H, W) from dy (N, K, P, Q) and w: per phase of the input, the forward kernel
+    on the zero-margined blocked dy with that phase's taps (see _input_phases). Arguments as
+    for forward."""
+    with _threads_for(p.macs):
+        return _input_grad(p, dy, w, ws, cache, isa, stages)
+
+
+def weight_grad(p: Conv2dProblem, dy: np.ndarray, x: np.ndarray, *, ws=None,
+                isa: str | None = None, stages: dict | None = None) -> np.ndarray:
+    """dw (K, C/g, R, S) from dy (N, K, P, Q) and x (N, C, H, W). Arguments as for forward."""
+    with _threads_for(p.macs):
+        return _weight_grad(p, dy, x, ws, isa, stages)
+
+
+def _forward(p, x, w, bias, ws, cache, isa, stages):
     isa = isa or _isa()
     dt = _check_dtype(x, w)
     ws = ws or _Alloc()
@@ -390,26 +466,36 @@ def forward(p: Conv2dProblem, x: np.ndarray, w: np.ndarray, bias=None, *, ws=Non
     phase, dr, ds = _taps(p)
     (sh, sw), ((pt, _), (pl, _)) = p.stride, p.padding
     Hx, Wx = plan.Py + int(dr.max()), plan.Qy + int(ds.max())
-    xb = ws.take((p.N, G * plan.cgb, sh * sw, Hx, Wx, L), dt, zero=False)
-    LAYOUT.to_blocked(x, xb, _block_map(G, p.Cg, plan.cgb, L), sh, sw, pt, pl)
-    clock("to_blocked")
     T = p.R * p.S
     wb = cache.get(w, ("fwd", L, plan.tile.nkb, plan.kbg, plan.cgb, G), lambda w: _block_weights(
         w.reshape(G, p.Kg, p.Cg, T), plan.kbg, plan.cgb, np.arange(T), L, plan.tile.nkb))
     clock("weights")
-    toff = ((phase * Hx + dr) * Wx + ds) * L
     y = np.empty(p.y_shape, dt)
-    _run_fwd(plan, xb, wb, toff, G, y.reshape(-1), (p.K * p.P * p.Q, p.P * p.Q, p.Q, 1), p.P,
-             p.Q, _bias(bias, p.K, dt))
+    y_pitch = (p.K * p.P * p.Q, p.P * p.Q, p.Q, 1)
+    chmap = _block_map(G, p.Cg, plan.cgb, L)
+    rb = _fused_rows(plan, wb.nbytes, G * plan.cgb * sh * sw * Wx * L * dt.itemsize,
+                     int(dr.max()), p.N)
+    if rb:
+        rows = rb + int(dr.max())
+        toff = ((phase * rows + dr) * Wx + ds) * L
+        t = plan.tile
+        getattr(KERNELS, f"run_fwdx_{t.th}x{t.tw}k{t.nkb}v{L}")(
+            x, chmap, sh, sw, pt, pl, rows, Wx, G * plan.cgb, wb.reshape(-1), y.reshape(-1),
+            _bias(bias, p.K, dt), toff, T, plan.cgb, plan.nci_last, G, plan.kbg, rb,
+            plan.Qy // t.tw, *y_pitch, p.Kg, p.P, p.Q, plan.kbg * plan.cgb * T * L * t.nkb * L,
+            plan.cgb * T * L * t.nkb * L)
+        clock("kernel")
+        return y
+    xb = ws.take((p.N, G * plan.cgb, sh * sw, Hx, Wx, L), dt, zero=False)
+    LAYOUT.to_blocked(x, xb, chmap, sh, sw, pt, pl)
+    clock("to_blocked")
+    toff = ((phase * Hx + dr) * Wx + ds) * L
+    _run_fwd(plan, xb, wb, toff, G, y.reshape(-1), y_pitch, p.P, p.Q, _bias(bias, p.K, dt))
     clock("kernel")
     return y
 
 
-def input_grad(p: Conv2dProblem, dy: np.ndarray, w: np.ndarray, *, ws=None,
-               cache: WeightCache | None = None, isa: str | None = None,
-               stages: dict | None = None) -> np.ndarray:
-    """dx (N, C, H, W) from dy (N, K, P, Q) and w: per phase of the input, the forward kernel
-    on the zero-margined blocked dy with that phase's taps (see _input_phases)."""
+def _input_grad(p, dy, w, ws, cache, isa, stages):
     isa = isa or _isa()
     dt = _check_dtype(dy, w)
     ws = ws or _Alloc()
@@ -451,9 +537,7 @@ def input_grad(p: Conv2dProblem, dy: np.ndarray, w: np.ndarray, *, ws=None,
     return dx
 
 
-def weight_grad(p: Conv2dProblem, dy: np.ndarray, x: np.ndarray, *, ws=None,
-                isa: str | None = None, stages: dict | None = None) -> np.ndarray:
-    """dw (K, C/g, R, S) from dy (N, K, P, Q) and x (N, C, H, W)."""
+def _weight_grad(p, dy, x, ws, isa, stages):
     isa = isa or _isa()
     dt = _check_dtype(dy, x)
     ws = ws or _Alloc()
