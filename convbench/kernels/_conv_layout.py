@@ -214,15 +214,14 @@ def _unblock(acc, first, dw, task):
             continue      # the next KT writes this channel
         dst = dw[g, k]
         for cg in range(nct):
-            n = min(CL, Cg - cg * CL)
-            for t in range(T):
-                src = acc[0, g, kq, cg, t, kt]
-                for c in range(n):
-                    dst[cg * CL + c, t] = src[c]
+            # one (T, CL) slice of each split, written as CL rows of T: dw's order
+            for cl in range(min(CL, Cg - cg * CL)):
+                row = dst[cg * CL + cl]
+                for t in range(T):
+                    row[t] = acc[0, g, kq, cg, t, kt, cl]
                 for sp in range(1, S):
-                    src = acc[sp, g, kq, cg, t, kt]
-                    for c in range(n):
-                        dst[cg * CL + c, t] += src[c]
+                    for t in range(T):
+                        row[t] += acc[sp, g, kq, cg, t, kt, cl]
 
 
 @njit(parallel=True, **_FLAGS)

@@ -60,6 +60,10 @@ FUSED_WEIGHT_BYTES = 1 << 20
 #: ... with slabs of blocked input rows of about this many bytes per task.
 FUSED_SLAB_BYTES = 256 << 10
 
+#: The weight gradient splits the positions until it has this many tasks (its partial sums
+#: are added in a fixed order, so results do not depend on the thread count).
+BWDW_TASKS = 8
+
 #: Below this many multiply-adds a call runs on one thread.
 SERIAL_MACS = 1 << 21
 
@@ -557,10 +561,10 @@ def _weight_grad(p, dy, x, ws, isa, stages):
     clock("to_blocked")
     T = p.R * p.S
     toff = ((phase * Hx + dr) * Wx + ds) * L
-    per = G * nkt * nct
+    per = G * nct
     # enough tasks for a few threads, whatever the machine has: the sum's order (and so its
     # rounding) depends on the split alone
-    nsplit = max(1, min(p.N * p.P, _ceil(16, per)))
+    nsplit = max(1, min(p.N * p.P, _ceil(BWDW_TASKS, per)))
     acc = ws.take((nsplit, G, nkt, nct, T, kt, ncb * L), dt, zero=True)
     # rows per kernel call: their dy (KT channels) and x (NCB blocks) stay in L1 while the
     # taps go by
