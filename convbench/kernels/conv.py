@@ -72,8 +72,10 @@ SERIAL_MACS = 1 << 21
 SERIAL_ELEMENTS = 1 << 18
 
 #: Bytes of dy and x rows one weight-gradient kernel call reads, at most (they stay in L1 while
-#: the taps go by).
+#: the taps go by) ...
 BWDW_ROW_BYTES = 24 << 10
+#: ... and of the blocked input rows a weight-gradient task converts at a time.
+BWDW_SLAB_BYTES = 192 << 10
 
 
 def lanes(dtype, isa: str | None = None) -> int:
@@ -554,27 +556,27 @@ def _weight_grad(p, dy, x, ws, isa, stages):
     nkt, nct = _ceil(p.Kg, kt), _ceil(cgb, ncb)
     phase, dr, ds = _taps(p)
     (sh, sw), ((pt, _), (pl, _)) = p.stride, p.padding
-    Hx, Wx = p.P + int(dr.max()), p.Q + int(ds.max())
+    Wx = p.Q + int(ds.max())
     nph = sh * sw
-    xb = ws.take((p.N, G * nct * ncb, nph, Hx, Wx, L), dt, zero=False)
-    LAYOUT.to_blocked(x, xb, _block_map(G, p.Cg, nct * ncb, L), sh, sw, pt, pl)
-    clock("to_blocked")
     T = p.R * p.S
-    toff = ((phase * Hx + dr) * Wx + ds) * L
     per = G * nct
     # enough tasks for a few threads, whatever the machine has: the sum's order (and so its
     # rounding) depends on the split alone
     nsplit = max(1, min(p.N * p.P, _ceil(BWDW_TASKS, per)))
     acc = ws.take((nsplit, G, nkt, nct, T, kt, ncb * L), dt, zero=True)
     # rows per kernel call: their dy (KT channels) and x (NCB blocks) stay in L1 while the
-    # taps go by
-    rows_per = max(1, BWDW_ROW_BYTES // (p.Q * (kt + ncb * L) * dt.itemsize))
-    x_row = Wx * L
-    x_cb = nph * Hx * x_row
+    # taps go by; rows per chunk: a task's slab of blocked input rows (with the taps' halo)
+    # takes about BWDW_SLAB_BYTES
+    item = dt.itemsize
+    rows_per = max(1, BWDW_ROW_BYTES // (p.Q * (kt + ncb * L) * item))
+    row_bytes = ncb * nph * Wx * L * item
+    chunk = max(rows_per, BWDW_SLAB_BYTES // row_bytes - int(dr.max()))
+    chunk = min(p.P, chunk)
+    slab_rows = chunk + int(dr.max())
+    toff = ((phase * slab_rows + dr) * Wx + ds) * L
     fn = getattr(KERNELS, f"run_bwdw_{kt}x{ncb}v{L}")
-    fn(xb.reshape(-1), dy.reshape(-1), acc.reshape(-1), toff, T, G, nkt, nct, nsplit, p.N,
-       p.P, p.Q, rows_per, p.Kg, G * nct * ncb * x_cb, x_cb, x_row, p.K * p.P * p.Q, p.P * p.Q,
-       p.Q)
+    fn(x, _block_map(G, p.Cg, nct * ncb, L), sh, sw, pt, pl, slab_rows, Wx, dy, acc.reshape(-1),
+       toff, T, G, nkt, nct, nsplit, p.P, p.Q, chunk, rows_per, p.Kg)
     clock("kernel")
     # the last KT of a group starts where it fits (see run_bwdw_*)
     first = np.minimum(np.arange(nkt) * kt, max(0, p.Kg - kt)).astype(np.int64)
