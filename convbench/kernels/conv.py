@@ -177,8 +177,8 @@ class WeightCache:
 
     An entry is used only for the same array object (a weak reference, so a new array at a
     recycled address never matches) at the same address, whose contents have the checksum they
-    had when it was prepared (`_conv_layout.checksum`: one parallel pass over the weights,
-    cheaper than preparing them again; the trainer updates its weights in place).
+    had when it was prepared (`_conv_layout.checksum`: one pass over the weights at memory
+    speed, cheaper than preparing them again; the trainer updates its weights in place).
     enabled=False prepares on every call (the uncached case)."""
 
     def __init__(self, max_bytes: int = 256 << 20):
@@ -250,8 +250,7 @@ def _arrays(prepared):
 
 def _checksum(w: np.ndarray) -> tuple[int, int]:
     words = w.reshape(-1).view(np.uint32 if w.dtype.itemsize == 4 else np.uint64)
-    fn = LAYOUT.checksum_serial if words.size < SERIAL_ELEMENTS else LAYOUT.checksum
-    return tuple(int(h) for h in fn(words))
+    return tuple(int(h) for h in LAYOUT.checksum(words))
 
 
 #: The cache the functions below use unless given another.
