@@ -478,8 +478,9 @@ def _forward(p, x, w, bias, ws, cache, isa, stages):
     y = np.empty(p.y_shape, dt)
     y_pitch = (p.K * p.P * p.Q, p.P * p.Q, p.Q, 1)
     chmap = _block_map(G, p.Cg, plan.cgb, L)
-    rb = _fused_rows(plan, wb.nbytes, G * plan.cgb * sh * sw * Wx * L * dt.itemsize,
-                     int(dr.max()), p.N)
+    # strided layers convert their (larger) input faster in one pass than slab by slab
+    rb = 0 if sh * sw > 1 else _fused_rows(plan, wb.nbytes, G * plan.cgb * Wx * L * dt.itemsize,
+                                           int(dr.max()), p.N)
     if rb:
         rows = rb + int(dr.max())
         toff = ((phase * rows + dr) * Wx + ds) * L
