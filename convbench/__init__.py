@@ -4,6 +4,9 @@
     y = cb.conv2d(x, w, b, stride=1, padding=1, backend="numba-cpu")
     dx, dw, db = cb.conv2d_backward(dy, x, w, stride=1, padding=1, backend="im2col")
     cb.list_backends()
+
+Your own kernel: subclass `cb.Backend` (a name, a description, a method per op) and
+`cb.register_backend(YourBackend)`; see the README.
 """
 # convbench.env sets the thread runtimes' environment variables (listed there) and must run before
 # anything loads NumPy: it is the first import, and imports nothing heavy itself.
@@ -39,8 +42,17 @@ from convbench.api import (
     rnn_tanh_backward,
     rnn_tanh_cell,
 )
-from convbench.backends import free_workspace, get_backend, list_backends
+from convbench.backends import (
+    free_workspace,
+    get_backend,
+    list_backends,
+    load_backend_file,
+    register_backend,
+    unregister_backend,
+)
+from convbench.backends.base import Backend
 from convbench.errors import (
+    BackendRegistrationError,
     BackendUnavailableError,
     ConvbenchError,
     UnknownNameError,
@@ -65,10 +77,11 @@ __all__ = [
     # recurrent cells
     "lstm", "lstm_backward", "lstm_cell", "gru", "gru_backward", "gru_cell",
     "rnn_tanh", "rnn_tanh_backward", "rnn_tanh_cell",
-    # backends, threads and scratch memory
+    # backends, your own backends, threads and scratch memory
     "list_backends", "get_backend", "free_workspace", "set_threads", "get_threads",
+    "Backend", "register_backend", "unregister_backend", "load_backend_file",
     # errors
     "ConvbenchError", "UnsupportedError", "BackendUnavailableError", "UnknownNameError",
-    "VerificationError",
+    "VerificationError", "BackendRegistrationError",
     "__version__",
 ]

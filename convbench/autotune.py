@@ -26,10 +26,6 @@ from convbench.threads import get_threads
 from convbench.timing import TimingPolicy
 from convbench.verify import Reference, check_backend
 
-#: Backends never chosen automatically: the loops are for teaching, and torch is the peer that
-#: convbench's own algorithms are measured against (choosing it would compare torch with itself).
-EXCLUDED = ("naive", "torch")
-
 _lock = threading.Lock()
 #: a candidate whose one timed call (after the verifying one) takes this many times the best
 #: time so far is recorded with that time and not measured further: an algorithm an order of
@@ -88,13 +84,18 @@ def _save(data: dict) -> None:
         pass  # a read-only home must not stop the computation; the choice is just not kept
 
 
+def is_candidate(backend) -> bool:
+    """Backends opt in (Backend.auto_candidate: convbench's own algorithms, and user backends that
+    set it); never the naive loops, and never a peer, which convbench is measured against
+    (choosing torch would compare torch with itself)."""
+    return bool(backend.auto_candidate) and not backend.peer and backend.name != "auto"
+
+
 def candidates(op, problem, dtype) -> list[str]:
     out = []
     for name in backend_names():
-        if name in EXCLUDED or name == "auto":
-            continue
         b = get_backend(name)
-        if b.device != "cpu":          # inputs arrive as host arrays here
+        if not is_candidate(b) or b.device != "cpu":     # inputs arrive as host arrays here
             continue
         try:
             b.check(op, problem, dtype)
@@ -102,6 +103,15 @@ def candidates(op, problem, dtype) -> list[str]:
             continue
         out.append(name)
     return out
+
+
+def _current(entry, cands) -> bool:
+    """A kept choice still stands while its backend is a candidate and no candidate has joined
+    since (a user backend registered after the choice was made races on the next request)."""
+    if not entry or entry.get("backend") not in cands:
+        return False
+    considered = set(entry.get("best_s", {})) | set(entry.get("rejected", {}))
+    return set(cands) <= considered
 
 
 #: choices already read or made in this process, by (cache file, machine key, problem key): a
@@ -117,20 +127,21 @@ def choose(op, problem, dtype, budget_s: float = 0.05) -> dict:
     key = f"{op.name}|{problem.descriptor()}|{np.dtype(dtype).name}"
     mkey = machine_key()
     memo_key = (str(cache_path()), mkey, key)
+    cands = candidates(op, problem, dtype)
     hit = _memo.get(memo_key)
-    if hit is not None and hit.get("backend") in candidates(op, problem, dtype):
+    if _current(hit, cands):
         return hit
     with _lock:
         data = _load()
         hit = data.get(mkey, {}).get(key)
-        if hit and hit.get("backend") in candidates(op, problem, dtype):
+        if _current(hit, cands):
             _memo[memo_key] = hit
             return hit
     inputs = op.make_inputs(problem, np.random.default_rng(0), np.dtype(dtype))
     reference = Reference(op, problem, inputs)
     times, medians, rejected = {}, {}, {}
     policy = TimingPolicy(budget_s=budget_s, warmup_budget_s=budget_s, min_reps=5, max_reps=20)
-    for name in candidates(op, problem, dtype):
+    for name in cands:
         cut = HOPELESS * min(times.values()) if times else None
         r = check_backend(name, op, problem, dtype, inputs=inputs, reference=reference,
                           policy=dataclasses.replace(policy, give_up_s=cut))
@@ -159,7 +170,7 @@ class AutoBackend(Backend):
 
     def implements(self, op) -> bool:
         return any(get_backend(n).implements(op) for n in backend_names()
-                   if n not in EXCLUDED and n != "auto")
+                   if is_candidate(get_backend(n)))
 
     def unsupported(self, op, problem, dtype):
         if not candidates(op, problem, dtype):

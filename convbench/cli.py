@@ -14,7 +14,14 @@ import time
 
 import click
 
-from convbench.backends import backend_names, get_backend, list_backends
+from convbench.backends import (
+    backend_names,
+    get_backend,
+    list_backends,
+    load_backend_file,
+    load_entry_points,
+)
+from convbench.errors import BackendRegistrationError
 from convbench.filters import gallery, matrix_figure, matrix_path
 from convbench.machine import fingerprint, measure_peaks
 from convbench.threads import set_threads
@@ -25,6 +32,25 @@ def _split(value: str | None):
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
+def _backend_files(f):
+    """The --backend-file option: user backends to register before the command runs."""
+    return click.option(
+        "--backend-file", "backend_files", multiple=True,
+        type=click.Path(exists=True, dir_okay=False),
+        help="a Python file of convbench.Backend subclasses to register (repeatable)")(f)
+
+
+def _register_user_backends(files) -> None:
+    """Register the backends of --backend-file and of installed entry points; a problem with
+    either is a usage error naming the file or entry point."""
+    try:
+        for path in files:
+            load_backend_file(path)
+        load_entry_points()
+    except BackendRegistrationError as e:
+        raise click.UsageError(str(e)) from e
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="convbench")
 def main():
@@ -33,12 +59,18 @@ def main():
 
 
 @main.command()
-def backends():
+@_backend_files
+def backends(backend_files):
     """List the backends, whether each can run here (and why not), and their ops."""
+    _register_user_backends(backend_files)
     for info in list_backends():
         state = "available" if info.available else f"unavailable: {info.reason}"
-        click.echo(f"{info.name:<11} {state}")
+        roles = [r for r, on in (("peer", info.peer), ("auto candidate", info.auto_candidate))
+                 if on]
+        click.echo(f"{info.name:<11} {state}" + (f" [{', '.join(roles)}]" if roles else ""))
         click.echo(f"{'':<11} {info.description}")
+        if info.origin != "built-in":
+            click.echo(f"{'':<11} from {info.origin}")
         click.echo(f"{'':<11} ops: {', '.join(info.ops) or '-'}")
 
 
@@ -53,11 +85,13 @@ def backends():
               help="seed of the random case list and of the input values")
 @click.option("--cuda-sim", is_flag=True,
               help="run numba-cuda kernels on Numba's CPU simulator (tiny cases only)")
-def verify(cases, backend_list, dtype, seed, cuda_sim):
+@_backend_files
+def verify(cases, backend_list, dtype, seed, cuda_sim, backend_files):
     """Run every backend on a case list against the float64 reference; print the matrix.
 
     Exits 1 if any result is FAILED.
     """
+    _register_user_backends(backend_files)
     if cuda_sim:
         os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
     from convbench.harness.verify_report import run_matrix  # per command
@@ -117,13 +151,20 @@ def _progress(echo_err):
 @click.option("--input-shape", "input_shapes", multiple=True,
               help="an ONNX model's input shape where it is dynamic: NAME:1,3,224,224, or "
                    "1,3,224,224 for its only input (repeat for several inputs)")
+@_backend_files
 def run(suite, backend_list, batch, direction, dtype, threads, out_dir, resume, budget,
-        per_case_limit, cold_cache, baseline, no_peaks, input_shapes):
+        per_case_limit, cold_cache, baseline, no_peaks, input_shapes, backend_files):
     """Verify, then time, every case of a suite on every backend; write CSV, JSON and HTML."""
-    from convbench.harness.report import choose_baseline, summary, whole_model  # per command
+    from convbench.harness.report import (  # per command
+        choose_baseline,
+        peers_of,
+        summary,
+        whole_model,
+    )
     from convbench.harness.runner import DIRECTIONS, RunConfig, run_suite  # per command
     from convbench.harness.suites import is_model_file, load_suite  # per command
 
+    _register_user_backends(backend_files)
     backends = _split(backend_list) or backend_names()
     for b in backends:
         get_backend(b)                     # unknown names: an error listing the valid ones
@@ -159,11 +200,14 @@ def run(suite, backend_list, batch, direction, dtype, threads, out_dir, resume, 
                    f"(continue with --resume --out {out_dir})", err=True)
         sys.exit(130)
     base = choose_baseline(frame, baseline)
-    for s in summary(frame, base).itertuples(index=False):
-        sp = "" if math.isnan(s.speedup) else f"{s.speedup:.2f}x vs {base}"
-        click.echo(f"  {s.case} [{s.direction}]: best {s.best or '-'} {sp}")
+    peers = peers_of(frame, meta)
+    for s in summary(frame, base, peers).itertuples(index=False):
+        sp = "" if math.isnan(s.speedup) else f" {s.speedup:.2f}x vs {base}"
+        peer = ("" if math.isnan(s.own_vs_peer) else
+                f"; best peer {s.best_peer}, {s.best_own} {s.own_vs_peer:.2f}x of it")
+        click.echo(f"  {s.case} [{s.direction}]: best {s.best or '-'}{sp}{peer}")
     if meta.get("counts"):
-        totals, _ = whole_model(frame, meta["counts"], base)
+        totals, _ = whole_model(frame, meta["counts"], base, peers)
         click.echo(f"whole model ({len(meta['counts'])} distinct layers, "
                    f"{sum(meta['counts'].values())} calls):")
         for r in totals.itertuples():

@@ -31,6 +31,10 @@ READ: dict[str, str] = {
     "CONVBENCH_IM2COL_MAX_BYTES": "the largest column buffer im2col accepts (default 4 GiB)",
     "NUMBA_ENABLE_CUDASIM": "1 runs the numba-cuda kernels on Numba's CPU simulator "
                             "(`convbench verify --cuda-sim` sets it for its own process)",
+    "CONVBENCH_NO_ENTRY_POINTS": "1 ignores the backends installed packages declare in the "
+                                 "entry-point group convbench.backends (backends.plugins)",
+    "NPROC": "not read: set to convbench's thread count only while JAX's CPU backend starts, "
+             "because XLA sizes its thread pool from it then (backends.jax_peer)",
 }
 
 

@@ -22,3 +22,8 @@ class UnknownNameError(ConvbenchError, ValueError):
 
 class VerificationError(ConvbenchError, AssertionError):
     """A result differs from the float64 reference by more than the tolerance."""
+
+
+class BackendRegistrationError(ConvbenchError, ValueError):
+    """A user backend cannot be registered: a name clash, a class with no name or no op, a
+    backend file that fails to import. The message names the class and where it came from."""

@@ -6,21 +6,13 @@ import platform
 import subprocess
 import sys
 import time
-from importlib import metadata
 
 import numpy as np
 from threadpoolctl import threadpool_info
 
-from convbench.backends import get_backend
+from convbench.backends import backend_names, get_backend
+from convbench.backends.base import package_version
 from convbench.threads import get_threads
-
-
-def package_version(pkg: str) -> str | None:
-    """The installed version of a distribution, or None."""
-    try:
-        return metadata.version(pkg)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def cpu_info() -> dict:
@@ -78,8 +70,21 @@ def _gpu() -> dict | None:
         return {"error": str(e)}
 
 
+def peers() -> dict:
+    """Each peer's record: its library versions and thread settings (Backend.record), read
+    without importing the library; None for a peer whose package is not installed."""
+    out = {}
+    for name in backend_names():
+        b = get_backend(name)
+        if b.peer:
+            record = b.record()
+            out[name] = record if record and record.get("version") else None
+    return out
+
+
 def fingerprint() -> dict:
-    """CPU, memory, OS, Python and library versions, BLAS and its threads, GPU, git commit."""
+    """CPU, memory, OS, Python and library versions, BLAS and its threads, GPU, the peers'
+    versions and threads, git commit."""
     torch_info = None
     if package_version("torch"):
         torch_info = {"version": package_version("torch")}
@@ -105,6 +110,7 @@ def fingerprint() -> dict:
                                             "NUMBA_NUM_THREADS")
                 if k in os.environ},
         "torch": torch_info,
+        "peers": peers(),
         "gpu": _gpu(),
         "convbench_commit": git_commit(),
     }
@@ -148,4 +154,11 @@ def same_machine(a: dict, b: dict) -> list[str]:
     ta, tb = (a.get("torch") or {}).get("version"), (b.get("torch") or {}).get("version")
     if ta != tb:
         diffs.append(f"torch: {ta} vs {tb}")
+    pa, pb = a.get("peers") or {}, b.get("peers") or {}
+    for name in dict.fromkeys([*pa, *pb]):
+        if name == "torch" or name not in pa or name not in pb:   # torch above; older records
+            continue
+        va, vb = (pa[name] or {}).get("version"), (pb[name] or {}).get("version")
+        if va != vb:
+            diffs.append(f"{name}: {va} vs {vb}")
     return diffs

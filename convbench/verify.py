@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from convbench.backends import get_backend
-from convbench.errors import BackendUnavailableError, UnsupportedError
+from convbench.errors import BackendUnavailableError, UnknownNameError, UnsupportedError
 from convbench.ops import OpSpec
 from convbench.result import FAILED, MISTRUSTED, PASSED, SKIPPED, UNAVAILABLE, UNIMPLEMENTED, Result
 from convbench.stats import summarize
@@ -135,6 +135,10 @@ def check_backend(backend_name: str, op: OpSpec, problem, dtype=np.float32, seed
         return result.replace(status=UNAVAILABLE, reason=str(e))
     except UnsupportedError as e:
         return result.replace(status=UNIMPLEMENTED, reason=str(e))
+    except UnknownNameError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a (user) backend's own checks raising is a result
+        return result.replace(status=FAILED, reason=f"checking raised {type(e).__name__}: {e}")
     est = estimated_call_s(backend, op, problem)
     if limit_s is not None and est is not None and est > limit_s:
         return result.replace(status=SKIPPED, reason=f"estimated {est:,.0f} s per call exceeds "

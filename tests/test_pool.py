@@ -40,7 +40,7 @@ def test_reference_matches_torch(label, family, p, rng):
     np.testing.assert_allclose(bwd, xt.grad.numpy(), rtol=1e-13, atol=1e-13)
 
 
-@pytest.mark.parametrize("backend", POOL_BACKENDS)
+@pytest.mark.parametrize("backend", available_backends("max_pool2d:bwd"))
 def test_ties_go_to_the_first_maximum_in_row_major_order(backend):
     x = np.zeros((1, 1, 4, 4), np.float32)          # every window is a tie
     dx = cb.max_pool2d_backward(np.ones((1, 1, 2, 2), np.float32), x, 2, backend=backend)
@@ -49,15 +49,23 @@ def test_ties_go_to_the_first_maximum_in_row_major_order(backend):
     np.testing.assert_array_equal(dx[0, 0], expected)
 
 
+#: ONNX Runtime's and OpenVINO's MaxPool let a NaN win only in some window positions, or never
+#: (README, Peers): a documented difference from PyTorch that finite inputs never show.
+NAN_IGNORED = ("onnxruntime", "openvino")
+
+
 @pytest.mark.parametrize("backend", POOL_BACKENDS)
-def test_max_pool_nan_wins(backend, rng):
+@pytest.mark.parametrize("where", [(0, 0), (1, 1)])
+def test_max_pool_nan_wins(backend, where, rng):
+    if backend in NAN_IGNORED:
+        pytest.skip(f"{backend}'s MaxPool does not propagate NaN (documented)")
     x = rng.standard_normal((1, 2, 4, 4)).astype(np.float32)
-    x[0, 1, 1, 1] = np.nan
+    x[0, 1, where[0], where[1]] = np.nan
     y = cb.max_pool2d(x, 2, backend=backend)
     assert np.isnan(y[0, 1, 0, 0]) and np.isnan(y).sum() == 1
 
 
-@pytest.mark.parametrize("backend", POOL_BACKENDS)
+@pytest.mark.parametrize("backend", available_backends("avg_pool2d:bwd"))
 def test_global_avg_pool(backend, rng):
     x = rng.standard_normal((2, 3, 5, 4)).astype(np.float32)
     y = cb.global_avg_pool2d(x, backend=backend)

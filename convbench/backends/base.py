@@ -2,6 +2,8 @@
 Backends reach their compiled kernels, torch and numba-cuda through `convbench.lazy.LazyModule`."""
 from __future__ import annotations
 
+from importlib import metadata
+
 import numpy as np
 
 from convbench.backends.lowering import LOWERINGS
@@ -11,14 +13,44 @@ from convbench.ops import get_op
 from convbench.timing import cpu_time_call
 
 
-class Backend:
-    """Base class. A backend implements an op by defining the method the op spec names
-    (`conv2d_fwd(problem, x, w, b)`, `conv2d_bwd_data(problem, dy, w)`, ...), and may refuse a
-    particular problem by overriding `unsupported`.
+def package_version(distribution: str) -> str | None:
+    """The installed version of a distribution (read from its metadata: nothing is imported), or
+    None."""
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
 
-    Arrays arrive already validated (shapes, dtype) and C-contiguous. GPU backends override
-    `to_device`, `to_host` and `synchronize`; their kernels take and return device arrays.
-    Scratch memory a backend keeps between calls lives in its `workspace` (backends.scratch).
+
+class Backend:
+    """A backend: a `name`, a `description`, and one method per op it implements, named after the
+    op (`OpSpec.method`) and taking the problem and the op's inputs in the order of
+    `OpSpec.input_names`:
+
+        conv2d_fwd(problem, x, w, b)             -> y       (b is None without bias)
+        conv2d_bwd_data(problem, dy, w)          -> dx
+        conv2d_bwd_weights(problem, dy, x)       -> dw
+        max_pool2d_fwd(problem, x), avg_pool2d_fwd(problem, x)          -> y
+        max_pool2d_bwd(problem, dy, x), avg_pool2d_bwd(problem, dy, x)  -> dx
+        lstm_fwd(problem, x, h0, c0, w_ih, w_hh, b_ih, b_hh)  -> (y, hT, cT)  (gru_fwd and
+            rnn_tanh_fwd likewise, with c0 and cT None)
+        lstm_bwd(problem, dy, dhT, dcT, x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+            -> (dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh)
+
+    (`convbench.ops.OPS` lists every op with its method, inputs and outputs.) The problem is a
+    frozen dataclass (`ops.Conv2dProblem`, `Pool2dProblem`, `RNNProblem`) with every size and
+    parameter; arrays arrive validated (shapes, dtype) and C-contiguous, in PyTorch's layouts.
+    An op without its method is UNIMPLEMENTED for this backend. To refuse one problem, return a
+    reason from `unsupported` (or raise `convbench.UnsupportedError` with one); to refuse them
+    all on this machine (a missing package, no device), return one from `unavailable_reason`.
+
+    Registering one: `convbench.register_backend(cls)`, `convbench run --backend-file FILE.py`, or
+    an entry point in the group `convbench.backends` (see the README). Every result is checked
+    against the float64 reference before it is timed, built-in or not.
+
+    GPU backends override `to_device`, `to_host` and `synchronize`; their kernels take and return
+    device arrays. Scratch memory a backend keeps between calls lives in its `workspace`
+    (backends.scratch).
     """
 
     name: str = ""
@@ -29,6 +61,12 @@ class Backend:
     #: problem's multiply-accumulates by it to estimate a call's time and skips the backend where
     #: that exceeds its per-case limit. None: no estimate, never skipped.
     est_macs_per_s: float | None = None
+    #: backend="auto" may choose it (after verifying and timing it on the problem). Opt-in:
+    #: convbench's own algorithms set it; a user backend sets it to race in auto.
+    auto_candidate: bool = False
+    #: An outside library convbench is measured against (torch, ONNX Runtime, ...): the report
+    #: names the fastest peer per case, and a peer is never an auto candidate.
+    peer: bool = False
 
     def __init__(self):
         self.workspace = Workspace()
@@ -89,6 +127,12 @@ class Backend:
     def tolerance_terms(self, op, problem) -> float:
         """Extra rounding steps this algorithm adds beyond the direct sum (transforms, FFT)."""
         return 0.0
+
+    def record(self) -> dict | None:
+        """What the machine record (convbench.machine.fingerprint) keeps about this backend: the
+        versions and thread settings of the libraries it runs, without importing them. None:
+        nothing beyond the common fingerprint."""
+        return None
 
     def extra_rounding(self, op, problem) -> float:
         """tolerance_terms of the kernel that runs op: the inner op's for a lowered one."""

@@ -92,6 +92,7 @@ def _nonfinite_aware(method):
 
 class FFTBackend(Backend):
     name = "fft"
+    auto_candidate = True
     description = "FFT products summed over channels as per-frequency complex GEMMs (scipy.fft)"
 
     def tolerance_terms(self, op, p):

@@ -76,6 +76,7 @@ def _flat(a):
 
 class NumbaCUDABackend(Backend):
     name = "numba-cuda"
+    auto_candidate = True
     description = ("CUDA kernels in Numba: tiled implicit-GEMM convolutions, fused recurrent "
                    "steps; the CPU simulator in tests")
     device = "cuda"

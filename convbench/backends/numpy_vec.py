@@ -41,6 +41,7 @@ def _crop(dxp, p):
 
 class NumpyBackend(Backend):
     name = "numpy"
+    auto_candidate = True
     description = "vectorised NumPy: strided-window pooling; RNN with one GEMM per step"
 
     # --- pooling --------------------------------------------------------------------------------

@@ -5,10 +5,13 @@ asymmetric padding, which torch's conv2d does not take, is applied with F.pad fi
 """
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
-from convbench.backends.base import Backend
+from convbench.backends.base import Backend, package_version
 from convbench.lazy import LazyModule
+from convbench.threads import get_threads
 
 TORCH = LazyModule("torch")
 
@@ -26,6 +29,7 @@ def _symmetric(p):
 class TorchBackend(Backend):
     name = "torch"
     description = "PyTorch (oneDNN on CPU), the peer"
+    peer = True
 
     def unavailable_reason(self):
         try:
@@ -33,6 +37,11 @@ class TorchBackend(Backend):
         except ImportError as e:
             return f"torch is not installed ({e}); pip install 'convbench[peers]'"
         return None
+
+    def record(self):
+        torch = sys.modules.get("torch")        # its threads when loaded; never imported here
+        return {"version": package_version("torch"),
+                "threads": torch.get_num_threads() if torch is not None else get_threads()}
 
     def _args(self, p):
         sym = _symmetric(p)

@@ -209,6 +209,7 @@ class _Winograd(Backend):
 
 class WinogradF2Backend(_Winograd):
     name = "winograd-f2"
+    auto_candidate = True
     description = ("Winograd F(2x2,3x3), all directions: transforms in Numba, "
                    "16 batched GEMMs (convbench's GEMM), streamed in cache-sized blocks")
     m = 2
@@ -217,6 +218,7 @@ class WinogradF2Backend(_Winograd):
 
 class WinogradF4Backend(_Winograd):
     name = "winograd-f4"
+    auto_candidate = True
     description = ("Winograd F(4x4,3x3), all directions: transforms in Numba, "
                    "36 batched GEMMs (convbench's GEMM), streamed in cache-sized blocks")
     m = 4
@@ -227,7 +229,8 @@ class WinogradF4Backend(_Winograd):
 
 
 class WinogradBackend(_Winograd):
-    """F(4x4) or F(2x2) by shape (choose_m); the tolerance is F(4x4)'s, the larger."""
+    """F(4x4) or F(2x2) by shape (choose_m); the tolerance is F(4x4)'s, the larger. Not an auto
+    candidate: auto times winograd-f2 and winograd-f4 themselves."""
     name = "winograd"
     description = ("Winograd F(4x4,3x3) or F(2x2,3x3) by shape (F(4x4) where its tiles reuse "
                    "the transformed filters enough), all directions")

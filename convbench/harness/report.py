@@ -56,37 +56,81 @@ def speedups(frame: pd.DataFrame, baseline: str | None) -> pd.DataFrame:
     return med.rdiv(med[baseline], axis=0)
 
 
-def summary(frame: pd.DataFrame, baseline: str | None) -> pd.DataFrame:
+def peers_of(frame: pd.DataFrame, meta: dict | None) -> list[str]:
+    """The run's backends that are peers (outside libraries convbench is measured against), as
+    the run recorded them; for runs from before that record, torch."""
+    meta = meta or {}
+    recorded = meta.get("peers")
+    if recorded is None:
+        recorded = list((meta.get("machine") or {}).get("peers") or {}) or ["torch"]
+    return [b for b in dict.fromkeys(frame["backend"]) if b in recorded]
+
+
+def best_peers(frame: pd.DataFrame, peers) -> pd.DataFrame:
+    """Per (case, direction): the fastest peer with a speed ("best_peer", None if none) and its
+    median ("peer_s", NaN if none)."""
+    med = medians(frame)
+    med = med[[p for p in peers if p in med]]
+    best = [row.idxmin() if row.notna().any() else None for _, row in med.iterrows()]
+    return pd.DataFrame({"best_peer": best, "peer_s": med.min(axis=1).to_numpy()},
+                        index=med.index)
+
+
+def peer_ratios(frame: pd.DataFrame, peers) -> pd.DataFrame:
+    """The best peer's median / each backend's median, per (case, direction): above 1 is faster
+    than the fastest peer on that case; NaN where either has no speed."""
+    med = medians(frame)
+    return med.rdiv(best_peers(frame, peers)["peer_s"], axis=0)
+
+
+def summary(frame: pd.DataFrame, baseline: str | None, peers=()) -> pd.DataFrame:
     """Per (case, direction): the fastest verified backend ("best", None if none) and its speedup
-    over the baseline (NaN without one)."""
+    over the baseline (NaN without one); the fastest peer ("best_peer") and the fastest of the
+    other backends ("best_own") with its ratio to that peer ("own_vs_peer", above 1 is faster)."""
     med = medians(frame)
     best = [row.idxmin() if row.notna().any() else None for _, row in med.iterrows()]
     fastest = med.min(axis=1)
     base = med[baseline] if baseline in med else pd.Series(np.nan, index=med.index)
-    out = pd.DataFrame({"best": best, "speedup": (base / fastest).to_numpy()}, index=med.index)
+    own = med[[b for b in med.columns if b not in peers]]
+    bp = best_peers(frame, peers)
+    out = pd.DataFrame({"best": best, "speedup": (base / fastest).to_numpy(),
+                        "best_peer": bp["best_peer"].to_numpy(),
+                        "best_own": [r.idxmin() if r.notna().any() else None
+                                     for _, r in own.iterrows()],
+                        "own_vs_peer": (bp["peer_s"] / own.min(axis=1)).to_numpy()},
+                       index=med.index)
     return out.reset_index()
 
 
-def geomeans(frame: pd.DataFrame, baseline: str | None) -> pd.DataFrame:
-    """Per backend: the geometric mean of its speedups over the baseline, and over how many
-    cases."""
+def _geomean_columns(ratios: pd.DataFrame) -> tuple[list, list]:
+    return ([table.geomean(ratios[b].dropna()) for b in ratios],
+            [int(ratios[b].notna().sum()) for b in ratios])
+
+
+def geomeans(frame: pd.DataFrame, baseline: str | None, peers=()) -> pd.DataFrame:
+    """Per backend: the geometric mean of its speedups over the baseline ("geomean", over
+    "cases" cases), over torch ("vs_torch", "torch_cases") and over the fastest peer of each case
+    ("vs_best_peer", "peer_cases")."""
     sp = speedups(frame, baseline)
-    return pd.DataFrame({"geomean": [table.geomean(sp[b].dropna()) for b in sp],
-                         "cases": [int(sp[b].notna().sum()) for b in sp]}, index=sp.columns)
+    g, n = _geomean_columns(sp)
+    out = pd.DataFrame({"geomean": g, "cases": n}, index=sp.columns)
+    out["vs_torch"], out["torch_cases"] = _geomean_columns(speedups(frame, "torch"))
+    out["vs_best_peer"], out["peer_cases"] = _geomean_columns(peer_ratios(frame, peers))
+    return out
 
 
 def whole_model(frame: pd.DataFrame, counts: dict, baseline: str | None,
-                peer: str | None = "torch") -> tuple[pd.DataFrame, pd.DataFrame]:
+                peers=("torch",)) -> tuple[pd.DataFrame, pd.DataFrame]:
     """A model's layers summed: per direction (and "all" over several), each backend's total
     seconds, sum over layers of count x median (complete only where it timed every layer), and
-    the same for the mix that takes each layer's fastest backend other than the peer; the
+    the same for the mix that takes each layer's fastest backend other than the peers; the
     baseline's total over each. Returns (totals: direction, backend, total_s, layers, of,
     speedup), (mix: direction, backend, layers, calls, share of the mix's time)."""
     med = medians(frame)
     if med.empty:
         return pd.DataFrame(), pd.DataFrame()
     weight = pd.Series([counts.get(c, 1) for c, _ in med.index], index=med.index, dtype=float)
-    own = [b for b in med.columns if b != peer]
+    own = [b for b in med.columns if b not in peers]
     chosen = {}             # backend -> (case, direction) -> the backend it delegated to
     for r in frame.itertuples():
         if str(r.reason).startswith("chose "):
@@ -122,9 +166,9 @@ def whole_model(frame: pd.DataFrame, counts: dict, baseline: str | None,
     return pd.DataFrame(rows), pd.DataFrame(mix_rows)
 
 
-def _whole_model_html(frame, meta, baseline) -> str:
+def _whole_model_html(frame, meta, baseline, peers=("torch",)) -> str:
     counts = meta.get("counts") or {}
-    totals, mix = whole_model(frame, counts, baseline)
+    totals, mix = whole_model(frame, counts, baseline, peers)
     if totals.empty:
         return ""
     esc = html.escape
@@ -132,7 +176,8 @@ def _whole_model_html(frame, meta, baseline) -> str:
              f"({len(counts)} distinct, {sum(counts.values())} calls; other operations are not "
              "included): for each backend the sum over layers of calls x median time, complete "
              "only where the backend timed every layer; and the mix that runs each layer on its "
-             "fastest backend other than torch, the peer. Speedup: the baseline "
+             f"fastest backend other than the peers ({esc(', '.join(peers) or 'none')}). "
+             "Speedup: the baseline "
              f"<b>{esc(str(baseline))}</b>'s total over each (&gt;1 is faster).</p>"]
     body = []
     for r in totals.itertuples():
@@ -314,25 +359,57 @@ def render(frame: pd.DataFrame, meta: dict, baseline: str | None = None) -> str:
                  f" &middot; wall time {meta.get('wall_s', 0):.1f} s"
                  + (" &middot; <b>interrupted</b>" if meta.get("interrupted") else "") + "</p>")
     # summary
-    summ = summary(frame, baseline)
+    peers = peers_of(frame, meta)
+    summ = summary(frame, baseline, peers)
     rates = _cells(frame, _rate_cell, backends)
     body = []
     for s, (_, cells) in zip(summ.itertuples(index=False), rates.iterrows()):
+        vs_peer = (f"{esc(s.best_own)} {s.own_vs_peer:.2f}x" if pd.notna(s.own_vs_peer)
+                   else "-")
         body.append([esc(s.case), s.direction, esc(s.best or "-"),
-                     f"{s.speedup:.2f}x" if pd.notna(s.speedup) else "-", *cells])
+                     f"{s.speedup:.2f}x" if pd.notna(s.speedup) else "-",
+                     esc(s.best_peer or "-"), vs_peer, *cells])
     parts.append(f"<h2>Summary</h2><p>Fastest verified backend per case, and its speedup over the "
-                 f"baseline <b>{esc(str(baseline))}</b>, measured side by side in this run. "
-                 "Throughputs are medians; ~ marks a wide spread, ? a MISTRUSTED check.</p>")
-    parts.append(_table(["case", "direction", "best", f"speedup vs {baseline}"] + backends, body))
-    gm = geomeans(frame, baseline)
-    gm = gm[gm["cases"] > 0]
+                 f"baseline <b>{esc(str(baseline))}</b>; the fastest peer (of "
+                 f"{esc(', '.join(peers) or 'none in this run')}) and the fastest of the other "
+                 "backends against it (above 1x: faster than every peer), measured side by side "
+                 "in this run. Throughputs are medians; ~ marks a wide spread, ? a MISTRUSTED "
+                 "check.</p>")
+    parts.append(_table(["case", "direction", "best", f"speedup vs {baseline}", "best peer",
+                         "best own vs best peer"] + backends, body))
+    gm = geomeans(frame, baseline, peers)
+    gm = gm[(gm["cases"] > 0) | (gm["peer_cases"] > 0)]
     if not gm.empty:
-        parts.append(f"<p>Geometric mean speed relative to {esc(str(baseline))}:</p>")
-        parts.append(_table(["backend", "geomean", "cases"],
-                            [[esc(str(r.Index)), f"{r.geomean:.2f}x", str(r.cases)]
-                             for r in gm.itertuples()]))
+        def _g(value, count):
+            return f"{value:.2f}x ({int(count)})" if pd.notna(value) and count else "-"
+        heads = [f"vs {baseline} (cases)"]
+        cols = [("geomean", "cases")]
+        if baseline != "torch" and gm["torch_cases"].any():
+            heads.append("vs torch (cases)")
+            cols.append(("vs_torch", "torch_cases"))
+        heads.append("vs best peer per case (cases)")
+        cols.append(("vs_best_peer", "peer_cases"))
+        parts.append("<p>Geometric mean speed ratios (above 1x: faster):</p>")
+        parts.append(_table(["backend"] + heads,
+                            [[esc(str(name))] + [_g(r[v], r[n]) for v, n in cols]
+                             for name, r in gm.iterrows()]))
+    ratios = peer_ratios(frame, peers)
+    over_base = speedups(frame, baseline)
+    own = [b for b in backends if b not in peers]
+    if peers and own and ratios[own].notna().any().any():
+        bp = best_peers(frame, peers)
+
+        def _r(v):
+            return f"{v:.2f}x" if pd.notna(v) else "-"
+        rows = [[esc(key[0]), key[1], esc(bp.loc[key, "best_peer"] or "-"),
+                 *[f"{_r(over_base.loc[key, b])} | {_r(r[b])}" for b in own]]
+                for key, r in ratios.iterrows()]
+        parts.append(f"<h2>Against the baseline and the best peer</h2><p>Per case, each "
+                     f"backend's speed over {esc(str(baseline))} | over the fastest peer of that "
+                     "case (the other's median time over its own; above 1x: faster).</p>")
+        parts.append(_table(["case", "direction", "best peer"] + own, rows))
     if meta.get("counts"):
-        parts.append(_whole_model_html(frame, meta, baseline))
+        parts.append(_whole_model_html(frame, meta, baseline, peers))
     # plots
     parts.append("<h2>Throughput</h2>")
     for fam in dict.fromkeys(frame["family"]):

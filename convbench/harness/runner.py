@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from convbench.backends import peer_names, user_backends
 from convbench.harness import table
 from convbench.harness.report import write_report
 from convbench.harness.suites import Case
@@ -217,7 +218,9 @@ def run_suite(config: RunConfig, out_dir, resume: bool = False, progress=None,
     set_threads(config.threads)
     meta = {"suite": config.suite, "backends": config.backends,
             "directions": list(config.directions), "dtype": config.dtype,
-            "baseline": config.baseline, "cold_cache": config.cold_cache,
+            "baseline": config.baseline, "peers": peer_names(config.backends),
+            "user_backends": {b: o for b, o in user_backends().items() if b in config.backends},
+            "cold_cache": config.cold_cache,
             "per_case_limit_s": config.per_case_limit_s, "policy": vars(config.policy),
             "started": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": fingerprint(),
             "peaks": measure_peaks() if peaks else None}

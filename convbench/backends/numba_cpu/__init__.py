@@ -12,6 +12,7 @@ from convbench.kernels.conv import WeightCache
 
 class NumbaCPUBackend(Backend):
     name = "numba-cpu"
+    auto_candidate = True
     description = ("parallel compiled direct convolution: register-tile kernels on "
                    "channel-blocked layouts (Numba)")
 
