@@ -35,6 +35,7 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "fft": ("convbench.backends.fft", "FFTBackend"),
     "winograd-f2": ("convbench.backends.winograd", "WinogradF2Backend"),
     "winograd-f4": ("convbench.backends.winograd", "WinogradF4Backend"),
+    "winograd": ("convbench.backends.winograd", "WinogradBackend"),
     "numba-cpu": ("convbench.backends.numba_cpu", "NumbaCPUBackend"),
     "numba-cuda": ("convbench.backends.numba_cuda", "NumbaCUDABackend"),
     "torch": ("convbench.backends.torch_peer", "TorchBackend"),
