@@ -27,7 +27,7 @@ import hashlib
 import io
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +47,7 @@ from convbench.harness.processes import ProcessGroup
 from convbench.harness.report import write_report
 from convbench.harness.runlock import RunLock
 from convbench.harness.suites import Case
-from convbench.machine import fingerprint, measure_peaks
+from convbench.machine import blas_warning, fingerprint, measure_peaks, peak_gflops
 from convbench.ops import get_op, ops_of
 from convbench.result import COLUMNS, FAILED, STATUSES, Result
 from convbench.threads import cpu_count, set_threads
@@ -87,6 +87,15 @@ class Settings:
     cold_cache: bool = False
     seed: int = 0
     max_bytes: int | None = None
+    #: the run's measured FMA peak, for each row's pct_of_peak (None: not measured)
+    peak_gflops: float | None = None
+
+
+def with_peak(result: Result, peak: float | None) -> Result:
+    """result with pct_of_peak filled in from its gflops and the run's peak."""
+    if peak and result.gflops is not None:
+        return result.replace(pct_of_peak=100 * result.gflops / peak)
+    return result
 
 
 def iter_case(case: Case, op_name: str, backends, settings: Settings):
@@ -115,7 +124,8 @@ def iter_case(case: Case, op_name: str, backends, settings: Settings):
         except MemoryError as e:      # outside the backend's own call: still this case's alone
             result = new_result(name, op, case.problem, dtype).replace(
                 status=FAILED, reason=f"out of memory: {e}")
-        yield result.replace(suite=settings.suite, case=case.name, problem=None)
+        yield with_peak(result.replace(suite=settings.suite, case=case.name, problem=None),
+                        settings.peak_gflops)
 
 
 def _make_room(backend, op, problem, dtype, settings: Settings, limit: int) -> None:
@@ -155,11 +165,13 @@ class RunConfig:
     whole_model: bool = False
     #: measure each (case, direction) in this many fresh processes (1: in the run's own process)
     processes: int = 1
+    #: the measured FMA peak (run_suite fills it in)
+    peak_gflops: float | None = None
 
     @property
     def settings(self) -> Settings:
         return Settings(self.suite, self.dtype, self.policy, self.per_case_limit_s,
-                        self.cold_cache, self.seed, self.max_bytes)
+                        self.cold_cache, self.seed, self.max_bytes, self.peak_gflops)
 
 
 #: The settings that make rows of two runs incomparable: --resume needs them unchanged.
@@ -359,8 +371,9 @@ class Runner:
                     self.progress(i, len(plan), case, op, time.perf_counter() - start)
                 todo = [b for b in self.cfg.backends
                         if (case.name, case.descriptor, op.direction, b) not in self.store.done]
-                rows = (group.measure(measure_case, case, op.name, todo, settings) if group
-                        else iter_case(case, op.name, todo, settings))
+                rows = ([with_peak(r, settings.peak_gflops)     # of the merged gflops
+                         for r in group.measure(measure_case, case, op.name, todo, settings)]
+                        if group else iter_case(case, op.name, todo, settings))
                 for result in rows:
                     self.store.add(result)
             if self.progress:
@@ -421,13 +434,16 @@ def run_suite(config: RunConfig, out_dir, resume: bool = False, progress=None,
     out_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(out_dir, warn):
         set_threads(config.threads)
+        machine = fingerprint()
+        measured = measure_peaks() if peaks else None
+        config = replace(config, peak_gflops=peak_gflops(measured))
         meta = {**settings, "baseline": config.baseline, "peers": peer_names(config.backends),
                 "user_backends": {b: o for b, o in user_backends().items()
                                   if b in config.backends},
                 "per_case_limit_s": config.per_case_limit_s, "max_bytes": config.max_bytes,
                 "policy": vars(config.policy), "resumed": resume,
-                "started": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": fingerprint(),
-                "peaks": measure_peaks() if peaks else None}
+                "started": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine,
+                "peaks": measured, "warnings": [w for w in [blas_warning(machine)] if w]}
         if config.whole_model or any(getattr(c, "count", 1) != 1 for c in config.cases):
             meta["counts"] = {c.name: c.count for c in config.cases}
         runner = Runner(config, out_dir, resume, progress, warn)
