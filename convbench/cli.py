@@ -314,8 +314,9 @@ def _memory_limit(max_memory: str | None) -> tuple[int | None, str]:
               help="an ONNX model's input shape where it is dynamic: NAME:1,3,224,224, or "
                    "1,3,224,224 for its only input (repeat for several inputs)")
 @click.option("--processes", type=click.IntRange(min=1), default=1, show_default=True,
-              help="measure each case in this many fresh processes, one after another (their "
-                   "spread is what compare tests against; 1: in this process)")
+              help="measure each case in this many worker processes, started afresh for the "
+                   "run, one after another (their spread is what compare tests against; 1: in "
+                   "this process)")
 @_backend_files
 def run(suite, backend_list, batch, direction, dtype, threads, oversubscribe, out_dir, resume,
         budget, per_case_limit, max_memory, cold_cache, baseline, no_peaks, input_shapes,
@@ -357,7 +358,7 @@ def run(suite, backend_list, batch, direction, dtype, threads, oversubscribe, ou
                     cold_cache, baseline, whole_model=is_model_file(suite), batch=batch,
                     max_bytes=max_bytes, processes=processes)
     click.echo(f"suite {suite}: {len(cases)} cases x {len(backends)} backends -> {out_dir}"
-               + (f" ({processes} fresh processes per case)" if processes > 1 else ""))
+               + (f" (each case in {processes} worker processes)" if processes > 1 else ""))
     click.echo(f"memory per case: "
                f"{format_bytes(max_bytes) if max_bytes else 'no limit'} ({limit_note})")
     _warn_blas()

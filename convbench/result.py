@@ -72,7 +72,7 @@ class Result:
                                         "measured fp32 FMA peak (machine.measure_peaks)")
     gbps: float | None = _column("float64")
     intensity: float | None = _column("float64", doc="flops / bytes")
-    processes: int | None = _column("Int64", doc="fresh processes that measured it (--processes; "
+    processes: int | None = _column("Int64", doc="worker processes that measured it (--processes; "
                                     "empty: the run's own process)")
     process_spread: float | None = _column("float64", doc="between-process spread: the standard "
                                            "deviation of the log process medians")

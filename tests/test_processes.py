@@ -1,6 +1,6 @@
-"""run --processes K: each case in K fresh processes, merged into one row per backend. A real run
-on a tiny case (each process imports NumPy and convbench afresh: a few seconds), and the merge
-on synthetic Results. No test looks at a real timing's value."""
+"""run --processes K: each case in K worker processes, merged into one row per backend. A real run
+on tiny cases (each process imports NumPy and convbench afresh: a few seconds), and the merge on
+synthetic Results. No test looks at a real timing's value."""
 import json
 
 import numpy as np
@@ -76,7 +76,7 @@ def test_a_run_in_fresh_processes(tmp_path):
                                   "--budget", "0.01", "--no-peaks", "--threads", "1",
                                   "--out", str(out)])
     assert r.exit_code == 0, r.output
-    assert "2 fresh processes per case" in r.output
+    assert "each case in 2 worker processes" in r.output
     rows, meta = load_run(out)
     assert meta["processes"] == 2
     assert list(rows["processes"]) == [2, 1, 2, 1]          # numpy: UNIMPLEMENTED in the first

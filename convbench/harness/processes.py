@@ -119,13 +119,6 @@ class ProcessGroup:
         self.close()
 
 
-def measure_in_processes(measure, case, op_name: str, backends, settings, processes: int,
-                         threads: int | None = None) -> list[Result]:
-    """ProcessGroup.measure on one (case, direction), in `processes` processes started for it."""
-    with ProcessGroup(processes, threads, backends) as group:
-        return group.measure(measure, case, op_name, backends, settings)
-
-
 def merge_results(results: list[Result]) -> Result:
     """One row from the Results of one backend on one problem in several processes: the median of
     the process medians, their spread (the standard deviation of their logs) and their 95%

@@ -163,7 +163,7 @@ class RunConfig:
     max_bytes: int | None = None      # memory a case may plan to use (None: no limit)
     #: the suite is a model's layers: the report adds their sum (each case's count x time)
     whole_model: bool = False
-    #: measure each (case, direction) in this many fresh processes (1: in the run's own process)
+    #: measure each (case, direction) in this many worker processes (1: in the run's own one)
     processes: int = 1
     #: the measured FMA peak (run_suite fills it in)
     peak_gflops: float | None = None
