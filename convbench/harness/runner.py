@@ -17,6 +17,8 @@ results.csv can be read; a last line cut short by a kill is dropped and measured
 the folder's lock (.lock, harness.runlock) from start to end, so two runs never share a folder.
 Before a case allocates anything its memory is estimated (verify.memory_need); a backend over
 `max_bytes` is SKIPPED with the estimate, and running out of memory fails that case alone.
+Every row names the machine that measured it (machine.machine_record: host, CPU, GPU and a key
+of its fingerprint).
 """
 from __future__ import annotations
 
@@ -44,7 +46,7 @@ from convbench.harness import table
 from convbench.harness.report import write_report
 from convbench.harness.runlock import RunLock
 from convbench.harness.suites import Case
-from convbench.machine import fingerprint, measure_peaks
+from convbench.machine import fingerprint, machine_record, measure_peaks
 from convbench.ops import get_op, ops_of
 from convbench.result import COLUMNS, FAILED, STATUSES, Result
 from convbench.threads import cpu_count, set_threads
@@ -112,7 +114,8 @@ def iter_case(case: Case, op_name: str, backends, settings: Settings):
         except MemoryError as e:      # outside the backend's own call: still this case's alone
             result = new_result(name, op, case.problem, dtype).replace(
                 status=FAILED, reason=f"out of memory: {e}")
-        yield result.replace(suite=settings.suite, case=case.name, problem=None)
+        yield result.replace(suite=settings.suite, case=case.name, problem=None,
+                             **machine_record())
 
 
 def _make_room(backend, op, problem, dtype, settings: Settings, limit: int) -> None:
@@ -218,12 +221,12 @@ def read_results_csv(path) -> tuple[pd.DataFrame, int]:
     try:
         text = whole.decode("utf-8")
         records = list(csv.reader(io.StringIO(text)))
-        if records[0] != list(COLUMNS):
+        if records[0] not in (list(COLUMNS), list(table.OLD_COLUMNS)):
             raise ValueError(f"its header is not convbench's columns ({','.join(records[0])[:80]}"
                              f"{'...' if len(','.join(records[0])) > 80 else ''})")
         for i, rec in enumerate(records[1:], 2):
-            if len(rec) != len(COLUMNS):
-                raise ValueError(f"line {i} has {len(rec)} fields, not {len(COLUMNS)}")
+            if len(rec) != len(records[0]):
+                raise ValueError(f"line {i} has {len(rec)} fields, not {len(records[0])}")
         frame = table.read_csv(io.StringIO(text))
         bad = sorted(set(frame["status"]) - set(STATUSES))
         if bad:
@@ -252,6 +255,10 @@ class ResultStore:
             except RunFolderError as e:
                 raise RunFolderError(f"cannot resume: {e}; it is not appended to. "
                                      f"{AFRESH}") from None
+            if whole and _header(self.csv_path) != list(COLUMNS):
+                raise RunFolderError(f"cannot resume: {self.csv_path} was written by an older "
+                                     f"convbench, without the columns naming each row's machine; "
+                                     f"it is not appended to. {AFRESH}")
             for path, keep in ((self.csv_path, whole),
                                (self.samples_path, _whole_lines(self.samples_path))):
                 if path.exists() and path.stat().st_size > keep:
@@ -295,6 +302,12 @@ class ResultStore:
                 f.close()
             except OSError:       # a full disk refuses the last flush: the rows before it stay
                 pass
+
+
+def _header(path: Path) -> list:
+    """The first line of a CSV file, as fields."""
+    with open(path, newline="") as f:
+        return next(csv.reader(f), [])
 
 
 def _whole_lines(path: Path) -> int:
