@@ -343,12 +343,26 @@ def load_results(run_dir) -> pd.DataFrame:
     return frame
 
 
+def measure_here(jobs, settings: Settings, step):
+    """Measure jobs ((case, op spec, backends) each) one after another in this process, yielding
+    each Result as it is measured; `step(case, op)` is called as each job starts."""
+    for case, op, backends in jobs:
+        step(case, op)
+        yield from iter_case(case, op.name, backends, settings)
+
+
 class Runner:
+    """Walks a suite's plan and stores each row as it comes. `measure(jobs, settings, step)` is
+    where the (case, direction)s are measured: measure_here (this process, the default) or a
+    cluster's (harness.cluster); it yields Results in any order and calls `step(case, op)` once
+    per job, as it starts or finishes."""
+
     def __init__(self, config: RunConfig, out_dir, resume: bool = False, progress=None,
-                 warn=None):
+                 warn=None, measure=None):
         self.cfg = config
         self.store = ResultStore(out_dir, resume, warn)
         self.progress = progress
+        self.measure = measure or measure_here
 
     def plan(self) -> list[tuple[Case, object]]:
         return [(c, op) for c in self.cfg.cases
@@ -356,16 +370,23 @@ class Runner:
 
     def run(self) -> list[Result]:
         set_threads(self.cfg.threads)
-        settings = self.cfg.settings
         plan = self.plan()
+        jobs = [(case, op, [b for b in self.cfg.backends
+                            if (case.name, case.descriptor, op.direction, b)
+                            not in self.store.done])
+                for case, op in plan]
         start = time.perf_counter()
+        steps = 0
+
+        def step(case, op):
+            nonlocal steps
+            if self.progress:
+                self.progress(steps, len(plan), case, op, time.perf_counter() - start)
+            steps += 1
+
         try:
-            for i, (case, op) in enumerate(plan):
-                if self.progress:
-                    self.progress(i, len(plan), case, op, time.perf_counter() - start)
-                todo = [b for b in self.cfg.backends
-                        if (case.name, case.descriptor, op.direction, b) not in self.store.done]
-                for result in iter_case(case, op.name, todo, settings):
+            for result in self.measure(jobs, self.cfg.settings, step):
+                if result.key() not in self.store.done:      # a job measured twice adds nothing
                     self.store.add(result)
             if self.progress:
                 self.progress(len(plan), len(plan), None, None, time.perf_counter() - start)
@@ -409,13 +430,16 @@ def load_run(run_dir, warn=None) -> tuple[pd.DataFrame, dict]:
 
 
 def run_suite(config: RunConfig, out_dir, resume: bool = False, progress=None,
-              peaks: bool = True, report: bool = True, warn=None) -> tuple[pd.DataFrame, dict]:
+              peaks: bool = True, report: bool = True, warn=None,
+              cluster=None) -> tuple[pd.DataFrame, dict]:
     """Run a suite into out_dir: meta.json first (fingerprint, peaks, settings), rows as they
     finish, then results.json and report.html, also when interrupted. Returns (rows, meta).
 
     The folder's lock is held throughout (RunLockedError if another run holds it); with resume,
     check_resumable runs first, before anything in the folder is touched. `warn(message)` hears
-    what is taken over or dropped (a stale lock, a cut last line)."""
+    what is taken over or dropped (a stale lock, a cut last line). `cluster` (an open
+    harness.cluster.Cluster) measures the cases on its workers instead of here; meta.json then
+    records its address and workers."""
     out_dir = Path(out_dir)
     settings = comparable_settings(config)
     if resume:
@@ -432,7 +456,10 @@ def run_suite(config: RunConfig, out_dir, resume: bool = False, progress=None,
                 "peaks": measure_peaks() if peaks else None}
         if config.whole_model or any(getattr(c, "count", 1) != 1 for c in config.cases):
             meta["counts"] = {c.name: c.count for c in config.cases}
-        runner = Runner(config, out_dir, resume, progress, warn)
+        if cluster is not None:
+            meta["cluster"] = cluster.record()
+        runner = Runner(config, out_dir, resume, progress, warn,
+                        cluster.measure if cluster is not None else None)
         files.write_text(out_dir / "meta.json", json.dumps(meta, indent=1))
         t0 = time.perf_counter()
         interrupted = False
