@@ -9,11 +9,12 @@ here, bound to 127.0.0.1: isolation, so that a kernel that crashes ends its work
 
 Faults. A task's rows come back whole or not at all, so a worker that dies mid-case loses nothing
 and duplicates nothing: the scheduler runs the task again elsewhere. A task whose workers died
-more than the scheduler's `distributed.scheduler.allowed-failures` times is recorded FAILED
-("worker died N times"). Workers whose convbench differs from the client's (code_identity: the
-digest of its source files) are an error before anything runs, and a task refuses to run on one
-that joins later. An unreachable scheduler is an error after a bounded wait; an interrupt cancels
-the tasks not yet finished.
+more than the scheduler's `distributed.scheduler.allowed-failures` times is split into one task
+per backend, and a backend whose task kills its workers that often again is recorded FAILED
+("worker died N times"); the other backends of the case are measured. Workers whose convbench
+differs from the client's (code_identity: the digest of its source files) are an error before
+anything runs, and a task refuses to run on one that joins later. An unreachable scheduler is an
+error after a bounded wait; an interrupt cancels the tasks not yet finished.
 
 Security. A Dask scheduler runs whatever code it is sent: plain tcp:// beyond loopback is refused
 unless `insecure=True`; tls:// takes Dask's Security (CA, certificate and key files, or Dask's
@@ -95,7 +96,7 @@ def parse_address(text: str, insecure: bool = False) -> Address:
         if n < 1:
             raise ClusterError(f"{text!r}: local:N needs N >= 1 worker processes")
         return Address(text, n)
-    if text.startswith("local"):
+    if text.startswith("local:") or text == "local":
         raise ClusterError(f"{text!r}: write local:N, N worker processes (local:2)")
     if "://" not in text:
         text = f"tcp://{text}"
@@ -241,6 +242,8 @@ class Cluster:
                 self._local = dist.LocalCluster(
                     n_workers=self.address.workers, threads_per_worker=1, processes=True,
                     host="127.0.0.1", protocol="tcp://", dashboard_address=None,
+                    # no dashboard; its HTTP server (health checks) on any free loopback port
+                    scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
                     resources={RESOURCE: 1}, silence_logs=40)
             target = self._local
         else:
@@ -293,28 +296,44 @@ class Cluster:
 
     def measure(self, jobs, settings, step):
         """runner.Runner's `measure`: one task per job with backends left to measure, rows
-        yielded as each task finishes (step(case, op) then); unfinished tasks are cancelled
-        when this stops early (an interrupt, an error)."""
+        yielded as each task finishes, step(case, op) as each job is done. A task whose workers
+        all died is split into one task per backend, so that only the backend that crashes is
+        FAILED. Tasks not finished are cancelled when this stops early (an interrupt, an
+        error)."""
         dist = _distributed()
         digest = code_identity()["digest"]
-        futures = {}
-        for case, op, backends in jobs:
-            if not backends:
-                step(case, op)
-                continue
+        futures, left = {}, {}
+
+        def submit(case, op, backends):
             key = f"convbench-{op.direction}-{case.name}-{os.urandom(4).hex()}"
             f = self.client.submit(measure_task, case, op.name, backends, settings,
                                    self.threads, digest, self.backend_sources, pure=False,
                                    resources={RESOURCE: 1}, key=key)
             futures[f] = (case, op, backends)
-        try:
-            for f in dist.as_completed(list(futures), loop=self.client.loop):
-                case, op, backends = futures.pop(f)
+            return f
+
+        for case, op, backends in jobs:
+            if backends:
+                submit(case, op, backends)
+                left[case, op.name] = 1
+            else:
                 step(case, op)
+        pending = dist.as_completed(list(futures), loop=self.client.loop)
+        try:
+            for f in pending:
+                case, op, backends = futures.pop(f)
                 try:
                     results = f.result()
                 except dist.KilledWorker as e:
+                    if len(backends) > 1:
+                        for b in backends:
+                            pending.add(submit(case, op, [b]))
+                        left[case, op.name] += len(backends) - 1
+                        continue
                     results = self._died(case, op, backends, settings, e)
+                left[case, op.name] -= 1
+                if not left[case, op.name]:
+                    step(case, op)
                 yield from results
         finally:
             if futures:
@@ -324,8 +343,9 @@ class Cluster:
         """FAILED rows for a task whose workers all died running it."""
         last = getattr(e.last_worker, "address", "")
         known = self.workers.get(last) or (worker_record() if self.address.local else {})
-        reason = (f"worker died {e.allowed_failures + 1} times running this case (a crash in a "
-                  f"kernel: segfault, abort, or killed for memory); last on {last}")
+        reason = (f"worker died {e.allowed_failures + 1} times running this backend on this case "
+                  f"(a crash in its kernel: segfault, abort, or killed for memory); last on "
+                  f"{last}")
         machine = {k: known.get(k, "") for k in ("host", "cpu", "gpu", "machine")}
         return [new_result(b, op, case.problem, settings.dtype).replace(
                     status=FAILED, reason=reason, suite=settings.suite, case=case.name,

@@ -384,13 +384,15 @@ class Runner:
                 self.progress(steps, len(plan), case, op, time.perf_counter() - start)
             steps += 1
 
+        rows = self.measure(jobs, self.cfg.settings, step)
         try:
-            for result in self.measure(jobs, self.cfg.settings, step):
+            for result in rows:
                 if result.key() not in self.store.done:      # a job measured twice adds nothing
                     self.store.add(result)
             if self.progress:
                 self.progress(len(plan), len(plan), None, None, time.perf_counter() - start)
         finally:
+            getattr(rows, "close", lambda: None)()     # a generator stopped early cleans up
             self.store.close()
         return self.store.results
 
