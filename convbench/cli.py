@@ -659,10 +659,15 @@ def _floats(value: str, option: str) -> list[float]:
               help="random: low,high of a log-uniform range; grid: the values")
 @click.option("--optimizers", default="adam,rmsprop,nesterov", show_default=True)
 @click.option("--out", "out_dir", default="runs/tune", show_default=True)
-def tune(mode, trials, lrs, optimizers, out_dir, **kw):
-    """Random or grid search over learning rate and optimiser; writes tune.csv, best first."""
+@_cluster_options
+def tune(mode, trials, lrs, optimizers, out_dir, cluster, tls_ca, tls_cert, tls_key, insecure,
+         **kw):
+    """Random or grid search over learning rate and optimiser; writes tune.csv, best first, and
+    the best trial's checkpoint best.npz."""
     from convbench.train import tune as run_tune  # per command
     from convbench.train.trainer import ConfigError  # per command
+    threads = _local_threads(cluster, kw["threads"], kw["oversubscribe"])
+    workers = _cluster(cluster, tls_ca, tls_cert, tls_key, insecure, threads)
     base = _config(kw)
     lr_values = _floats(lrs, "--lrs")
     if mode == "random" and (len(lr_values) != 2 or lr_values[0] >= lr_values[1]):
@@ -675,9 +680,20 @@ def tune(mode, trials, lrs, optimizers, out_dir, **kw):
             raise _bad("--optimizers", str(e)) from None
     space = {"optimizer": names, "lr": tuple(lr_values) if mode == "random" else lr_values}
     _out_dir(out_dir)
-    results = run_tune(base, space, mode, trials, base.seed, out_dir, log=click.echo)
+    if workers is None:
+        results = run_tune(base, space, mode, trials, base.seed, out_dir, log=click.echo)
+    else:
+        from convbench.harness.cluster import ClusterError  # per command
+        try:
+            with workers:
+                click.echo(f"cluster {workers.address.text}: {len(workers.workers)} workers")
+                results = run_tune(base, space, mode, trials, base.seed, out_dir,
+                                   log=click.echo, map_trials=workers.map)
+        except ClusterError as e:
+            raise _bad("--cluster", str(e)) from None
     click.echo(f"best: {results[0]}")
-    click.echo(f"wrote {out_dir}/tune.csv")
+    click.echo(f"wrote {out_dir}/tune.csv" + (", best.npz" if (Path(out_dir) / "best.npz")
+                                               .exists() else ""))
 
 
 @main.command()

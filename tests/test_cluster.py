@@ -348,3 +348,19 @@ def test_real_dask_processes_from_the_command_line(tmp_path, quick, dask_process
     assert set(frame["status"]) <= {PASSED, "UNIMPLEMENTED"}
     survivor = ({"w1", "w2"} - set(killed)).pop()
     assert survivor in set(frame["worker"])
+
+
+def test_tune_on_a_cluster_brings_the_best_checkpoint_back(tmp_path):
+    from click.testing import CliRunner
+
+    from convbench.cli import main
+    from convbench.train import evaluate_checkpoint
+    out = tmp_path / "tune"
+    r = CliRunner().invoke(main, ["tune", "--cluster", "local:2", "--trials", "2", "--epochs", "1",
+                                  "--backend", "im2col", "--batch-size", "128", "--out",
+                                  str(out)])
+    assert r.exit_code == 0, r.output
+    assert "trial 1/2" in r.output and "trial 2/2" in r.output
+    rows = (out / "tune.csv").read_text().splitlines()
+    assert len(rows) == 3
+    assert 0 <= evaluate_checkpoint(out / "best.npz")["test_accuracy"] <= 1

@@ -179,10 +179,9 @@ def worker_record(dask_worker=None) -> dict:
             "name": str(dask_worker.name) if dask_worker is not None else ""}
 
 
-def measure_task(case, op_name: str, backends, settings, threads, digest: str,
-                 backend_sources=()) -> list:
-    """The task: measure_case on this worker, every row naming the worker. Refuses to run when
-    this worker's convbench is not the client's (`digest`)."""
+def _prepare(digest: str, threads, backend_sources) -> None:
+    """Ready this worker for a task: refuse when its convbench is not the client's (`digest`),
+    register the client's backend files, set the thread count."""
     mine = code_identity()
     if mine["digest"] != digest:
         raise VersionMismatchError(
@@ -191,8 +190,20 @@ def measure_task(case, op_name: str, backends, settings, threads, digest: str,
             f"{digest}: install the client's convbench on every worker")
     _load_backend_sources(backend_sources)
     set_threads(threads)
+
+
+def measure_task(case, op_name: str, backends, settings, threads, digest: str,
+                 backend_sources=()) -> list:
+    """The task of a run: measure_case on this worker, every row naming the worker."""
+    _prepare(digest, threads, backend_sources)
     name = str(_distributed().get_worker().name)
     return [r.replace(worker=name) for r in measure_case(case, op_name, backends, settings)]
+
+
+def call_task(fn, item, threads, digest: str, backend_sources=()):
+    """The task of Cluster.map: fn(item) on this worker."""
+    _prepare(digest, threads, backend_sources)
+    return fn(item)
 
 
 # --- the client ------------------------------------------------------------------------------
@@ -335,6 +346,29 @@ class Cluster:
                 if not left[case, op.name]:
                     step(case, op)
                 yield from results
+        finally:
+            if futures:
+                self.client.cancel(list(futures), force=True)
+
+    def map(self, fn, items):
+        """fn(item) for each item, one task each on a benchmark slot (fn: a module-level function
+        of convbench, which the workers import). Yields (index, result, None) as each finishes, or
+        (index, None, why) for one whose workers died; cancels the rest when stopped early."""
+        dist = _distributed()
+        digest = code_identity()["digest"]
+        futures = {self.client.submit(call_task, fn, item, self.threads, digest,
+                                      self.backend_sources, pure=False,
+                                      resources={RESOURCE: 1},
+                                      key=f"convbench-{fn.__name__}-{i}-{os.urandom(4).hex()}"): i
+                   for i, item in enumerate(items)}
+        try:
+            for f in dist.as_completed(list(futures), loop=self.client.loop):
+                i = futures.pop(f)
+                try:
+                    yield i, f.result(), None
+                except dist.KilledWorker as e:
+                    yield i, None, (f"worker died {e.allowed_failures + 1} times running it "
+                                    f"(last on {getattr(e.last_worker, 'address', '?')})")
         finally:
             if futures:
                 self.client.cancel(list(futures), force=True)
