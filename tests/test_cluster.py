@@ -364,3 +364,10 @@ def test_tune_on_a_cluster_brings_the_best_checkpoint_back(tmp_path):
     rows = (out / "tune.csv").read_text().splitlines()
     assert len(rows) == 3
     assert 0 <= evaluate_checkpoint(out / "best.npz")["test_accuracy"] <= 1
+
+
+def test_ci_installs_the_cluster_extra():
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert any("pip install" in line and "cluster" in line.split("-e")[-1]
+               for line in ci.splitlines())
+    assert 'cluster = ["dask[distributed]' in (ROOT / "pyproject.toml").read_text()
