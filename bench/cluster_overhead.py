@@ -20,7 +20,7 @@ from pathlib import Path
 from distributed import get_task_stream
 
 from convbench.harness.cluster import Cluster, parse_address
-from convbench.harness.runner import RunConfig, run_suite
+from convbench.harness.runner import RunConfig, measure_case, run_suite
 from convbench.harness.suites import load_suite
 from convbench.threads import cpu_count
 from convbench.timing import TimingPolicy
@@ -30,6 +30,25 @@ def _wall(cfg, out, cluster=None) -> float:
     t = time.perf_counter()
     run_suite(cfg, out, peaks=False, report=False, cluster=cluster)
     return time.perf_counter() - t
+
+
+class Here:
+    """The plain run, through run_suite's cluster hook so that the time spent measuring is
+    counted the same way as a worker's: measure_case in this process."""
+
+    def __init__(self):
+        self.spent = 0.0
+
+    def record(self) -> dict:
+        return {"address": "here (plain)"}
+
+    def measure(self, jobs, settings, step):
+        for case, op, backends in jobs:
+            step(case, op)
+            t = time.perf_counter()
+            rows = measure_case(case, op.name, backends, settings)
+            self.spent += time.perf_counter() - t
+            yield from rows
 
 
 def _compute_s(stream) -> float:
@@ -59,40 +78,55 @@ def main() -> None:
                          policy=policy, batch=args.batch)
 
     walls = {"plain": [], "local:1": [], "local:2": []}
-    outside = []        # per case: local:1's wall time not spent computing on the worker
-    t0 = time.perf_counter()
-    with Cluster(parse_address("local:1"), threads=threads) as one, \
-            Cluster(parse_address("local:2"), threads=max(1, threads // 2)) as two, \
-            tempfile.TemporaryDirectory() as tmp:
-        startup_s = time.perf_counter() - t0
-        # a warm-up pass of each, so that imports and first calls are paid outside the figures
-        for name, cl in (("plain", None), ("local:1", one), ("local:2", two)):
-            _wall(config(threads if cl is not two else max(1, threads // 2)),
-                  Path(tmp) / f"warm-{name.replace(':', '')}", cl)
-        for r in range(args.repeats):
-            for name, cl in (("plain", None), ("local:1", one), ("local:2", two)):
-                t = threads if cl is not two else max(1, threads // 2)
-                with get_task_stream(one.client) as stream:
-                    wall = _wall(config(t), Path(tmp) / f"{name.replace(':', '')}-{r}", cl)
+    outside = {"plain": [], "local:1": []}    # per case: wall time not spent measuring
+    startup = []        # seconds to start a LocalCluster and connect
+
+    def timed(name, out, warm=False):
+        """One run; a cluster run opens its cluster first (not timed: `startup`), so that no
+        scheduler shares the process with the plain run."""
+        if name == "plain":
+            here = Here()
+            wall = _wall(config(threads), out, here)
+            return here.spent, wall
+        t0 = time.perf_counter()
+        workers = int(name.split(":")[1])
+        with Cluster(parse_address(name), threads=max(1, threads // workers)) as cl:
+            startup.append(time.perf_counter() - t0)
+            with get_task_stream(cl.client) as stream:
+                wall = _wall(config(max(1, threads // workers)), out, cl)
+            return _compute_s(stream), wall
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in walls:                  # warm-up: imports and first calls, not counted
+            timed(name, Path(tmp) / f"warm-{name.replace(':', '')}")
+        for r in range(args.repeats):       # interleaved
+            for name in walls:
+                compute, wall = timed(name, Path(tmp) / f"{name.replace(':', '')}-{r}")
                 walls[name].append(wall)
-                if cl is one:
-                    outside.append((wall - _compute_s(stream)) / len(cases))
-        t = time.perf_counter()
-        for _ in one.map(abs, range(args.noop_tasks)):
-            pass
-        noop_s = (time.perf_counter() - t) / args.noop_tasks
+                if name in outside:
+                    outside[name].append((wall - compute) / len(cases))
+        with Cluster(parse_address("local:1"), threads=threads) as one:
+            for _ in one.map(abs, range(2)):     # the worker's first task pays its imports
+                pass
+            t = time.perf_counter()
+            for _ in one.map(abs, range(args.noop_tasks)):
+                pass
+            noop_s = (time.perf_counter() - t) / args.noop_tasks
     med = {k: statistics.median(v) for k, v in walls.items()}
     n = len(cases)
     out = {"suite": args.suite, "cases": n, "batch": args.batch, "backends": args.backends,
            "budget_s": args.budget, "threads": threads, "repeats": args.repeats,
-           "cluster_startup_s (local:1 and local:2)": round(startup_s, 3),
+           "cluster_startup_s": [round(x, 3) for x in startup],
            "wall_s": {k: [round(x, 3) for x in v] for k, v in walls.items()},
            "median_wall_s": {k: round(v, 3) for k, v in med.items()},
            "plain_per_case_s": round(med["plain"] / n, 4),
            "dask_overhead_per_case_s (local:1 - plain)": round((med["local:1"] - med["plain"]) / n,
                                                                4),
            "dask_overhead_pct_of_plain": round(100 * (med["local:1"] / med["plain"] - 1), 2),
-           "local:1 per case outside the worker's compute_s": [round(x, 4) for x in outside],
+           "per case outside measure_case_s": {k: [round(x, 4) for x in v]
+                                               for k, v in outside.items()},
+           "dask_per_case_s (local:1 - plain, outside measure_case)": round(
+               statistics.median(outside["local:1"]) - statistics.median(outside["plain"]), 4),
            "local:2 / plain": round(med["local:2"] / med["plain"], 3),
            "noop_task_round_trip_s": round(noop_s, 5)}
     text = json.dumps(out, indent=1)
