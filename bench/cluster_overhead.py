@@ -48,7 +48,7 @@ class Here:
             t = time.perf_counter()
             rows = measure_case(case, op.name, backends, settings)
             self.spent += time.perf_counter() - t
-            yield from rows
+            yield rows
 
 
 def _compute_s(stream) -> float:

@@ -288,6 +288,8 @@ def _free_port() -> int:
 def dask_processes(tmp_path):
     """`dask scheduler` and two `dask worker` processes (no nanny: a killed worker stays dead),
     started as a user would; yields (address, {name: Popen})."""
+    if not DASK.exists():
+        pytest.skip(f"no `dask` command next to {sys.executable}")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     port = _free_port()
     address = f"tcp://127.0.0.1:{port}"

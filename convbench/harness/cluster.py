@@ -306,10 +306,10 @@ class Cluster:
                             for a, r in self.workers.items()}}
 
     def measure(self, jobs, settings, step):
-        """runner.Runner's `measure`: one task per job with backends left to measure, rows
-        yielded as each task finishes, step(case, op) as each job is done. A task whose workers
-        all died is split into one task per backend, so that only the backend that crashes is
-        FAILED. Tasks not finished are cancelled when this stops early (an interrupt, an
+        """runner.Runner's `measure`: one task per job with backends left to measure, its rows
+        yielded (a list) as each task finishes, step(case, op) as each job is done. A task whose
+        workers all died is split into one task per backend, so that only the backend that
+        crashes is FAILED. Tasks not finished are cancelled when this stops early (an interrupt, an
         error)."""
         dist = _distributed()
         digest = code_identity()["digest"]
@@ -345,7 +345,7 @@ class Cluster:
                 left[case, op.name] -= 1
                 if not left[case, op.name]:
                     step(case, op)
-                yield from results
+                yield results
         finally:
             if futures:
                 self.client.cancel(list(futures), force=True)
