@@ -74,6 +74,10 @@ def _keys(frame) -> list:
     return list(zip(frame["case"], frame["direction"], frame["backend"]))
 
 
+#: The thread variables as the test session started (a LocalCluster must leave them alone).
+THREAD_ENV = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+
+
 @pytest.fixture(scope="module")
 def quick():
     return load_suite("quick", 1)
@@ -141,6 +145,7 @@ def test_cluster_sweep_gives_the_rows_of_a_local_sweep(tmp_path, quick, local2):
     assert set(there["host"]) == {socket.gethostname()} == set(here["host"])
     assert set(there["machine"]) == set(here["machine"]) and all(there["machine"])
     assert set(meta["cluster"]["workers"]) == {"0", "1"}
+    assert {k: os.environ.get(k) for k in THREAD_ENV} == THREAD_ENV
     listening = [local2._local.scheduler_address, *local2.workers,
                  *(w["nanny"] for w in local2.client.scheduler_info()["workers"].values())]
     assert all(a.startswith("tcp://127.0.0.1:") for a in listening), listening

@@ -246,7 +246,10 @@ class Cluster:
         import dask  # lazy: comes with distributed
 
         if self.address.local:
-            config = {}
+            # Dask's nannies set OMP/MKL/OPENBLAS_NUM_THREADS=1 in their own process (this one)
+            # before starting a worker; convbench sets every library's threads per task itself
+            config = {f"distributed.nanny.pre-spawn-environ.{k}_NUM_THREADS": None
+                      for k in ("OMP", "MKL", "OPENBLAS")}
             if self.allowed_failures is not None:
                 config["distributed.scheduler.allowed-failures"] = self.allowed_failures
             with dask.config.set(config):
