@@ -404,6 +404,12 @@ def run(suite, backend_list, batch, direction, dtype, threads, oversubscribe, ou
         raise _bad("--baseline", f"{baseline!r} is not one of the backends run "
                                  f"({', '.join(backends)})")
     max_bytes, limit_note = _memory_limit(max_memory)
+    if workers is not None and max_memory is None:    # each worker's own memory, shared out
+        shared = workers.address.workers or 1
+        workers.memory_fraction = DEFAULT_FRACTION / shared
+        limit_note = (f"on each worker {workers.memory_fraction:.0%} of the memory available "
+                      f"there" + (f", shared out among {shared} local workers" if shared > 1
+                                  else ""))
     try:
         cases = load_suite(suite, batch, list(input_shapes) or None)
     except (ValueError, OSError) as e:
@@ -422,7 +428,8 @@ def run(suite, backend_list, batch, direction, dtype, threads, oversubscribe, ou
                     max_bytes=max_bytes)
     click.echo(f"suite {suite}: {len(cases)} cases x {len(backends)} backends -> {out_dir}")
     click.echo(f"memory per case: "
-               f"{format_bytes(max_bytes) if max_bytes else 'no limit'} ({limit_note})")
+               f"{format_bytes(max_bytes) if max_bytes else 'no limit'} ({limit_note})"
+               if workers is None or max_memory is not None else f"memory per case: {limit_note}")
     progress = _progress(lambda m, nl: click.echo(m, err=True, nl=nl))
     try:
         frame, meta = _run_suite(cfg, out_dir, resume, progress, no_peaks, workers)

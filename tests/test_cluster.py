@@ -186,6 +186,13 @@ def test_interrupt_cancels_pending_tasks_and_keeps_finished_rows(tmp_path, quick
     assert not local2._local.scheduler.tasks
 
 
+def test_memory_limit_is_each_workers_own(tmp_path, quick, local2, monkeypatch):
+    monkeypatch.setattr(local2, "memory_fraction", 1e-12)      # of the worker's memory: bytes
+    frame, _ = run_suite(_config(quick[:1], ["im2col"]), tmp_path / "run", peaks=False,
+                         report=False, cluster=local2)
+    assert list(frame["status"]) == ["SKIPPED"] and "estimated memory" in frame["reason"][0]
+
+
 def test_version_mismatch_is_an_error_before_anything_runs(monkeypatch, local2):
     other = {**cl.code_identity(), "digest": "0" * 16}
     with pytest.raises(VersionMismatchError, match="source digest"):     # a worker joining late

@@ -22,6 +22,7 @@ configuration).
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import ipaddress
 import os
@@ -36,6 +37,7 @@ from convbench.backends import load_backend_file
 from convbench.errors import ConvbenchError
 from convbench.harness.runner import measure_case
 from convbench.machine import code_identity, machine_record
+from convbench.memory import available_bytes
 from convbench.result import FAILED
 from convbench.threads import cpu_count, set_threads
 from convbench.verify import new_result
@@ -193,9 +195,14 @@ def _prepare(digest: str, threads, backend_sources) -> None:
 
 
 def measure_task(case, op_name: str, backends, settings, threads, digest: str,
-                 backend_sources=()) -> list:
-    """The task of a run: measure_case on this worker, every row naming the worker."""
+                 backend_sources=(), memory_fraction: float | None = None) -> list:
+    """The task of a run: measure_case on this worker, every row naming the worker. With
+    memory_fraction, a case may plan to use that fraction of the memory available here (the
+    client's memory says nothing of a worker's host)."""
     _prepare(digest, threads, backend_sources)
+    available = available_bytes() if memory_fraction is not None else None
+    if available is not None:
+        settings = dataclasses.replace(settings, max_bytes=int(memory_fraction * available))
     name = str(_distributed().get_worker().name)
     return [r.replace(worker=name) for r in measure_case(case, op_name, backends, settings)]
 
@@ -216,17 +223,19 @@ class Cluster:
     threads: each task's thread count (None: the worker's cores). backend_files: --backend-file
     paths, sent to the workers as text. allowed_failures: for local:N, how many worker deaths a
     task survives (None: Dask's distributed.scheduler.allowed-failures); a remote scheduler has
-    its own setting."""
+    its own setting. memory_fraction: a case's memory limit on each worker, as a fraction of the
+    memory available there when the task starts (None: the run's max_bytes)."""
 
     def __init__(self, address: Address, security=None, threads: int | None = None,
                  backend_files=(), timeout_s: float = CONNECT_TIMEOUT_S,
-                 allowed_failures: int | None = None):
+                 allowed_failures: int | None = None, memory_fraction: float | None = None):
         self.address = address
         self.security = security
         self.threads = threads
         self.backend_sources = tuple((Path(p).name, Path(p).read_text()) for p in backend_files)
         self.timeout_s = timeout_s
         self.allowed_failures = allowed_failures
+        self.memory_fraction = memory_fraction
         self.client = self._local = None
         self.workers: dict = {}
 
@@ -321,8 +330,9 @@ class Cluster:
         def submit(case, op, backends):
             key = f"convbench-{op.direction}-{case.name}-{os.urandom(4).hex()}"
             f = self.client.submit(measure_task, case, op.name, backends, settings,
-                                   self.threads, digest, self.backend_sources, pure=False,
-                                   resources={RESOURCE: 1}, key=key)
+                                   self.threads, digest, self.backend_sources,
+                                   self.memory_fraction, pure=False, resources={RESOURCE: 1},
+                                   key=key)
             futures[f] = (case, op, backends)
             return f
 
