@@ -19,6 +19,9 @@ SAMPLE_COLUMNS = ("samples_s", "warmup_s")
 #: Statuses of runs written before the one vocabulary, as read back now.
 LEGACY_STATUSES = {"OK": "PASSED", "UNSUPPORTED": "UNIMPLEMENTED", "ERROR": "FAILED"}
 _TEXT = [name for name, dtype in DTYPES.items() if dtype == "string"]
+#: The columns of results.csv before each row named its machine (host ... worker): such files
+#: are read with those columns empty, and never appended to.
+OLD_COLUMNS = COLUMNS[:COLUMNS.index("host")]
 
 
 def to_frame(rows) -> pd.DataFrame:
@@ -64,6 +67,9 @@ def read_csv(path) -> pd.DataFrame:
     """results.csv as a frame in the declared dtypes (no samples: see samples.jsonl)."""
     frame = pd.read_csv(path, dtype=DTYPES, keep_default_na=False,
                         na_values={name: [""] for name in COLUMNS if name not in _TEXT})
+    for name in COLUMNS[len(OLD_COLUMNS):]:
+        if name not in frame:
+            frame[name] = pd.Series("", index=frame.index, dtype=DTYPES[name])
     frame["status"] = frame["status"].replace(LEGACY_STATUSES)
     return frame
 
