@@ -181,6 +181,71 @@ def _register_user_backends(files) -> None:
         raise click.UsageError(str(e)) from e
 
 
+def _cluster_options(f):
+    """--cluster and its security options."""
+    opts = [
+        click.option("--cluster", "cluster", default=None, metavar="ADDRESS|local:N",
+                     help="measure on a Dask cluster: tls://HOST:PORT or tcp://HOST:PORT of a "
+                          "`dask scheduler`, or local:N worker processes here (isolation); "
+                          "needs the cluster extra"),
+        click.option("--tls-ca", type=click.Path(exists=True, dir_okay=False), default=None,
+                     help="tls:// cluster: the CA certificate file"),
+        click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), default=None,
+                     help="tls:// cluster: this client's certificate file"),
+        click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), default=None,
+                     help="tls:// cluster: this client's private key file"),
+        click.option("--insecure", is_flag=True,
+                     help="allow a plain tcp:// scheduler that is not on loopback"),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _cluster(address, tls_ca, tls_cert, tls_key, insecure, threads=None, backend_files=(),
+             **kw):
+    """The Cluster of the --cluster options, not yet open; None without --cluster. Errors name
+    the option."""
+    if address is None:
+        for option, v in (("--tls-ca", tls_ca), ("--tls-cert", tls_cert),
+                          ("--tls-key", tls_key)):
+            if v:
+                raise _bad(option, "is for a tls:// --cluster, and no --cluster is given")
+        return None
+    from convbench.harness.cluster import (  # per command
+        Cluster,
+        ClusterError,
+        parse_address,
+        security,
+    )
+    try:
+        addr = parse_address(address, insecure)
+        return Cluster(addr, security(addr, tls_ca, tls_cert, tls_key), threads,
+                       backend_files, **kw)
+    except ClusterError as e:
+        raise _bad("--cluster", str(e)) from None
+
+
+def _local_threads(address, threads, oversubscribe) -> int | None:
+    """--threads for local:N workers: by default the usable cores shared out among them; more
+    than the cores in all is an error unless --oversubscribe."""
+    from convbench.harness.cluster import ClusterError, parse_address  # per command
+    try:
+        n = parse_address(address).workers if address else None
+    except ClusterError:
+        return threads                      # _cluster says what is wrong with it
+    if not n:
+        return threads
+    if threads is None:
+        return max(1, cpu_count() // n)
+    if threads * n > cpu_count() and not oversubscribe:
+        raise _bad("--threads", f"{threads} threads in each of {n} local workers is "
+                                f"{threads * n}, more than the {cpu_count()} usable cores: the "
+                                f"workers would share cores and the timings measure that "
+                                f"(--oversubscribe allows it)")
+    return threads
+
+
 @click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="convbench")
 @click.option("--debug", is_flag=True, help="show the Python traceback of an error")
@@ -318,9 +383,10 @@ def _memory_limit(max_memory: str | None) -> tuple[int | None, str]:
                    "run, one after another (their spread is what compare tests against; 1: in "
                    "this process)")
 @_backend_files
+@_cluster_options
 def run(suite, backend_list, batch, direction, dtype, threads, oversubscribe, out_dir, resume,
         budget, per_case_limit, max_memory, cold_cache, baseline, no_peaks, input_shapes,
-        processes, backend_files):
+        processes, backend_files, cluster, tls_ca, tls_cert, tls_key, insecure):
     """Verify, then time, every case of a suite on every backend; write CSV, JSON and HTML."""
     from convbench.harness.report import (  # per command
         choose_baseline,
@@ -328,7 +394,7 @@ def run(suite, backend_list, batch, direction, dtype, threads, oversubscribe, ou
         summary,
         whole_model,
     )
-    from convbench.harness.runner import DIRECTIONS, RunConfig, run_suite  # per command
+    from convbench.harness.runner import DIRECTIONS, RunConfig  # per command
     from convbench.harness.suites import is_model_file, load_suite  # per command
 
     _register_user_backends(backend_files)
@@ -337,10 +403,21 @@ def run(suite, backend_list, batch, direction, dtype, threads, oversubscribe, ou
     if "all" in dirs:
         dirs = list(DIRECTIONS)
     _check_threads(threads, oversubscribe)
+    if cluster is not None and processes > 1:
+        raise _bad("--processes", f"{processes} measures each case in worker processes of this "
+                                  f"machine: not with --cluster, whose tasks measure a case once")
+    threads = _local_threads(cluster, threads, oversubscribe)
+    workers = _cluster(cluster, tls_ca, tls_cert, tls_key, insecure, threads, backend_files)
     if baseline is not None and baseline not in backends:
         raise _bad("--baseline", f"{baseline!r} is not one of the backends run "
                                  f"({', '.join(backends)})")
     max_bytes, limit_note = _memory_limit(max_memory)
+    if workers is not None and max_memory is None:    # each worker's own memory, shared out
+        shared = workers.address.workers or 1
+        workers.memory_fraction = DEFAULT_FRACTION / shared
+        limit_note = (f"on each worker {workers.memory_fraction:.0%} of the memory available "
+                      f"there" + (f", shared out among {shared} local workers" if shared > 1
+                                  else ""))
     try:
         cases = load_suite(suite, batch, list(input_shapes) or None)
     except (ValueError, OSError) as e:
@@ -360,11 +437,12 @@ def run(suite, backend_list, batch, direction, dtype, threads, oversubscribe, ou
     click.echo(f"suite {suite}: {len(cases)} cases x {len(backends)} backends -> {out_dir}"
                + (f" (each case in {processes} worker processes)" if processes > 1 else ""))
     click.echo(f"memory per case: "
-               f"{format_bytes(max_bytes) if max_bytes else 'no limit'} ({limit_note})")
+               f"{format_bytes(max_bytes) if max_bytes else 'no limit'} ({limit_note})"
+               if workers is None or max_memory is not None else f"memory per case: {limit_note}")
     _warn_blas()
     progress = _progress(lambda m, nl: click.echo(m, err=True, nl=nl))
     try:
-        frame, meta = run_suite(cfg, out_dir, resume, progress, peaks=not no_peaks, warn=_warn)
+        frame, meta = _run_suite(cfg, out_dir, resume, progress, no_peaks, workers)
     except KeyboardInterrupt:
         click.echo(f"\ninterrupted: every finished row is kept in {out_dir} "
                    f"(continue with --resume --out {out_dir})", err=True)
@@ -397,6 +475,29 @@ def run(suite, backend_list, batch, direction, dtype, threads, oversubscribe, ou
                f"in {meta['wall_s']:.1f} s")
     click.echo(f"report: {out_dir}/report.html  (data: results.csv, results.json)")
     sys.exit(1 if counts.get("FAILED", 0) else 0)
+
+
+def _run_suite(cfg, out_dir, resume, progress, no_peaks, workers):
+    """run_suite here, or on the cluster `workers` (opened first: its errors are --cluster's).
+    The peaks of a remote cluster's machines are not this one's: they are left out."""
+    from convbench.harness.cluster import ClusterError  # per command
+    from convbench.harness.runner import run_suite  # per command
+    if workers is None:
+        return run_suite(cfg, out_dir, resume, progress, peaks=not no_peaks, warn=_warn)
+    try:
+        workers.__enter__()
+    except ClusterError as e:
+        raise _bad("--cluster", str(e)) from None
+    try:
+        click.echo(f"cluster {workers.address.text}: {len(workers.workers)} workers on "
+                   f"{len({w['host'] for w in workers.workers.values()})} hosts")
+        return run_suite(cfg, out_dir, resume, progress,
+                         peaks=not no_peaks and workers.address.local, warn=_warn,
+                         cluster=workers)
+    except ClusterError as e:
+        raise Failure(f"{e}: the rows finished so far are kept in {out_dir}") from None
+    finally:
+        workers.close()
 
 
 def _report_baseline(rows, baseline: str | None) -> None:
@@ -692,10 +793,15 @@ def _floats(value: str, option: str) -> list[float]:
               help="random: low,high of a log-uniform range; grid: the values")
 @click.option("--optimizers", default="adam,rmsprop,nesterov", show_default=True)
 @click.option("--out", "out_dir", default="runs/tune", show_default=True)
-def tune(mode, trials, lrs, optimizers, out_dir, **kw):
-    """Random or grid search over learning rate and optimiser; writes tune.csv, best first."""
+@_cluster_options
+def tune(mode, trials, lrs, optimizers, out_dir, cluster, tls_ca, tls_cert, tls_key, insecure,
+         **kw):
+    """Random or grid search over learning rate and optimiser; writes tune.csv, best first, and
+    the best trial's checkpoint best.npz."""
     from convbench.train import tune as run_tune  # per command
     from convbench.train.trainer import ConfigError  # per command
+    threads = _local_threads(cluster, kw["threads"], kw["oversubscribe"])
+    workers = _cluster(cluster, tls_ca, tls_cert, tls_key, insecure, threads)
     base = _config(kw)
     lr_values = _floats(lrs, "--lrs")
     if mode == "random" and (len(lr_values) != 2 or lr_values[0] >= lr_values[1]):
@@ -708,9 +814,20 @@ def tune(mode, trials, lrs, optimizers, out_dir, **kw):
             raise _bad("--optimizers", str(e)) from None
     space = {"optimizer": names, "lr": tuple(lr_values) if mode == "random" else lr_values}
     _out_dir(out_dir)
-    results = run_tune(base, space, mode, trials, base.seed, out_dir, log=click.echo)
+    if workers is None:
+        results = run_tune(base, space, mode, trials, base.seed, out_dir, log=click.echo)
+    else:
+        from convbench.harness.cluster import ClusterError  # per command
+        try:
+            with workers:
+                click.echo(f"cluster {workers.address.text}: {len(workers.workers)} workers")
+                results = run_tune(base, space, mode, trials, base.seed, out_dir,
+                                   log=click.echo, map_trials=workers.map)
+        except ClusterError as e:
+            raise _bad("--cluster", str(e)) from None
     click.echo(f"best: {results[0]}")
-    click.echo(f"wrote {out_dir}/tune.csv")
+    click.echo(f"wrote {out_dir}/tune.csv" + (", best.npz" if (Path(out_dir) / "best.npz")
+                                               .exists() else ""))
 
 
 @main.command()

@@ -5,15 +5,20 @@ SGEMM is a second, lower line, and not a ceiling (its core type may be capped be
 vectors, e.g. OpenBLAS forced to AVX2 kernels on an AVX-512 CPU; `blas_warning` says so)."""
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import platform
+import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 from threadpoolctl import threadpool_info
 
+from convbench import __version__
 from convbench.backends import backend_names, get_backend
 from convbench.backends.base import package_version
 from convbench.env import TIMING
@@ -147,6 +152,47 @@ def fingerprint() -> dict:
         "gpu": _gpu(),
         "convbench_commit": git_commit(),
     }
+
+
+#: The parts of a fingerprint that make it another machine (machine_key): the hardware and the
+#: libraries that run the kernels. Not the thread count (a column of its own) and not convbench's
+#: own code, whose changes are what `compare` measures.
+KEY_PARTS = ("cores", "memory_bytes", "python", "numpy", "numba", "llvmlite")
+
+
+def machine_key(fp: dict) -> str:
+    """A short key naming a fingerprint's machine: its CPU model, GPU, cores, memory and the
+    versions of Python, NumPy, Numba, torch and the peers (KEY_PARTS). Equal keys time alike."""
+    gpu = fp.get("gpu") or {}
+    peer_versions = sorted(f"{k}={(v or {}).get('version')}"
+                           for k, v in (fp.get("peers") or {}).items())
+    parts = [str((fp.get("cpu") or {}).get("model")), str(gpu.get("name", ""))]
+    parts += [str(fp.get(k)) for k in KEY_PARTS]
+    parts += [str((fp.get("torch") or {}).get("version")), *peer_versions]
+    return hashlib.sha1("|".join(parts).encode()).hexdigest()[:12]
+
+
+@functools.lru_cache(maxsize=1)
+def machine_record() -> dict:
+    """This machine as every result row records it: host, cpu (model), gpu (name, or "") and
+    machine (machine_key of its fingerprint). Computed once per process (it imports the GPU
+    driver and reads the peers' versions)."""
+    fp = fingerprint()
+    gpu = fp.get("gpu") or {}
+    return {"host": socket.gethostname(), "cpu": str((fp.get("cpu") or {}).get("model", "")),
+            "gpu": str(gpu.get("name") or ""), "machine": machine_key(fp)}
+
+
+@functools.lru_cache(maxsize=1)
+def code_identity() -> dict:
+    """convbench's version, git commit and a digest of its source files: two processes with equal
+    digests run the same code, whether installed or checked out (a commit alone misses
+    uncommitted changes)."""
+    root = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.suffix in (".py", ".csv")):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return {"version": __version__, "commit": git_commit(), "digest": digest.hexdigest()[:16]}
 
 
 def measure_peaks(seconds: float = 1.0) -> dict:

@@ -72,6 +72,14 @@ class Result:
                                         "measured fp32 FMA peak (machine.measure_peaks)")
     gbps: float | None = _column("float64")
     intensity: float | None = _column("float64", doc="flops / bytes")
+    # the machine that measured the row (machine.machine_record): a run spread over a cluster
+    # has rows from several
+    host: str = _column("string", "", "the host name of the machine that measured it")
+    cpu: str = _column("string", "", "its CPU model")
+    gpu: str = _column("string", "", "its GPU, empty without one")
+    machine: str = _column("string", "", "its fingerprint key: hardware and library versions")
+    worker: str = _column("string", "", "the Dask worker that measured it; empty for a local "
+                                         "run")
     processes: int | None = _column("Int64", doc="worker processes that measured it (--processes; "
                                     "empty: the run's own process)")
     process_spread: float | None = _column("float64", doc="between-process spread: the standard "

@@ -4,13 +4,14 @@ synthetic Results. No test looks at a real timing's value."""
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 
 from convbench.cli import main
 from convbench.harness.processes import ProcessGroup, merge_results
 from convbench.harness.runner import load_run
-from convbench.result import FAILED, PASSED, UNIMPLEMENTED, Result
+from convbench.result import COLUMNS, FAILED, PASSED, UNIMPLEMENTED, Result
 
 USER_BACKEND = '''
 import os
@@ -93,6 +94,12 @@ def test_a_run_in_fresh_processes(tmp_path):
     again, _ = load_run(out)
     assert list(again["process_medians_s"].iloc[0]) == list(mine["process_medians_s"])
     assert "Between processes" in (out / "report.html").read_text()
+    # a results.csv from before the processes columns is read with them empty
+    old = tmp_path / "old"
+    old.mkdir()
+    frame = pd.read_csv(out / "results.csv", dtype=str, keep_default_na=False)
+    frame[list(COLUMNS[:COLUMNS.index("processes")])].to_csv(old / "results.csv", index=False)
+    assert load_run(old)[0]["processes"].isna().all()
     # the run against itself: the between-process test, no alarm
     r = CliRunner().invoke(main, ["compare", str(out), str(out)])
     assert r.exit_code == 0 and "2/2" in r.output, r.output
@@ -123,3 +130,9 @@ def test_merge_of_many_samples():
                for _ in range(6)]
     r = merge_results(results)
     assert r.n_samples == 1200 and r.processes == 6 and r.status == PASSED
+
+
+def test_processes_are_not_for_a_cluster(tmp_path):
+    r = CliRunner().invoke(main, ["run", "--processes", "2", "--cluster", "local:1", "--no-peaks",
+                                  "--out", str(tmp_path / "run")])
+    assert r.exit_code == 2 and "--processes" in r.output and "--cluster" in r.output, r.output

@@ -218,12 +218,27 @@ def compare_runs(run_a, run_b, threshold: float = THRESHOLD, alpha: float = ALPH
     check_levels(threshold, alpha, noise_floor)
     rows_a, meta_a = load_run(run_a, warn)
     rows_b, meta_b = load_run(run_b, warn)
-    diffs = same_machine(meta_a.get("machine") or {}, meta_b.get("machine") or {})
+    # a cluster run's meta names the client; its rows name the machines that measured them
+    diffs = [] if "cluster" in meta_a or "cluster" in meta_b else \
+        same_machine(meta_a.get("machine") or {}, meta_b.get("machine") or {})
+    diffs += row_machines(rows_a, rows_b)
     lines = compare_frames(rows_a, rows_b, threshold, alpha, noise_floor)
     if lines["verdict"].isin(("new", "gone")).all():
         raise NothingInCommonError(f"{run_a} and {run_b} have no case x direction x backend in "
                                    f"common: nothing to compare")
     return lines, diffs
+
+
+def row_machines(a: pd.DataFrame, b: pd.DataFrame) -> list[str]:
+    """Where rows of both runs were measured on different machines (the rows' `machine` keys;
+    rows from before those columns name none): one line per pair of machines."""
+    cols = KEY + ["machine", "host"]
+    m = a[cols].drop_duplicates(KEY).merge(b[cols].drop_duplicates(KEY), on=KEY,
+                                           suffixes=("_a", "_b"))
+    m = m[(m["machine_a"] != "") & (m["machine_b"] != "") & (m["machine_a"] != m["machine_b"])]
+    counts = m.groupby(["host_a", "machine_a", "host_b", "machine_b"], sort=False).size()
+    return [f"machine: {n} rows measured on {ha} ({ka}) vs on {hb} ({kb})"
+            for (ha, ka, hb, kb), n in counts.items()]
 
 
 class NothingInCommonError(ConvbenchError, ValueError):

@@ -125,6 +125,65 @@ def geomeans(frame: pd.DataFrame, baseline: str | None, peers=()) -> pd.DataFram
     return out
 
 
+MACHINE = ["machine", "host", "cpu", "gpu"]
+
+
+def by_machine(frame: pd.DataFrame, baseline: str | None, peers=()) -> pd.DataFrame:
+    """One row per machine that measured rows (the `machine` column: a key of its fingerprint),
+    with its host, CPU and GPU, its workers, how many (case, direction)s and rows it measured,
+    its FAILED rows, and per backend the geometric mean speedup over the baseline on its cases
+    ("geomeans": backend -> (ratio, cases))."""
+    out = []
+    for key, rows in frame.groupby(MACHINE, sort=False, dropna=False):
+        g = geomeans(rows, baseline, peers)
+        out.append({**dict(zip(MACHINE, key)),
+                    "workers": ", ".join(sorted(w for w in set(rows["worker"]) if w)),
+                    "cases": len(rows[KEY].drop_duplicates()), "rows": len(rows),
+                    "failed": int((rows["status"] == "FAILED").sum()),
+                    "geomeans": {b: (r["geomean"], int(r["cases"])) for b, r in g.iterrows()
+                                 if r["cases"]}})
+    return pd.DataFrame(out, columns=[*MACHINE, "workers", "cases", "rows", "failed",
+                                      "geomeans"])
+
+
+def throughput_by_machine(frame: pd.DataFrame) -> pd.DataFrame:
+    """Each backend's throughput (GFLOP/s, or GB/s for pooling) per (case, direction, backend),
+    one column per machine: one case read across the machines that measured it."""
+    t = table.timed(frame)
+    rates = [r[metric(r["family"])[0]] for _, r in t.iterrows()]
+    t = t.assign(rate=pd.Series(rates, index=t.index, dtype="float64"))
+    return t.pivot_table(index=[*KEY, "backend"], columns="machine", values="rate",
+                         aggfunc="first", sort=False)
+
+
+def _machines_html(frame: pd.DataFrame, baseline, peers) -> str:
+    esc = html.escape
+    bm = by_machine(frame, baseline, peers)
+    label = {r.machine: f"{r.host} ({r.machine})" for r in bm.itertuples()}
+
+    def _gm(g):
+        return ", ".join(f"{esc(b)} {v:.2f}x ({n})" for b, (v, n) in g.items()) or "-"
+    parts = [f"<h2>By machine</h2><p>Each row of this run names the machine that measured it "
+             f"(a key of its fingerprint: CPU, GPU, cores, memory, library versions); all the "
+             f"backends of a case are measured on one machine. Speedups are over "
+             f"{esc(str(baseline))} on that machine's cases.</p>",
+             _table(["machine", "host", "CPU", "GPU", "workers", "cases", "rows", "FAILED",
+                     f"geomean vs {baseline} (cases)"],
+                    [[esc(r.machine or "-"), esc(r.host or "-"), esc(r.cpu or "-"),
+                      esc(r.gpu or "-"), esc(r.workers or "-"), r.cases, r.rows, r.failed,
+                      _gm(r.geomeans)] for r in bm.itertuples()])]
+    tm = throughput_by_machine(frame)
+    if not tm.empty:
+        parts.append("<p>Throughput per machine (GFLOP/s; GB/s for pooling), each case on the "
+                     "machines that measured it:</p>")
+        parts.append(_table(["case", "direction", "backend"]
+                            + [label.get(m, m or "-") for m in tm.columns],
+                            [[esc(c), d, esc(b), *[f"{v:.3g}" if pd.notna(v) else "-"
+                                                   for v in r]]
+                             for (c, d, b), r in tm.iterrows()]))
+    return "".join(parts)
+
+
 def whole_model(frame: pd.DataFrame, counts: dict, baseline: str | None,
                 peers=("torch",)) -> tuple[pd.DataFrame, pd.DataFrame]:
     """A model's layers summed: per direction (and "all" over several), each backend's total
@@ -465,6 +524,8 @@ def render(frame: pd.DataFrame, meta: dict, baseline: str | None = None) -> str:
         parts.append(_table(["case", "direction", "best peer"] + own, rows))
     if meta.get("counts"):
         parts.append(_whole_model_html(frame, meta, baseline, peers))
+    if meta.get("cluster") or frame["machine"].nunique() > 1:
+        parts.append(_machines_html(frame, baseline, peers))
     # plots
     parts.append("<h2>Throughput</h2>")
     for fam in dict.fromkeys(frame["family"]):
@@ -503,7 +564,7 @@ def render(frame: pd.DataFrame, meta: dict, baseline: str | None = None) -> str:
                  else "<p>None: every case ran and passed verification.</p>")
     parts.append("<h2>Machine</h2><pre>" + esc(json.dumps(
         {"machine": meta.get("machine"), "peaks": meta.get("peaks"),
-         "policy": meta.get("policy")}, indent=1)) + "</pre>")
+         "policy": meta.get("policy"), "cluster": meta.get("cluster")}, indent=1)) + "</pre>")
     parts.append("</body></html>")
     return "".join(parts)
 

@@ -19,6 +19,8 @@ results.csv can be read; a last line cut short by a kill is dropped and measured
 the folder's lock (.lock, harness.runlock) from start to end, so two runs never share a folder.
 Before a case allocates anything its memory is estimated (verify.memory_need); a backend over
 `max_bytes` is SKIPPED with the estimate, and running out of memory fails that case alone.
+Every row names the machine that measured it (machine.machine_record: host, CPU, GPU and a key
+of its fingerprint).
 """
 from __future__ import annotations
 
@@ -47,7 +49,13 @@ from convbench.harness.processes import ProcessGroup
 from convbench.harness.report import write_report
 from convbench.harness.runlock import RunLock
 from convbench.harness.suites import Case
-from convbench.machine import blas_warning, fingerprint, measure_peaks, peak_gflops
+from convbench.machine import (
+    blas_warning,
+    fingerprint,
+    machine_record,
+    measure_peaks,
+    peak_gflops,
+)
 from convbench.ops import get_op, ops_of
 from convbench.result import COLUMNS, FAILED, STATUSES, Result
 from convbench.threads import cpu_count, set_threads
@@ -87,8 +95,10 @@ class Settings:
     cold_cache: bool = False
     seed: int = 0
     max_bytes: int | None = None
-    #: the run's measured FMA peak, for each row's pct_of_peak (None: not measured)
+    #: the run's measured FMA peak, for each row's pct_of_peak (None: not measured), and the
+    #: machine key (machine.machine_record) of the host that measured it
     peak_gflops: float | None = None
+    peak_machine: str = ""
 
 
 def with_peak(result: Result, peak: float | None) -> Result:
@@ -124,8 +134,8 @@ def iter_case(case: Case, op_name: str, backends, settings: Settings):
         except MemoryError as e:      # outside the backend's own call: still this case's alone
             result = new_result(name, op, case.problem, dtype).replace(
                 status=FAILED, reason=f"out of memory: {e}")
-        yield with_peak(result.replace(suite=settings.suite, case=case.name, problem=None),
-                        settings.peak_gflops)
+        yield with_peak(result.replace(suite=settings.suite, case=case.name, problem=None,
+                                       **machine_record()), settings.peak_gflops)
 
 
 def _make_room(backend, op, problem, dtype, settings: Settings, limit: int) -> None:
@@ -171,7 +181,8 @@ class RunConfig:
     @property
     def settings(self) -> Settings:
         return Settings(self.suite, self.dtype, self.policy, self.per_case_limit_s,
-                        self.cold_cache, self.seed, self.max_bytes, self.peak_gflops)
+                        self.cold_cache, self.seed, self.max_bytes, self.peak_gflops,
+                        machine_record()["machine"])
 
 
 #: The settings that make rows of two runs incomparable: --resume needs them unchanged.
@@ -235,12 +246,12 @@ def read_results_csv(path) -> tuple[pd.DataFrame, int]:
     try:
         text = whole.decode("utf-8")
         records = list(csv.reader(io.StringIO(text)))
-        if records[0] != list(COLUMNS):
+        if records[0] not in [list(h) for h in table.READABLE_HEADERS]:
             raise ValueError(f"its header is not convbench's columns ({','.join(records[0])[:80]}"
                              f"{'...' if len(','.join(records[0])) > 80 else ''})")
         for i, rec in enumerate(records[1:], 2):
-            if len(rec) != len(COLUMNS):
-                raise ValueError(f"line {i} has {len(rec)} fields, not {len(COLUMNS)}")
+            if len(rec) != len(records[0]):
+                raise ValueError(f"line {i} has {len(rec)} fields, not {len(records[0])}")
         frame = table.read_csv(io.StringIO(text))
         bad = sorted(set(frame["status"]) - set(STATUSES))
         if bad:
@@ -269,6 +280,10 @@ class ResultStore:
             except RunFolderError as e:
                 raise RunFolderError(f"cannot resume: {e}; it is not appended to. "
                                      f"{AFRESH}") from None
+            if whole and _header(self.csv_path) != list(COLUMNS):
+                raise RunFolderError(f"cannot resume: {self.csv_path} was written by an older "
+                                     f"convbench, without some of today's columns (each row's "
+                                     f"machine, its processes); it is not appended to. {AFRESH}")
             for path, keep in ((self.csv_path, whole),
                                (self.samples_path, _whole_lines(self.samples_path))):
                 if path.exists() and path.stat().st_size > keep:
@@ -287,21 +302,28 @@ class ResultStore:
         self._samples = open(self.samples_path, "a")
 
     def add(self, result: Result) -> None:
+        self.add_all([result])
+
+    def add_all(self, results: list[Result]) -> None:
+        """Append rows in one write (a frame costs about the same for one row as for a few)."""
+        if not results:
+            return
         try:
-            table.write_csv(table.to_frame([result]), self._csv, header=self._header)
+            table.write_csv(table.to_frame(results), self._csv, header=self._header)
             self._header = False
             self._csv.flush()
         except OSError as e:          # a write says not which file
             raise OSError(e.errno, e.strerror, str(self.csv_path)) from e
         try:
-            self._samples.write(json.dumps({"key": list(result.key()),
-                                            **{name: getattr(result, name)
-                                               for name in table.SAMPLE_COLUMNS}}) + "\n")
+            self._samples.write("".join(
+                json.dumps({"key": list(r.key()),
+                            **{name: getattr(r, name) for name in table.SAMPLE_COLUMNS}}) + "\n"
+                for r in results))
             self._samples.flush()
         except OSError as e:
             raise OSError(e.errno, e.strerror, str(self.samples_path)) from e
-        self.results.append(result)
-        self.done.add(result.key())
+        self.results.extend(results)
+        self.done.update(r.key() for r in results)
 
     def frame(self) -> pd.DataFrame:
         return table.to_frame(self.results)
@@ -312,6 +334,12 @@ class ResultStore:
                 f.close()
             except OSError:       # a full disk refuses the last flush: the rows before it stay
                 pass
+
+
+def _header(path: Path) -> list:
+    """The first line of a CSV file, as fields."""
+    with open(path, newline="") as f:
+        return next(csv.reader(f), [])
 
 
 def _whole_lines(path: Path) -> int:
@@ -347,12 +375,41 @@ def load_results(run_dir) -> pd.DataFrame:
     return frame
 
 
+def measure_here(jobs, settings: Settings, step):
+    """Measure jobs ((case, op spec, backends) each) one after another in this process, yielding
+    each Result as it is measured (a list of one); `step(case, op)` is called as each job
+    starts."""
+    for case, op, backends in jobs:
+        step(case, op)
+        for result in iter_case(case, op.name, backends, settings):
+            yield [result]
+
+
+def measure_in_processes(config: RunConfig):
+    """The Runner's measure hook for config.processes > 1: each job measured in each of K worker
+    processes in turn (harness.processes.ProcessGroup), the K Results of each backend merged into
+    one row; the workers are started on first use and stopped when the generator is closed."""
+    def measure(jobs, settings: Settings, step):
+        with ProcessGroup(config.processes, config.threads, config.backends) as group:
+            for case, op, backends in jobs:
+                step(case, op)
+                yield [with_peak(r, settings.peak_gflops)      # of the merged gflops
+                       for r in group.measure(measure_case, case, op.name, backends, settings)]
+    return measure
+
+
 class Runner:
+    """Walks a suite's plan and stores each row as it comes. `measure(jobs, settings, step)` is
+    where the (case, direction)s are measured: measure_here (this process, the default) or a
+    cluster's (harness.cluster); it yields lists of Results (each list stored in one write) in
+    any order and calls `step(case, op)` once per job, as it starts or finishes."""
+
     def __init__(self, config: RunConfig, out_dir, resume: bool = False, progress=None,
-                 warn=None):
+                 warn=None, measure=None):
         self.cfg = config
         self.store = ResultStore(out_dir, resume, warn)
         self.progress = progress
+        self.measure = measure or measure_here
 
     def plan(self) -> list[tuple[Case, object]]:
         return [(c, op) for c in self.cfg.cases
@@ -360,27 +417,28 @@ class Runner:
 
     def run(self) -> list[Result]:
         set_threads(self.cfg.threads)
-        settings = self.cfg.settings
         plan = self.plan()
+        jobs = [(case, op, [b for b in self.cfg.backends
+                            if (case.name, case.descriptor, op.direction, b)
+                            not in self.store.done])
+                for case, op in plan]
         start = time.perf_counter()
-        group = (ProcessGroup(self.cfg.processes, self.cfg.threads, self.cfg.backends)
-                 if self.cfg.processes > 1 else None)
+        steps = 0
+
+        def step(case, op):
+            nonlocal steps
+            if self.progress:
+                self.progress(steps, len(plan), case, op, time.perf_counter() - start)
+            steps += 1
+
+        rows = self.measure(jobs, self.cfg.settings, step)
         try:
-            for i, (case, op) in enumerate(plan):
-                if self.progress:
-                    self.progress(i, len(plan), case, op, time.perf_counter() - start)
-                todo = [b for b in self.cfg.backends
-                        if (case.name, case.descriptor, op.direction, b) not in self.store.done]
-                rows = ([with_peak(r, settings.peak_gflops)     # of the merged gflops
-                         for r in group.measure(measure_case, case, op.name, todo, settings)]
-                        if group else iter_case(case, op.name, todo, settings))
-                for result in rows:
-                    self.store.add(result)
+            for batch in rows:      # a job measured twice adds nothing
+                self.store.add_all([r for r in batch if r.key() not in self.store.done])
             if self.progress:
                 self.progress(len(plan), len(plan), None, None, time.perf_counter() - start)
         finally:
-            if group:
-                group.close()
+            getattr(rows, "close", lambda: None)()     # a generator stopped early cleans up
             self.store.close()
         return self.store.results
 
@@ -420,13 +478,16 @@ def load_run(run_dir, warn=None) -> tuple[pd.DataFrame, dict]:
 
 
 def run_suite(config: RunConfig, out_dir, resume: bool = False, progress=None,
-              peaks: bool = True, report: bool = True, warn=None) -> tuple[pd.DataFrame, dict]:
+              peaks: bool = True, report: bool = True, warn=None,
+              cluster=None) -> tuple[pd.DataFrame, dict]:
     """Run a suite into out_dir: meta.json first (fingerprint, peaks, settings), rows as they
     finish, then results.json and report.html, also when interrupted. Returns (rows, meta).
 
     The folder's lock is held throughout (RunLockedError if another run holds it); with resume,
     check_resumable runs first, before anything in the folder is touched. `warn(message)` hears
-    what is taken over or dropped (a stale lock, a cut last line)."""
+    what is taken over or dropped (a stale lock, a cut last line). `cluster` (an open
+    harness.cluster.Cluster) measures the cases on its workers instead of here; meta.json then
+    records its address and workers."""
     out_dir = Path(out_dir)
     settings = comparable_settings(config)
     if resume:
@@ -446,7 +507,15 @@ def run_suite(config: RunConfig, out_dir, resume: bool = False, progress=None,
                 "peaks": measured, "warnings": [w for w in [blas_warning(machine)] if w]}
         if config.whole_model or any(getattr(c, "count", 1) != 1 for c in config.cases):
             meta["counts"] = {c.name: c.count for c in config.cases}
-        runner = Runner(config, out_dir, resume, progress, warn)
+        if cluster is not None:
+            meta["cluster"] = cluster.record()
+        if cluster is not None and config.processes > 1:
+            raise ValueError(f"processes={config.processes} measures here, in worker processes "
+                             f"of this machine: not with a cluster, whose tasks each measure a "
+                             f"case once")
+        measure = cluster.measure if cluster is not None else \
+            measure_in_processes(config) if config.processes > 1 else None
+        runner = Runner(config, out_dir, resume, progress, warn, measure)
         files.write_text(out_dir / "meta.json", json.dumps(meta, indent=1))
         t0 = time.perf_counter()
         interrupted = False

@@ -19,6 +19,12 @@ SAMPLE_COLUMNS = LISTS
 #: Statuses of runs written before the one vocabulary, as read back now.
 LEGACY_STATUSES = {"OK": "PASSED", "UNSUPPORTED": "UNIMPLEMENTED", "ERROR": "FAILED"}
 _TEXT = [name for name, dtype in DTYPES.items() if dtype == "string"]
+#: The columns of results.csv before each row named its machine (host ... worker): such files,
+#: and those without the later columns (processes, process_spread), are read with the missing
+#: columns empty, and never appended to.
+OLD_COLUMNS = COLUMNS[:COLUMNS.index("host")]
+#: The headers of results.csv files that can be read: COLUMNS and its older prefixes.
+READABLE_HEADERS = (COLUMNS, OLD_COLUMNS, COLUMNS[:COLUMNS.index("processes")])
 
 
 def to_frame(rows) -> pd.DataFrame:
@@ -64,6 +70,10 @@ def read_csv(path) -> pd.DataFrame:
     """results.csv as a frame in the declared dtypes (no samples: see samples.jsonl)."""
     frame = pd.read_csv(path, dtype=DTYPES, keep_default_na=False,
                         na_values={name: [""] for name in COLUMNS if name not in _TEXT})
+    for name in COLUMNS[len(OLD_COLUMNS):]:
+        if name not in frame:
+            frame[name] = pd.Series("" if name in _TEXT else None, index=frame.index,
+                                    dtype=DTYPES[name])
     frame["status"] = frame["status"].replace(LEGACY_STATUSES)
     return frame
 

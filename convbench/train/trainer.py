@@ -16,6 +16,7 @@ import itertools
 import json
 import math
 import sys
+import tempfile
 import time
 import zipfile
 from dataclasses import asdict, dataclass
@@ -395,10 +396,34 @@ def evaluate_checkpoint(path) -> dict:
     return {"test_accuracy": acc, "test_loss": loss, "epoch": epoch + 1, "samples": len(te)}
 
 
+def _rank(row: dict) -> tuple:
+    """A trial's place in a search: by validation accuracy, then loss (missing ones last)."""
+    return (-np.nan_to_num(row["val_acc"], nan=-1.0), np.nan_to_num(row["val_loss"], nan=np.inf))
+
+
+def run_trial(cfg: TrainConfig) -> tuple[dict, bytes | None]:
+    """One trial of a search, trained in a temporary folder: (its numbers as a tune.csv row,
+    the bytes of its best.npz, None when no epoch finished). Its arguments and results pickle,
+    so that a worker process can run it."""
+    with tempfile.TemporaryDirectory(prefix="convbench-trial-") as tmp:
+        s = train(cfg, tmp, verbose=False)
+        path = Path(tmp) / "best.npz"
+        checkpoint = path.read_bytes() if path.exists() else None
+    best = max(s["history"], key=lambda h: (h["val_acc"], -h["val_loss"]),
+               default={"val_acc": float("nan"), "val_loss": float("nan")})
+    return ({"val_acc": best["val_acc"], "val_loss": best["val_loss"],
+             "test_accuracy": s["test_accuracy"], "epochs_run": s["epochs_run"],
+             "seconds": s["seconds"], "diverged": s["diverged"] or ""}, checkpoint)
+
+
 def tune(base: TrainConfig, space: dict, mode: str = "random", trials: int = 8, seed: int = 0,
-         out_dir=None, log=print) -> list[dict]:
+         out_dir=None, log=print, map_trials=None) -> list[dict]:
     """Random or grid search over `space` (name -> list of values, or (low, high) for a log-uniform
-    learning rate in random mode), ranked by validation accuracy then loss."""
+    learning rate in random mode), ranked by validation accuracy then loss. With out_dir, writes
+    tune.csv and the best trial's checkpoint, best.npz.
+
+    map_trials(run_trial, configs) runs the trials elsewhere (a cluster's): it yields (index,
+    run_trial's result, None) or (index, None, why it failed) in any order."""
     if mode == "random" and (not isinstance(trials, int) or trials < 1):
         raise ConfigError("trials", f"trials={trials!r} must be an int >= 1")
     for k, v in space.items():
@@ -420,23 +445,32 @@ def tune(base: TrainConfig, space: dict, mode: str = "random", trials: int = 8, 
             combos.append(c)
     else:
         raise ValueError(f"mode={mode!r} must be 'random' or 'grid'")
-    results = []
-    for i, combo in enumerate(combos):
-        cfg = dataclasses.replace(base, **combo)
-        s = train(cfg, None, verbose=False)
-        best = max(s["history"], key=lambda h: (h["val_acc"], -h["val_loss"]),
-                   default={"val_acc": float("nan"), "val_loss": float("nan")})
-        results.append({**combo, "val_acc": best["val_acc"], "val_loss": best["val_loss"],
-                        "test_accuracy": s["test_accuracy"], "epochs_run": s["epochs_run"],
-                        "seconds": s["seconds"], "diverged": s["diverged"] or ""})
-        log(f"trial {i + 1}/{len(combos)}: {combo} -> val acc {best['val_acc']:.4f}"
-            + (f" (stopped: {s['diverged']})" if s["diverged"] else ""))
+    cfgs = [dataclasses.replace(base, **combo) for combo in combos]
+    outcomes = (map_trials(run_trial, cfgs) if map_trials is not None else
+                ((i, run_trial(cfg), None) for i, cfg in enumerate(cfgs)))
+    results, best, best_checkpoint = [None] * len(combos), None, None
+    for i, outcome, error in outcomes:
+        combo = combos[i]
+        if error is not None:       # the trial could not finish (its worker died)
+            row, checkpoint = {"val_acc": math.nan, "val_loss": math.nan,
+                               "test_accuracy": math.nan, "epochs_run": 0, "seconds": math.nan,
+                               "diverged": error}, None
+        else:
+            row, checkpoint = outcome
+        results[i] = {**combo, **row}
+        if checkpoint is not None and (best is None or _rank(results[i]) < _rank(best)):
+            best, best_checkpoint = results[i], checkpoint
+        log(f"trial {i + 1}/{len(combos)}: {combo} -> val acc {row['val_acc']:.4f}"
+            + (f" (stopped: {row['diverged']})" if row["diverged"] else ""))
     # a trial that diverged before its first epoch has no accuracy: it ranks last
-    results.sort(key=lambda r: (-np.nan_to_num(r["val_acc"], nan=-1.0),
-                                np.nan_to_num(r["val_loss"], nan=np.inf)))
+    results.sort(key=_rank)
     if out_dir:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         with files.atomic_path(out / "tune.csv") as tmp:
             pd.DataFrame(results).to_csv(tmp, index=False)
+        if best_checkpoint is not None:
+            files.write_bytes(out / "best.npz", best_checkpoint)
+        elif (out / "best.npz").exists():         # an earlier search's, not this one's
+            (out / "best.npz").unlink()
     return results
