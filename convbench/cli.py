@@ -378,11 +378,15 @@ def _memory_limit(max_memory: str | None) -> tuple[int | None, str]:
 @click.option("--input-shape", "input_shapes", multiple=True,
               help="an ONNX model's input shape where it is dynamic: NAME:1,3,224,224, or "
                    "1,3,224,224 for its only input (repeat for several inputs)")
+@click.option("--processes", type=click.IntRange(min=1), default=1, show_default=True,
+              help="measure each case in this many worker processes, started afresh for the "
+                   "run, one after another (their spread is what compare tests against; 1: in "
+                   "this process)")
 @_backend_files
 @_cluster_options
 def run(suite, backend_list, batch, direction, dtype, threads, oversubscribe, out_dir, resume,
         budget, per_case_limit, max_memory, cold_cache, baseline, no_peaks, input_shapes,
-        backend_files, cluster, tls_ca, tls_cert, tls_key, insecure):
+        processes, backend_files, cluster, tls_ca, tls_cert, tls_key, insecure):
     """Verify, then time, every case of a suite on every backend; write CSV, JSON and HTML."""
     from convbench.harness.report import (  # per command
         choose_baseline,
@@ -399,6 +403,9 @@ def run(suite, backend_list, batch, direction, dtype, threads, oversubscribe, ou
     if "all" in dirs:
         dirs = list(DIRECTIONS)
     _check_threads(threads, oversubscribe)
+    if cluster is not None and processes > 1:
+        raise _bad("--processes", f"{processes} measures each case in worker processes of this "
+                                  f"machine: not with --cluster, whose tasks measure a case once")
     threads = _local_threads(cluster, threads, oversubscribe)
     workers = _cluster(cluster, tls_ca, tls_cert, tls_key, insecure, threads, backend_files)
     if baseline is not None and baseline not in backends:
@@ -426,8 +433,9 @@ def run(suite, backend_list, batch, direction, dtype, threads, oversubscribe, ou
     policy = TimingPolicy(budget_s=budget, warmup_budget_s=min(budget, 0.5))
     cfg = RunConfig(suite, cases, backends, tuple(dirs), dtype, threads, policy, per_case_limit,
                     cold_cache, baseline, whole_model=is_model_file(suite), batch=batch,
-                    max_bytes=max_bytes)
-    click.echo(f"suite {suite}: {len(cases)} cases x {len(backends)} backends -> {out_dir}")
+                    max_bytes=max_bytes, processes=processes)
+    click.echo(f"suite {suite}: {len(cases)} cases x {len(backends)} backends -> {out_dir}"
+               + (f" (each case in {processes} worker processes)" if processes > 1 else ""))
     click.echo(f"memory per case: "
                f"{format_bytes(max_bytes) if max_bytes else 'no limit'} ({limit_note})"
                if workers is None or max_memory is not None else f"memory per case: {limit_note}")
@@ -519,27 +527,50 @@ def report(run_dir, baseline):
 
 @main.command()
 @click.argument("run_a", type=click.Path(exists=True, file_okay=False))
-@click.argument("run_b", type=click.Path(exists=True, file_okay=False))
-@click.option("--threshold", type=_Finite(min=0), default=0.05, show_default=True,
-              help="relative change of the median that counts")
-@click.option("--alpha", type=_Finite(min=0, max=1, min_open=True, max_open=True), default=0.01,
-              show_default=True, help="significance level of the Mann-Whitney U test, in (0, 1)")
+@click.argument("run_b", required=False, type=click.Path(exists=True, file_okay=False))
+@click.option("--threshold", type=_Finite(min=0), default=0.10, show_default=True,
+              help="relative change that counts (0.1: 10%)")
+@click.option("--alpha", type=_Finite(min=0, max=1, min_open=True, max_open=True), default=0.05,
+              show_default=True, help="significance level, in (0, 1); the ratio's interval is "
+                                      "at 1 - alpha")
+@click.option("--noise-floor", type=_Finite(min=0), default=0.05, show_default=True,
+              help="relative spread between processes assumed for a run made without "
+                   "--processes (0.05: 5%)")
+@click.option("--self-check", is_flag=True,
+              help="A/A test of one run made with --processes 4 or more: its halves compared")
+@click.option("--force", is_flag=True, help="compare runs from different machines or software")
 @click.option("--html", "html_path", default=None, help="also write the comparison as HTML")
-def compare(run_a, run_b, threshold, alpha, html_path):
-    """Per-case ratios of RUN_B against RUN_A; exits 1 on a significant regression."""
-    from convbench.harness.compare import (  # per command
-        compare_runs,
-        format_text,
-        regressions,
-        write_html,
-    )
+def compare(run_a, run_b, threshold, alpha, noise_floor, self_check, force, html_path):
+    """Per-case ratios of RUN_B against RUN_A, with their intervals; exits 1 on a significant
+    regression. With --self-check, RUN_A alone: the false alarms to expect on this machine."""
+    from convbench.harness import compare as cmp  # per command
+    from convbench.harness.runner import load_run  # per command
     if html_path:
         _out_file(html_path, "--html")
-    lines, diffs = compare_runs(run_a, run_b, threshold, alpha, warn=_warn)
-    click.echo(format_text(lines, diffs, "A", "B"))
+    rule = cmp.rule_text(threshold, alpha, noise_floor)
+    if self_check:
+        if run_b is not None:
+            raise _bad("--self-check", f"takes one RUN_DIR, got two ({run_a!r} and {run_b!r})")
+        rows, _ = load_run(run_a, warn=_warn)
+        check = cmp.self_check(rows, threshold, alpha)
+        click.echo(cmp.format_self_check(check, run_a, rule))
+        if html_path:
+            written = cmp.write_html(html_path, check.lines, [], "first half", "second half",
+                                     rule)
+            click.echo(f"wrote {written}")
+        sys.exit(0)
+    if run_b is None:
+        raise click.UsageError("Missing argument 'RUN_B' (or give --self-check for the A/A "
+                               "test of RUN_A alone).")
+    lines, diffs = cmp.compare_runs(run_a, run_b, threshold, alpha, noise_floor, warn=_warn)
+    if diffs and not force:
+        raise Failure(f"{run_a} and {run_b} come from different machines or software "
+                      f"({'; '.join(diffs)}): their timings do not compare (--force to compare "
+                      f"them anyway)")
+    click.echo(cmp.format_text(lines, diffs, "A", "B", rule))
     if html_path:
-        click.echo(f"wrote {write_html(html_path, lines, diffs, run_a, run_b)}")
-    sys.exit(1 if len(regressions(lines)) else 0)
+        click.echo(f"wrote {cmp.write_html(html_path, lines, diffs, run_a, run_b, rule)}")
+    sys.exit(1 if len(cmp.regressions(lines)) else 0)
 
 
 @main.command()

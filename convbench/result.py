@@ -80,9 +80,16 @@ class Result:
     machine: str = _column("string", "", "its fingerprint key: hardware and library versions")
     worker: str = _column("string", "", "the Dask worker that measured it; empty for a local "
                                          "run")
-    # not columns: raw samples (samples.jsonl), and what a caller may keep in memory
+    processes: int | None = _column("Int64", doc="worker processes that measured it (--processes; "
+                                    "empty: the run's own process)")
+    process_spread: float | None = _column("float64", doc="between-process spread: the standard "
+                                           "deviation of the log process medians")
+    # not columns: raw samples (samples.jsonl; with --processes, every process's in turn, and each
+    # process's median and first call), and what a caller may keep in memory
     samples_s: list = field(default_factory=list)
     warmup_s: list = field(default_factory=list)
+    process_medians_s: list = field(default_factory=list)
+    process_first_call_s: list = field(default_factory=list)
     problem: object = field(default=None, repr=False, compare=False)
     outputs: tuple = field(default=(), repr=False, compare=False)
 
@@ -106,7 +113,7 @@ class Result:
     @classmethod
     def from_row(cls, row) -> Result:
         """A Result from a mapping of columns (a dict, a pandas row), missing values as None (or
-        "" for text), NumPy scalars as Python's; samples_s and warmup_s are taken when present."""
+        "" for text), NumPy scalars as Python's; the LISTS are taken when present."""
         values = {}
         for name, dtype in DTYPES.items():
             v = row.get(name) if hasattr(row, "get") else row[name]
@@ -115,7 +122,7 @@ class Result:
             elif hasattr(v, "item"):
                 v = v.item()
             values[name] = v
-        for name in ("samples_s", "warmup_s"):
+        for name in LISTS:
             v = row.get(name) if hasattr(row, "get") else None
             values[name] = list(v) if isinstance(v, (list, tuple)) else []
         return cls(**values)
@@ -137,3 +144,5 @@ def _missing(v) -> bool:
 DTYPES: dict[str, str] = {f.name: f.metadata["dtype"] for f in dataclasses.fields(Result)
                           if "dtype" in f.metadata}
 COLUMNS: tuple[str, ...] = tuple(DTYPES)
+#: the fields that are lists of raw timings (samples.jsonl), not columns
+LISTS: tuple[str, ...] = ("samples_s", "warmup_s", "process_medians_s", "process_first_call_s")

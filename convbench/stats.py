@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from math import comb
 
 import numpy as np
 
@@ -39,9 +38,14 @@ def median_ci(sorted_samples: np.ndarray, confidence: float = 0.95) -> tuple[flo
     if n == 0:
         return float("nan"), float("nan")
     best = (float(x[0]), float(x[-1]))
+    total, tail, term = 2 ** n, 0, 1               # term: C(n, k - 1)
     for k in range(1, n // 2 + 1):
         # P(x_(k) <= median < x_(n-k+1)) = sum_{i=k}^{n-k} C(n, i) / 2^n
-        coverage = sum(comb(n, i) for i in range(k, n - k + 1)) / 2.0 ** n
+        #                                 = 1 - 2 sum_{i<k} C(n, i) / 2^n (in exact integers:
+        # 2.0 ** n overflows past a thousand samples, e.g. those of several processes together)
+        tail += term
+        term = term * (n - k + 1) // k
+        coverage = (total - 2 * tail) / total
         if coverage < confidence:
             break
         best = (float(x[k - 1]), float(x[n - k]))

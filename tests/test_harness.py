@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from convbench.harness.compare import compare_runs, compare_samples, regressions
+from convbench.harness.compare import compare_runs, compare_timings, regressions
 from convbench.harness.runner import RunConfig, Runner, load_results, run_suite
 from convbench.harness.suites import SUITES, load_suite
 from convbench.ops import Conv2dProblem, descriptor
@@ -78,11 +78,14 @@ def test_median_confidence_interval_from_order_statistics():
 def test_comparison_verdicts_on_synthetic_samples():
     rng = np.random.default_rng(0)
     a = 1.0 + 0.01 * rng.standard_normal(40)
-    assert compare_samples(a, a * 1.2).verdict == "slower"
-    assert compare_samples(a, a * 0.8).verdict == "faster"
-    assert compare_samples(a, 1.0 + 0.01 * rng.standard_normal(40)).verdict == "same"
-    # a 2% shift is significant but under the 5% threshold
-    c = compare_samples(a, a * 1.02)
+    # one process per run: significance against the 5% noise floor, not the samples' spread
+    assert compare_timings(a, a * 1.4).verdict == "slower"
+    assert compare_timings(a, a * 0.6).verdict == "faster"
+    assert compare_timings(a, 1.0 + 0.01 * rng.standard_normal(40)).verdict == "same"
+    c = compare_timings(a, a * 1.15)       # beyond the threshold, but within the floor's reach
+    assert c.verdict == "same" and c.ci_low < 1.1 < c.ratio < c.ci_high
+    # a 2% shift is significant against a floor of 0, but under the 10% threshold
+    c = compare_timings(a, a * 1.02, noise_floor=0.0)
     assert c.p_value < 0.01 and c.verdict == "same"
 
 

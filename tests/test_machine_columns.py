@@ -64,4 +64,6 @@ def test_compare_names_rows_measured_on_other_machines(tmp_path, run_dir):
     assert diffs == [f"machine: 2 rows measured on {socket.gethostname()} ({key}) vs on "
                      f"{socket.gethostname()} (0123456789ab)"]
     r = CliRunner().invoke(main, ["compare", str(run_dir), str(other)])
+    assert r.exit_code == 2 and "0123456789ab" in r.output and "--force" in r.output  # refused
+    r = CliRunner().invoke(main, ["compare", str(run_dir), str(other), "--force"])
     assert "WARNING" in r.output and "0123456789ab" in r.output

@@ -23,6 +23,8 @@ from convbench.errors import BackendRegistrationError
 ENTRY_POINT_GROUP = "convbench.backends"
 #: Set to 1 to ignore every entry point (a broken installed plugin).
 DISABLE_VARIABLE = "CONVBENCH_NO_ENTRY_POINTS"
+#: The start of the module name load_file gives a file's module.
+FILE_MODULE_PREFIX = "convbench_backend_file_"
 
 
 def backend_classes(namespace: dict, module_name: str) -> list[type]:
@@ -56,7 +58,7 @@ def load_file(path) -> tuple[str, list[type]]:
         raise BackendRegistrationError(f"backend file {str(path)!r} must be a Python file (.py)")
     # One module name per file: loading the same file again replaces its module
     digest = hashlib.sha1(str(path).encode()).hexdigest()[:10]
-    name = f"convbench_backend_file_{path.stem.replace('-', '_')}_{digest}"
+    name = f"{FILE_MODULE_PREFIX}{path.stem.replace('-', '_')}_{digest}"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module          # dataclasses and pickling look classes up here
@@ -73,6 +75,14 @@ def load_file(path) -> tuple[str, list[type]]:
             f"backend file {str(path)!r} defines no convbench.Backend subclass (classes whose "
             "names start with '_' are skipped)")
     return name, classes
+
+
+def file_of(cls) -> str | None:
+    """The file load_file loaded `cls` from; None for a class of an importable module (another
+    process finds such a class by its module's name, a file's class only by loading the file)."""
+    if not cls.__module__.startswith(FILE_MODULE_PREFIX):
+        return None
+    return getattr(sys.modules.get(cls.__module__), "__file__", None)
 
 
 def entry_points() -> list:

@@ -277,12 +277,19 @@ def _colors(backends):
     return {b: cmap(i % 10) for i, b in enumerate(backends)}
 
 
-def _bars(ax, values: pd.DataFrame, colors):
-    """Horizontal bars, one group per row of values, one bar per column."""
+def _bars(ax, values: pd.DataFrame, colors, low=None, high=None):
+    """Horizontal bars, one group per row of values, one bar per column; error bars from `low`
+    to `high` (frames shaped like values) where they are given."""
     height = 0.8 / max(len(values.columns), 1)
     y = np.arange(len(values))
     for j, b in enumerate(values.columns):
-        ax.barh(y + j * height, values[b].to_numpy(dtype=float), height, label=b, color=colors[b])
+        v = values[b].to_numpy(dtype=float)
+        err = None
+        if low is not None and low[b].notna().any():
+            lo, hi = low[b].to_numpy(dtype=float), high[b].to_numpy(dtype=float)
+            err = np.nan_to_num(np.vstack([v - lo, hi - v]).clip(min=0))
+        ax.barh(y + j * height, v, height, label=b, color=colors[b], xerr=err,
+                error_kw={"elinewidth": 1, "capsize": 2})
     ax.set_yticks(y + 0.4 - height / 2)
     ax.set_yticklabels([f"{c} [{d}]" for c, d in values.index], fontsize=8)
     ax.invert_yaxis()
@@ -295,12 +302,23 @@ def _throughput_plot(frame, backends, colors, family):
     if rows.empty:
         return None
     t = table.timed(rows)
-    values = (t.pivot_table(index=KEY, columns="backend", values=column, aggfunc="max")
-              .reindex(index=_keys(rows), columns=backends).fillna(0))
+
+    def wide(v):
+        return (t.assign(v=v).pivot_table(index=KEY, columns="backend", values="v",
+                                          aggfunc="max", dropna=False)
+                .reindex(index=_keys(rows), columns=backends))
+    values = wide(t[column]).fillna(0)
+    # the spread between processes: the rates of the slowest and the fastest process median
+    rate = (t[column] * t["median_s"]).astype(float)
+    slowest = [max(m) if len(m) > 1 else np.nan for m in t["process_medians_s"]]
+    fastest = [min(m) if len(m) > 1 else np.nan for m in t["process_medians_s"]]
     fig = _figure(9, 0.45 * len(values) * max(1, len(backends) / 3) + 1.5)
     ax = fig.subplots()
-    _bars(ax, values, colors)
-    ax.set_xlabel(unit + " (median)")
+    _bars(ax, values, colors, wide(rate / np.array(slowest, dtype=float)),
+          wide(rate / np.array(fastest, dtype=float)))
+    spread = " (median of the process medians; bars: slowest to fastest process)" \
+        if t["processes"].fillna(1).gt(1).any() else " (median)"
+    ax.set_xlabel(unit + spread)
     ax.set_title(family)
     return _png(fig)
 
@@ -368,6 +386,27 @@ def _first_call_plot(frame, colors):
 
 
 # --- tables -------------------------------------------------------------------------------------
+def _processes_html(frame: pd.DataFrame) -> str:
+    """The rows measured in several fresh processes: each process's median and first call."""
+    t = table.timed(frame)
+    t = t[t["processes"].fillna(1).gt(1)]
+    if t.empty:
+        return ""
+
+    def ms(values):
+        return ", ".join(f"{v * 1e3:.3g}" for v in values)
+    body = [[html.escape(r.case), r.direction, html.escape(r.backend), int(r.processes),
+             f"{r.median_s * 1e3:.3f} ms",
+             f"{r.process_spread:.1%}" if pd.notna(r.process_spread) else "-",
+             ms(r.process_medians_s), ms(r.process_first_call_s)] for r in t.itertuples()]
+    return ("<h2>Between processes</h2><p>Each of these rows was measured in several fresh "
+            "processes, one after another; its time is the median of the process medians, and "
+            "the spread (the standard deviation of their logs, about the relative spread) is "
+            "what <code>convbench compare</code> tests a change against.</p>"
+            + _table(["case", "direction", "backend", "processes", "median of medians",
+                      "spread", "process medians (ms)", "first calls (ms)"], body))
+
+
 def _table(headers, body) -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
     rows = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in body)
@@ -505,6 +544,7 @@ def render(frame: pd.DataFrame, meta: dict, baseline: str | None = None) -> str:
         fc = [[esc(r.case), r.direction, esc(r.backend), f"{r.first_call_s * 1e3:.1f} ms",
                f"{r.median_s * 1e3:.3f} ms"] for r in _first_call(frame).itertuples()]
         parts.append(_table(["case", "direction", "backend", "first call", "steady median"], fc))
+    parts.append(_processes_html(frame))
     # verification
     refs = (frame[frame["reference"] != ""].groupby(KEY, sort=False)["reference"]
             .agg(lambda s: ", ".join(dict.fromkeys(s))).reindex(_keys(frame)).fillna("-"))

@@ -2,17 +2,19 @@
 
 Measuring and storing are apart. `measure_case` measures one (case, direction) on a list of
 backends in this process and returns their Results; its arguments pickle, so a worker process
-can call it. `Runner` walks a suite through it and streams each row into a run directory:
+can call it (with `processes` > 1, K worker processes each do, and their Results are merged:
+harness.processes). `Runner` walks a suite through it and streams each row into a run directory:
 
   results.csv     one row per case x direction x backend, appended as each finishes (full precision)
-  samples.jsonl   the raw samples of each row, appended likewise
+  samples.jsonl   the raw samples of each row (and each process's median and first call),
+                  appended likewise
   meta.json       the settings, the machine fingerprint and its peaks (written first)
   results.json    everything (written at the end, and on an interrupt)
   report.html     the report (convbench.harness.report)
 
 An interrupted run keeps every row written; `resume=True` skips the rows already there, after
 checking that the folder was made with the same settings (meta.json: the suite and a hash of its
-cases, the backends, directions, dtype, batch, threads, cold cache and seed) and that its
+cases, the backends, directions, dtype, batch, threads, cold cache, seed and processes) and that its
 results.csv can be read; a last line cut short by a kill is dropped and measured again. A run holds
 the folder's lock (.lock, harness.runlock) from start to end, so two runs never share a folder.
 Before a case allocates anything its memory is estimated (verify.memory_need); a backend over
@@ -43,6 +45,7 @@ from convbench.backends import (
 )
 from convbench.errors import ConvbenchError
 from convbench.harness import table
+from convbench.harness.processes import ProcessGroup
 from convbench.harness.report import write_report
 from convbench.harness.runlock import RunLock
 from convbench.harness.suites import Case
@@ -170,6 +173,8 @@ class RunConfig:
     max_bytes: int | None = None      # memory a case may plan to use (None: no limit)
     #: the suite is a model's layers: the report adds their sum (each case's count x time)
     whole_model: bool = False
+    #: measure each (case, direction) in this many worker processes (1: in the run's own one)
+    processes: int = 1
     #: the measured FMA peak (run_suite fills it in)
     peak_gflops: float | None = None
 
@@ -182,7 +187,7 @@ class RunConfig:
 
 #: The settings that make rows of two runs incomparable: --resume needs them unchanged.
 COMPARABLE = ("suite", "suite_hash", "backends", "directions", "dtype", "batch", "threads",
-              "cold_cache", "seed")
+              "cold_cache", "seed", "processes")
 
 
 def suite_hash(cases) -> str:
@@ -197,7 +202,7 @@ def comparable_settings(config: RunConfig) -> dict:
             "backends": list(config.backends), "directions": list(config.directions),
             "dtype": config.dtype, "batch": config.batch,
             "threads": config.threads or cpu_count(), "cold_cache": config.cold_cache,
-            "seed": config.seed}
+            "seed": config.seed, "processes": config.processes}
 
 
 def check_resumable(out_dir, settings: dict) -> None:
@@ -241,7 +246,7 @@ def read_results_csv(path) -> tuple[pd.DataFrame, int]:
     try:
         text = whole.decode("utf-8")
         records = list(csv.reader(io.StringIO(text)))
-        if records[0] not in (list(COLUMNS), list(table.OLD_COLUMNS)):
+        if records[0] not in [list(h) for h in table.READABLE_HEADERS]:
             raise ValueError(f"its header is not convbench's columns ({','.join(records[0])[:80]}"
                              f"{'...' if len(','.join(records[0])) > 80 else ''})")
         for i, rec in enumerate(records[1:], 2):
@@ -277,8 +282,8 @@ class ResultStore:
                                      f"{AFRESH}") from None
             if whole and _header(self.csv_path) != list(COLUMNS):
                 raise RunFolderError(f"cannot resume: {self.csv_path} was written by an older "
-                                     f"convbench, without the columns naming each row's machine; "
-                                     f"it is not appended to. {AFRESH}")
+                                     f"convbench, without some of today's columns (each row's "
+                                     f"machine, its processes); it is not appended to. {AFRESH}")
             for path, keep in ((self.csv_path, whole),
                                (self.samples_path, _whole_lines(self.samples_path))):
                 if path.exists() and path.stat().st_size > keep:
@@ -311,8 +316,9 @@ class ResultStore:
             raise OSError(e.errno, e.strerror, str(self.csv_path)) from e
         try:
             self._samples.write("".join(
-                json.dumps({"key": list(r.key()), "samples_s": r.samples_s,
-                            "warmup_s": r.warmup_s}) + "\n" for r in results))
+                json.dumps({"key": list(r.key()),
+                            **{name: getattr(r, name) for name in table.SAMPLE_COLUMNS}}) + "\n"
+                for r in results))
             self._samples.flush()
         except OSError as e:
             raise OSError(e.errno, e.strerror, str(self.samples_path)) from e
@@ -364,8 +370,8 @@ def load_results(run_dir) -> pd.DataFrame:
                 continue
     keys = zip(frame["case"], frame["descriptor"], frame["direction"], frame["backend"])
     recs = [samples.get(k, {}) for k in keys]
-    frame["samples_s"] = [rec.get("samples_s", []) for rec in recs]
-    frame["warmup_s"] = [rec.get("warmup_s", []) for rec in recs]
+    for name in table.SAMPLE_COLUMNS:
+        frame[name] = [rec.get(name, []) for rec in recs]
     return frame
 
 
@@ -377,6 +383,19 @@ def measure_here(jobs, settings: Settings, step):
         step(case, op)
         for result in iter_case(case, op.name, backends, settings):
             yield [result]
+
+
+def measure_in_processes(config: RunConfig):
+    """The Runner's measure hook for config.processes > 1: each job measured in each of K worker
+    processes in turn (harness.processes.ProcessGroup), the K Results of each backend merged into
+    one row; the workers are started on first use and stopped when the generator is closed."""
+    def measure(jobs, settings: Settings, step):
+        with ProcessGroup(config.processes, config.threads, config.backends) as group:
+            for case, op, backends in jobs:
+                step(case, op)
+                yield [with_peak(r, settings.peak_gflops)      # of the merged gflops
+                       for r in group.measure(measure_case, case, op.name, backends, settings)]
+    return measure
 
 
 class Runner:
@@ -490,8 +509,13 @@ def run_suite(config: RunConfig, out_dir, resume: bool = False, progress=None,
             meta["counts"] = {c.name: c.count for c in config.cases}
         if cluster is not None:
             meta["cluster"] = cluster.record()
-        runner = Runner(config, out_dir, resume, progress, warn,
-                        cluster.measure if cluster is not None else None)
+        if cluster is not None and config.processes > 1:
+            raise ValueError(f"processes={config.processes} measures here, in worker processes "
+                             f"of this machine: not with a cluster, whose tasks each measure a "
+                             f"case once")
+        measure = cluster.measure if cluster is not None else \
+            measure_in_processes(config) if config.processes > 1 else None
+        runner = Runner(config, out_dir, resume, progress, warn, measure)
         files.write_text(out_dir / "meta.json", json.dumps(meta, indent=1))
         t0 = time.perf_counter()
         interrupted = False

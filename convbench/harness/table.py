@@ -12,16 +12,19 @@ import numpy as np
 import pandas as pd
 
 from convbench import files
-from convbench.result import COLUMNS, DTYPES, WITHIN_TOLERANCE, Result
+from convbench.result import COLUMNS, DTYPES, LISTS, WITHIN_TOLERANCE, Result
 
 #: Columns of the frame that are not in results.csv: each row's raw timings (samples.jsonl).
-SAMPLE_COLUMNS = ("samples_s", "warmup_s")
+SAMPLE_COLUMNS = LISTS
 #: Statuses of runs written before the one vocabulary, as read back now.
 LEGACY_STATUSES = {"OK": "PASSED", "UNSUPPORTED": "UNIMPLEMENTED", "ERROR": "FAILED"}
 _TEXT = [name for name, dtype in DTYPES.items() if dtype == "string"]
-#: The columns of results.csv before each row named its machine (host ... worker): such files
-#: are read with those columns empty, and never appended to.
+#: The columns of results.csv before each row named its machine (host ... worker): such files,
+#: and those without the later columns (processes, process_spread), are read with the missing
+#: columns empty, and never appended to.
 OLD_COLUMNS = COLUMNS[:COLUMNS.index("host")]
+#: The headers of results.csv files that can be read: COLUMNS and its older prefixes.
+READABLE_HEADERS = (COLUMNS, OLD_COLUMNS, COLUMNS[:COLUMNS.index("processes")])
 
 
 def to_frame(rows) -> pd.DataFrame:
@@ -30,7 +33,7 @@ def to_frame(rows) -> pd.DataFrame:
     records = []
     for r in rows:
         if isinstance(r, Result):
-            records.append({**r.row(), "samples_s": r.samples_s, "warmup_s": r.warmup_s})
+            records.append({**r.row(), **{name: getattr(r, name) for name in SAMPLE_COLUMNS}})
         else:
             records.append(dict(r))
     frame = pd.DataFrame.from_records(records, columns=list(COLUMNS) + list(SAMPLE_COLUMNS))
@@ -69,7 +72,8 @@ def read_csv(path) -> pd.DataFrame:
                         na_values={name: [""] for name in COLUMNS if name not in _TEXT})
     for name in COLUMNS[len(OLD_COLUMNS):]:
         if name not in frame:
-            frame[name] = pd.Series("", index=frame.index, dtype=DTYPES[name])
+            frame[name] = pd.Series("" if name in _TEXT else None, index=frame.index,
+                                    dtype=DTYPES[name])
     frame["status"] = frame["status"].replace(LEGACY_STATUSES)
     return frame
 
