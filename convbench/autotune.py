@@ -22,6 +22,7 @@ from convbench.backends import backend_names, get_backend
 from convbench.backends.base import Backend
 from convbench.errors import ConvbenchError, UnsupportedError
 from convbench.machine import cpu_info, git_commit, package_version
+from convbench.memory import format_bytes, get_workspace_limit
 from convbench.threads import get_threads
 from convbench.timing import TimingPolicy
 from convbench.verify import Reference, check_backend, shared_bytes
@@ -142,21 +143,67 @@ def _current(entry, cands) -> bool:
 _memo: dict = {}
 
 
-def choose(op, problem, dtype, budget_s: float = 0.05) -> dict:
+def over_limit(op, problem, dtype, cands, limit: int | None) -> dict:
+    """{name: estimated workspace} of the candidates whose Backend.scratch_bytes exceeds limit."""
+    if limit is None:
+        return {}
+    need = {n: int(get_backend(n).scratch_bytes(op, problem, np.dtype(dtype))) for n in cands}
+    return {n: b for n, b in need.items() if b > limit}
+
+
+def _within(entry, cands) -> dict | None:
+    """entry restricted to cands (the candidates under a workspace limit), its choice the fastest
+    of them; None when none of them was timed."""
+    if not entry:
+        return None
+    best = {n: t for n, t in entry.get("best_s", {}).items() if n in cands}
+    if not best:
+        return None
+    return {"backend": min(best, key=best.get), "best_s": best,
+            "median_s": {n: t for n, t in entry.get("median_s", {}).items() if n in cands},
+            "rejected": {n: r for n, r in entry.get("rejected", {}).items() if n in cands}}
+
+
+def _merged(old, new: dict) -> dict:
+    """A race of some candidates (those under a limit) added to a kept entry of all of them."""
+    if not old:
+        return new
+    out = {part: {**{n: v for n, v in old.get(part, {}).items()
+                     if n not in new["best_s"] and n not in new["rejected"]}, **new[part]}
+           for part in ("best_s", "median_s", "rejected")}
+    out["backend"] = min(out["best_s"], key=out["best_s"].get)
+    return out
+
+
+def choose(op, problem, dtype, budget_s: float = 0.05, workspace_limit: int | None = None) -> dict:
     """{'backend': name, 'best_s': {name: seconds}, 'median_s': {...}, 'rejected': {...}} for this
     problem, from the cache or timed now. The choice goes by the fastest call of each candidate:
     on a shared machine interference only ever adds time, so medians of a few calls can pick the
-    slower of two close algorithms."""
+    slower of two close algorithms.
+
+    workspace_limit: only candidates whose estimated scratch (Backend.scratch_bytes) fits are
+    raced and chosen from (UnsupportedError when none fits). The cache keeps one entry per
+    problem: a choice under a limit is the fastest fitting candidate of that entry, and racing
+    the fitting ones adds their times to it."""
     key = f"{op.name}|{problem.descriptor()}|{np.dtype(dtype).name}"
     mkey = machine_key()
-    memo_key = (str(cache_path()), mkey, key)
+    memo_key = (str(cache_path()), mkey, key, workspace_limit)
     cands = candidates(op, problem, dtype)
+    over = over_limit(op, problem, dtype, cands, workspace_limit)
+    if cands and len(over) == len(cands):
+        raise UnsupportedError(
+            f"auto: no backend fits the workspace limit of {format_bytes(workspace_limit)} for "
+            f"{op.name} on {problem.descriptor()} (" + ", ".join(
+                f"{n} needs {format_bytes(b)}" for n, b in over.items()) + ")")
+    cands = [n for n in cands if n not in over]
     hit = _memo.get(memo_key)
     if _current(hit, cands):
         return hit
     with _lock:
         data = _load()
         hit = _entry(data, mkey, key)
+        if workspace_limit is not None:
+            hit = _within(hit, cands)
         if _current(hit, cands):
             _memo[memo_key] = hit
             return hit
@@ -179,7 +226,12 @@ def choose(op, problem, dtype, budget_s: float = 0.05) -> dict:
              "rejected": rejected}
     with _lock:
         data = _load()
-        data.setdefault(mkey, {})[key] = entry
+        if workspace_limit is not None:
+            kept = _merged(_entry(data, mkey, key), entry)
+            entry = _within(kept, cands)
+        else:
+            kept = entry
+        data.setdefault(mkey, {})[key] = kept
         _save(data)
         _memo[memo_key] = entry
     return entry
@@ -197,21 +249,30 @@ class AutoBackend(Backend):
 
     def workspace_bytes(self, op, problem, dtype):
         """The first call on a problem tunes it: its own inputs and reference, and each
-        candidate in turn with its outputs and scratch; later calls need the chosen one's
-        scratch alone, which this bounds."""
+        candidate in turn (those under the workspace limit) with its outputs and scratch; later
+        calls need the chosen one's scratch alone, which this bounds."""
         itemsize = np.dtype(dtype).itemsize
+        cands = candidates(op, problem, dtype)
+        over = over_limit(op, problem, dtype, cands, get_workspace_limit())
         most = max((get_backend(n).scratch_bytes(op, problem, np.dtype(dtype))
                     + op.output_bytes(problem, itemsize)
-                    for n in candidates(op, problem, dtype)), default=0)
+                    for n in cands if n not in over), default=0)
         return shared_bytes(op, problem, dtype) + most
 
     def unsupported(self, op, problem, dtype):
-        if not candidates(op, problem, dtype):
+        cands = candidates(op, problem, dtype)
+        if not cands:
             return "no available backend"
+        limit = get_workspace_limit()
+        over = over_limit(op, problem, dtype, cands, limit)
+        if len(over) == len(cands):
+            return (f"no backend within the workspace limit of {format_bytes(limit)} (" +
+                    ", ".join(f"{n} needs {format_bytes(b)}" for n, b in over.items()) + ")")
         return None
 
     def chosen(self, op, problem, dtype) -> str:
-        return choose(op, problem, dtype)["backend"]
+        """The choice under the workspace limit in force (convbench.set_workspace_limit)."""
+        return choose(op, problem, dtype, workspace_limit=get_workspace_limit())["backend"]
 
     def delegate(self, op, problem, dtype) -> str:
         return self.chosen(op, problem, dtype)

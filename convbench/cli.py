@@ -263,6 +263,20 @@ def _progress(echo_err):
     return show
 
 
+def _workspace_limit(max_workspace: str | None) -> int | None:
+    """--max-workspace in bytes (None: no limit)."""
+    if max_workspace is None:
+        return None
+    try:
+        return parse_bytes(max_workspace, "--max-workspace")
+    except ValueError as e:
+        raise _bad("--max-workspace", str(e)) from None
+
+
+_MAX_WORKSPACE_HELP = ("auto chooses among the backends whose estimated scratch memory per call "
+                       "fits this (e.g. 16M; default: no limit)")
+
+
 def _memory_limit(max_memory: str | None) -> tuple[int | None, str]:
     """(bytes a case may plan to use, how that was set)."""
     if max_memory is not None:
@@ -304,6 +318,7 @@ def _memory_limit(max_memory: str | None) -> tuple[int | None, str]:
 @click.option("--max-memory", default=None,
               help="skip a backend whose estimated memory for a case exceeds this (e.g. 8G; "
                    f"default {DEFAULT_FRACTION:.0%} of the memory available at the start)")
+@click.option("--max-workspace", default=None, help=_MAX_WORKSPACE_HELP)
 @click.option("--cold-cache", is_flag=True,
               help="rotate input copies larger than the last-level cache")
 @click.option("--baseline", default=None,
@@ -314,8 +329,8 @@ def _memory_limit(max_memory: str | None) -> tuple[int | None, str]:
                    "1,3,224,224 for its only input (repeat for several inputs)")
 @_backend_files
 def run(suite, backend_list, batch, direction, dtype, threads, oversubscribe, out_dir, resume,
-        budget, per_case_limit, max_memory, cold_cache, baseline, no_peaks, input_shapes,
-        backend_files):
+        budget, per_case_limit, max_memory, max_workspace, cold_cache, baseline, no_peaks,
+        input_shapes, backend_files):
     """Verify, then time, every case of a suite on every backend; write CSV, JSON and HTML."""
     from convbench.harness.report import (  # per command
         choose_baseline,
@@ -336,6 +351,7 @@ def run(suite, backend_list, batch, direction, dtype, threads, oversubscribe, ou
         raise _bad("--baseline", f"{baseline!r} is not one of the backends run "
                                  f"({', '.join(backends)})")
     max_bytes, limit_note = _memory_limit(max_memory)
+    ws_limit = _workspace_limit(max_workspace)
     try:
         cases = load_suite(suite, batch, list(input_shapes) or None)
     except (ValueError, OSError) as e:
@@ -351,7 +367,7 @@ def run(suite, backend_list, batch, direction, dtype, threads, oversubscribe, ou
     policy = TimingPolicy(budget_s=budget, warmup_budget_s=min(budget, 0.5))
     cfg = RunConfig(suite, cases, backends, tuple(dirs), dtype, threads, policy, per_case_limit,
                     cold_cache, baseline, whole_model=is_model_file(suite), batch=batch,
-                    max_bytes=max_bytes)
+                    max_bytes=max_bytes, workspace_limit=ws_limit)
     click.echo(f"suite {suite}: {len(cases)} cases x {len(backends)} backends -> {out_dir}")
     click.echo(f"memory per case: "
                f"{format_bytes(max_bytes) if max_bytes else 'no limit'} ({limit_note})")
@@ -476,6 +492,7 @@ def _train_options(f):
         click.option("--no-augment", is_flag=True, help="no random shifts (or flips, for photos)"),
         click.option("--backend", default="auto", show_default=True,
                      help="auto (fastest verified per layer) or a backend name"),
+        click.option("--max-workspace", default=None, help=_MAX_WORKSPACE_HELP),
         click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True),
         click.option("--threads", type=click.IntRange(min=1), default=None,
                      help="threads for Numba, BLAS and torch (at most the usable cores)"),
@@ -499,6 +516,7 @@ def _config(kw):
     _check_threads(kw["threads"], kw.pop("oversubscribe"))
     set_threads(kw.pop("threads"))
     kw["augment"] = not kw.pop("no_augment")
+    kw["workspace_limit"] = _workspace_limit(kw.pop("max_workspace"))
     cfg = TrainConfig(**kw)
     try:
         cfg.validate()

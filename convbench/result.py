@@ -70,6 +70,11 @@ class Result:
     gflops: float | None = _column("float64")
     gbps: float | None = _column("float64")
     intensity: float | None = _column("float64", doc="flops / bytes")
+    peak_bytes: int | None = _column("Int64", doc="most bytes allocated at once in one call, "
+                                     "above what was allocated before it, outputs included "
+                                     "(measured in a call of its own, not a timed one)")
+    workspace_bytes: int | None = _column("Int64", doc="of those, the scratch the backends keep "
+                                          "between calls (their workspaces) after that call")
     # not columns: raw samples (samples.jsonl), and what a caller may keep in memory
     samples_s: list = field(default_factory=list)
     warmup_s: list = field(default_factory=list)

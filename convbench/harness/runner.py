@@ -45,6 +45,7 @@ from convbench.harness.report import write_report
 from convbench.harness.runlock import RunLock
 from convbench.harness.suites import Case
 from convbench.machine import fingerprint, measure_peaks
+from convbench.memory import workspace_limit
 from convbench.ops import get_op, ops_of
 from convbench.result import COLUMNS, FAILED, STATUSES, Result
 from convbench.threads import cpu_count, set_threads
@@ -84,6 +85,7 @@ class Settings:
     cold_cache: bool = False
     seed: int = 0
     max_bytes: int | None = None
+    workspace_limit: int | None = None      # auto's (convbench.set_workspace_limit)
 
 
 def iter_case(case: Case, op_name: str, backends, settings: Settings):
@@ -105,10 +107,12 @@ def iter_case(case: Case, op_name: str, backends, settings: Settings):
         if limit is not None:
             _make_room(get_backend(name), op, case.problem, dtype, settings, limit)
         try:
-            result = check_backend(name, op, case.problem, dtype, settings.seed, inputs=inputs,
-                                   reference=reference, policy=settings.policy,
-                                   limit_s=settings.per_case_limit_s, max_bytes=limit,
-                                   cold_cache=settings.cold_cache)
+            with workspace_limit(settings.workspace_limit):
+                result = check_backend(name, op, case.problem, dtype, settings.seed,
+                                       inputs=inputs, reference=reference,
+                                       policy=settings.policy,
+                                       limit_s=settings.per_case_limit_s, max_bytes=limit,
+                                       cold_cache=settings.cold_cache, memory=True)
         except MemoryError as e:      # outside the backend's own call: still this case's alone
             result = new_result(name, op, case.problem, dtype).replace(
                 status=FAILED, reason=f"out of memory: {e}")
@@ -150,16 +154,17 @@ class RunConfig:
     max_bytes: int | None = None      # memory a case may plan to use (None: no limit)
     #: the suite is a model's layers: the report adds their sum (each case's count x time)
     whole_model: bool = False
+    workspace_limit: int | None = None  # auto's scratch limit (None: none)
 
     @property
     def settings(self) -> Settings:
         return Settings(self.suite, self.dtype, self.policy, self.per_case_limit_s,
-                        self.cold_cache, self.seed, self.max_bytes)
+                        self.cold_cache, self.seed, self.max_bytes, self.workspace_limit)
 
 
 #: The settings that make rows of two runs incomparable: --resume needs them unchanged.
 COMPARABLE = ("suite", "suite_hash", "backends", "directions", "dtype", "batch", "threads",
-              "cold_cache", "seed")
+              "cold_cache", "seed", "workspace_limit")
 
 
 def suite_hash(cases) -> str:
@@ -174,7 +179,7 @@ def comparable_settings(config: RunConfig) -> dict:
             "backends": list(config.backends), "directions": list(config.directions),
             "dtype": config.dtype, "batch": config.batch,
             "threads": config.threads or cpu_count(), "cold_cache": config.cold_cache,
-            "seed": config.seed}
+            "seed": config.seed, "workspace_limit": config.workspace_limit}
 
 
 def check_resumable(out_dir, settings: dict) -> None:
