@@ -74,7 +74,25 @@ class TorchBackend(Backend):
                 "threads": torch.get_num_threads() if torch is not None else get_threads()}
 
     def workspace_bytes(self, op, p, dtype):
-        return runtime_bytes(op, p, dtype.itemsize)       # an estimate (backends.estimates)
+        """backends.estimates' for a runtime, except pooling, which runs here through calls
+        whose allocations can be counted: torch's max pooling makes its int64 arg-max indices
+        also in the forward, and padding torch does not take is a padded copy (its gradient
+        too in the backward) plus, for the average, the window sums."""
+        s = dtype.itemsize
+        if not op.family.endswith("pool2d"):
+            return runtime_bytes(op, p, s)       # an estimate (backends.estimates)
+        out = p.N * p.C * p.P * p.Q
+        indices = 8 * out if p.kind == "max" else 0
+        padded = 0
+        if not self._pool_native(p):
+            ((pt, pb), (pl, pr)), (kh, kw), (sh, sw), (dh, dw) = (p.padding, p.kernel, p.stride,
+                                                                  p.dilation)
+            hp = max(p.H + pt + pb, (p.P - 1) * sh + dh * (kh - 1) + 1)
+            wp = max(p.W + pl + pr, (p.Q - 1) * sw + dw * (kw - 1) + 1)
+            padded = p.N * p.C * hp * wp * s + (out * s if p.kind == "avg" else 0)
+        if op.direction == "fwd":
+            return indices + padded
+        return out * s + indices + 2 * padded
 
     def peak_bytes(self, fn):
         """What tracemalloc sees (the NumPy copies around torch) in one call plus the peak of
