@@ -10,7 +10,7 @@ Statuses, after oneDNN's benchdnn:
                    not, or an error above half the tolerance; still timed
     FAILED         outside the tolerance, or the backend raised: no speed is ever shown
     UNIMPLEMENTED  the backend does not implement this op, parameter or dtype (its reason)
-    SKIPPED        not run: its estimated time per call exceeds the limit
+    SKIPPED        not run: its estimated time per call or memory exceeds the limit
     UNAVAILABLE    the backend cannot run on this machine (missing package or device)
 
 The columns are declared once, as the fields of `Result` that carry a `dtype` (pandas' name for

@@ -12,11 +12,13 @@ can call it. `Runner` walks a suite through it and streams each row into a run d
 
 An interrupted run keeps every row written; `resume=True` skips the rows already there, after
 checking that the folder was made with the same settings (meta.json: the suite and a hash of its
-cases, the backends, directions, dtype, batch, threads, cold cache and seed) and that its
+cases, the backends, directions, dtype, batch, threads, cold cache, seed and auto's workspace
+limit) and that its
 results.csv can be read; a last line cut short by a kill is dropped and measured again. A run holds
 the folder's lock (.lock, harness.runlock) from start to end, so two runs never share a folder.
 Before a case allocates anything its memory is estimated (verify.memory_need); a backend over
-`max_bytes` is SKIPPED with the estimate, and running out of memory fails that case alone.
+`max_bytes` is SKIPPED with the estimate, and running out of memory fails that case alone. Each
+row's peak_bytes and workspace_bytes are measured after its timing (verify.check_backend).
 """
 from __future__ import annotations
 
