@@ -2,6 +2,7 @@
 as a percentage of the fp32 FMA peak measured in the same run (before and after).
 
     python bench/gemm_bench.py [--threads 2] [--repeats 7] [--shapes 2048x2048x2048,64x25088x576]
+    python bench/gemm_bench.py --cpu-time      # one thread, timed by its CPU time
 
 Shapes are M x N x K: 2048^3, and the GEMMs of ResNet-50's 3x3 layers at batch 8 as im2col runs
 them (M output channels, N = batch x positions, K = input channels x 9). Every product is checked
@@ -11,6 +12,11 @@ the previous library's worker threads stop spinning (OpenBLAS, OpenMP and Numba'
 for a while after each call and would otherwise take cores from the next one); a figure is the
 best of the rounds. The peak is the best of its measurements before and after; "% peak" divides
 by it.
+
+On a shared machine wall-clock figures swing with the other processes' load; `--cpu-time` times
+one thread by the CPU time it was given (time.thread_time), which the load does not inflate
+(cache and memory contention still count), so its percentages of the one-thread peak are the
+figures to compare across runs.
 """
 import argparse
 import platform
@@ -50,10 +56,15 @@ def main():
     ap.add_argument("--repeats", type=int, default=7, help="rounds per shape (best is kept)")
     ap.add_argument("--shapes", default=",".join("x".join(map(str, s)) for s in SHAPES))
     ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="one thread, timed by its CPU time (robust to other processes' load)")
     ap.add_argument("--settle", type=float, default=0.2,
                     help="seconds of pause before each timed call (idle spinning thread pools)")
     args = ap.parse_args()
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
+    clock = time.perf_counter
+    if args.cpu_time:
+        args.threads, clock = 1, time.thread_time
 
     torch = None
     if not args.no_torch:
@@ -69,7 +80,7 @@ def main():
     gemm(a, b)
     first = time.perf_counter() - t0
 
-    before = fma_peak(threads=args.threads, seconds=0.2)
+    before = fma_peak(threads=args.threads, seconds=0.2, clock=clock)
     info = blas_info()
     print(f"CPU: {cpu_model()}; ISA in use: {before.isa}, {before.vector_bits}-bit vectors; "
           f"threads: {args.threads}")
@@ -101,12 +112,12 @@ def main():
         for _ in range(args.repeats):
             for name, f in contenders.items():
                 time.sleep(args.settle)
-                t0 = time.perf_counter()
+                t0 = clock()
                 f()
-                best[name] = min(best[name], time.perf_counter() - t0)
+                best[name] = min(best[name], clock() - t0)
         rows.append(((m, n, k), {name: 2 * m * n * k / t / 1e9 for name, t in best.items()}))
 
-    after = fma_peak(threads=args.threads, seconds=0.2)
+    after = fma_peak(threads=args.threads, seconds=0.2, clock=clock)
     peak = max(before.gflops, after.gflops)
     print(f"FMA peak after: {after.gflops:.0f} GFLOP/s; % peak below uses {peak:.0f}\n")
     names = list(rows[0][1])

@@ -8,9 +8,6 @@
 Your own kernel: subclass `cb.Backend` (a name, a description, a method per op) and
 `cb.register_backend(YourBackend)`; see the README.
 """
-# convbench.env sets the thread runtimes' environment variables (listed there) and must run before
-# anything loads NumPy: it is the first import, and imports nothing heavy itself.
-from convbench import env  # noqa: F401
 from convbench.api import (
     avg_pool1d,
     avg_pool1d_backward,

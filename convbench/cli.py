@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import click
+import numpy as np
 
 from convbench.backends import (
     backend_names,
@@ -34,7 +35,7 @@ from convbench.errors import (
     UnsupportedError,
 )
 from convbench.filters import gallery, matrix_figure, matrix_path
-from convbench.machine import fingerprint, measure_peaks
+from convbench.machine import blas_warning, fingerprint, measure_peaks
 from convbench.memory import DEFAULT_FRACTION, available_bytes, format_bytes, parse_bytes
 from convbench.threads import cpu_count, set_threads
 from convbench.timing import TimingPolicy
@@ -371,6 +372,7 @@ def run(suite, backend_list, batch, direction, dtype, threads, oversubscribe, ou
     click.echo(f"suite {suite}: {len(cases)} cases x {len(backends)} backends -> {out_dir}")
     click.echo(f"memory per case: "
                f"{format_bytes(max_bytes) if max_bytes else 'no limit'} ({limit_note})")
+    _warn_blas()
     progress = _progress(lambda m, nl: click.echo(m, err=True, nl=nl))
     try:
         frame, meta = run_suite(cfg, out_dir, resume, progress, peaks=not no_peaks, warn=_warn)
@@ -461,11 +463,105 @@ def compare(run_a, run_b, threshold, alpha, html_path):
 @main.command()
 @click.option("--no-peaks", is_flag=True, help="skip measuring the peaks")
 def info(no_peaks):
-    """The machine fingerprint and its measured peaks (SGEMM GFLOP/s, copy GB/s)."""
+    """The machine fingerprint and its measured peaks (FMA and SGEMM GFLOP/s, copy GB/s)."""
     data = {"machine": fingerprint()}
     if not no_peaks:
         data["peaks"] = measure_peaks()
     click.echo(json.dumps(data, indent=1))
+    _warn_blas()
+
+
+@main.group()
+def autotune():
+    """backend="auto"'s cache of choices on this machine: show, clear or retune them."""
+
+
+@autotune.command("show")
+@click.option("--all", "all_machines", is_flag=True, help="every machine key in the cache")
+def autotune_show(all_machines):
+    """The cached choices: problem, backend, why, and each candidate's median time."""
+    from convbench import autotune as at  # per command
+    data, here = at.load_cache(), at.machine_key()
+    click.echo(f"cache: {at.cache_path()}; this machine's key: {here}")
+    for mkey, section in data.items():
+        if not isinstance(section, dict) or (mkey != here and not all_machines):
+            continue
+        parts = section.get("machine") or {}
+        click.echo(f"machine {mkey}{' (this one)' if mkey == here else ''}: "
+                   f"{parts.get('cpu', '?')}, {parts.get('threads', '?')} threads, "
+                   f"{parts.get('blas', '?')}, env {parts.get('env', '?')}")
+        for key, entry in sorted(section.get("choices", {}).items()):
+            times = ", ".join(f"{n} {t * 1e3:.3g} ms" for n, t in
+                              sorted(entry.get("median_s", {}).items(), key=lambda kv: kv[1]))
+            click.echo(f"  {key}: {entry.get('backend')} ({entry.get('why', '')}; "
+                       f"{entry.get('rounds', '?')} rounds) [{times}]")
+    others = [k for k in data if k != here]
+    if others and not all_machines:
+        click.echo(f"({len(others)} other machine key(s): --all shows them)")
+
+
+@autotune.command("clear")
+@click.option("--all", "all_machines", is_flag=True, help="every machine's choices")
+def autotune_clear(all_machines):
+    """Forget this machine's choices (or every machine's)."""
+    from convbench import autotune as at  # per command
+    click.echo(f"cleared {at.clear(all_machines)} choices from {at.cache_path()}")
+
+
+@autotune.command("retune")
+@click.option("--suite", default=None, help="time this suite's problems (default: the problems "
+              "cached for this machine)")
+@click.option("--batch", type=click.IntRange(min=1), default=None)
+@click.option("--direction", default="fwd", show_default=True,
+              help="with --suite: comma-separated directions, or all")
+@click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32",
+              show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=None)
+@click.option("--budget", type=float, default=0.3, show_default=True,
+              help="seconds of interleaved timing per problem, at most (the race stops earlier "
+                   "once the fastest is clear)")
+def autotune_retune(suite, batch, direction, dtype, threads, budget):
+    """Time the candidates again and replace the cached choices."""
+    from convbench import autotune as at  # per command
+    from convbench.harness.runner import DIRECTIONS, directions_for  # per command
+    from convbench.harness.suites import load_suite  # per command
+    if budget <= 0:
+        raise _bad("--budget", f"{budget} must be > 0")
+    _check_threads(threads, False)
+    set_threads(threads)
+    if suite is None:
+        keys = at.cached_problems()
+        for key in keys:
+            try:
+                click.echo(f"  {key}: {at.retune_key(key, budget)}")
+            except UnsupportedError as e:
+                click.echo(f"  {key}: {e}", err=True)
+        click.echo(f"retuned {len(keys)} problem(s) into {at.cache_path()}")
+        return
+    else:
+        dirs = _names(direction, "--direction", [*DIRECTIONS, "all"], "direction")
+        dirs = list(DIRECTIONS) if "all" in dirs else dirs
+        try:
+            cases = load_suite(suite, batch)
+        except (ValueError, OSError) as e:
+            raise _bad("--suite", _one_line(e)) from None
+        todo = [(op, c.problem, np.dtype(dtype)) for c in cases
+                for op in directions_for(c.family, dirs)]
+    for op, problem, dt in todo:
+        try:
+            entry = at.choose(op, problem, dt, budget_s=budget, retune=True)
+        except UnsupportedError as e:
+            click.echo(f"  {at.problem_key(op, problem, dt)}: {e}", err=True)
+            continue
+        click.echo(f"  {at.problem_key(op, problem, dt)}: {entry['backend']} ({entry['why']})")
+    click.echo(f"retuned {len(todo)} problem(s) into {at.cache_path()}")
+
+
+def _warn_blas():
+    """On stderr, when the BLAS runs narrower vectors than the CPU (machine.blas_warning)."""
+    warning = blas_warning()
+    if warning:
+        click.echo(f"warning: {warning}", err=True)
 
 
 def _train_options(f):

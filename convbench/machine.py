@@ -1,4 +1,8 @@
-"""The machine fingerprint recorded with every run, and its measured peaks (the roofline's roof)."""
+"""The machine fingerprint recorded with every run, and its measured peaks (the roofline's roof).
+
+The roof is the fp32 FMA peak measured by a Numba kernel (convbench.kernels.fma_peak): a BLAS's
+SGEMM is a second, lower line, and not a ceiling (its core type may be capped below the CPU's
+vectors, e.g. OpenBLAS forced to AVX2 kernels on an AVX-512 CPU; `blas_warning` says so)."""
 from __future__ import annotations
 
 import os
@@ -12,6 +16,8 @@ from threadpoolctl import threadpool_info
 
 from convbench.backends import backend_names, get_backend
 from convbench.backends.base import package_version
+from convbench.env import TIMING
+from convbench.kernels import blas_info, cpu_isa, fma_peak, isa, kernel_vector_bits
 from convbench.threads import get_threads
 
 
@@ -63,6 +69,34 @@ def _blas() -> list[dict]:
             for i in threadpool_info()]
 
 
+def timing_environment() -> dict:
+    """The environment variables set here that change timings (env.TIMING), by name."""
+    return {k: os.environ[k] for k in TIMING if k in os.environ}
+
+
+def _blas_core() -> dict:
+    """The core type NumPy's BLAS runs, whether the environment forces it, and whether its
+    vectors are narrower than the CPU's (kernels.blas_info, without the file path)."""
+    info = blas_info()
+    return {k: info[k] for k in ("internal_api", "architecture", "coretype_var", "coretype_env",
+                                 "forced", "blas_vector_bits", "cpu_vector_bits", "narrower")}
+
+
+def blas_warning(machine: dict | None = None) -> str | None:
+    """A one-line warning when the BLAS runs narrower vectors than the CPU has, from a
+    fingerprint (default: this process's); None otherwise (or for a fingerprint recorded before
+    this was kept)."""
+    core = (machine.get("blas_core") if machine is not None else _blas_core()) or {}
+    if not core.get("narrower"):
+        return None
+    why = (f"forced by {core['coretype_var']}={core['coretype_env']}" if core.get("forced")
+           else "its own choice")
+    return (f"the BLAS ({core.get('internal_api')}) runs {core.get('architecture')} kernels "
+            f"with {core.get('blas_vector_bits')}-bit vectors on a CPU with "
+            f"{core.get('cpu_vector_bits')}-bit vectors ({why}): its SGEMM is well below the "
+            "machine's FMA peak, and BLAS-based backends are slowed down accordingly")
+
+
 def _gpu() -> dict | None:
     try:
         return get_backend("numba-cuda").device_info()
@@ -105,10 +139,9 @@ def fingerprint() -> dict:
         "llvmlite": package_version("llvmlite"),
         "numba_cuda": package_version("numba-cuda"),
         "blas": _blas(),
-        "env": {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
-                                            "OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT",
-                                            "NUMBA_NUM_THREADS")
-                if k in os.environ},
+        "blas_core": _blas_core(),
+        "simd": {"isa": isa(), "cpu_isa": cpu_isa()},
+        "env": timing_environment(),
         "torch": torch_info,
         "peers": peers(),
         "gpu": _gpu(),
@@ -117,8 +150,16 @@ def fingerprint() -> dict:
 
 
 def measure_peaks(seconds: float = 1.0) -> dict:
-    """This machine's practical fp32 peaks: SGEMM GFLOP/s (NumPy's BLAS, n=2048) and memory
-    bandwidth GB/s (a copy of 256 MiB: bytes read plus written). Best of several runs."""
+    """This machine's fp32 peaks on the run's thread count: the FMA peak (fma_gflops, a Numba
+    kernel of register-resident FMAs; also on one thread), with the ISA it was compiled for and
+    the register width its FMAs really have (vector_bits, read from its assembly); SGEMM GFLOP/s
+    (NumPy's BLAS, n=2048) and memory bandwidth GB/s (a copy of 256 MiB: bytes read plus
+    written). Best of several runs each."""
+    # many short timings: the best of them is the ceiling, and on a shared machine more of them
+    # are more likely to catch a quiet moment
+    peak = fma_peak(threads=get_threads(), seconds=min(0.02, seconds / 20), repeats=15)
+    out = {"fma_gflops": peak.gflops, "fma_gflops_one_thread": peak.gflops_one_thread,
+           "isa": peak.isa, "vector_bits": kernel_vector_bits()}
     n = 2048
     a = np.random.default_rng(0).random((n, n), dtype=np.float32)
     b = a.copy()
@@ -140,7 +181,15 @@ def measure_peaks(seconds: float = 1.0) -> dict:
         np.copyto(dst, src)
         best = min(best, time.perf_counter() - t)
     gbps = 2 * src.nbytes / best / 1e9
-    return {"sgemm_gflops": gflops, "memory_gbps": gbps}
+    return {**out, "sgemm_gflops": gflops, "memory_gbps": gbps}
+
+
+def peak_gflops(peaks: dict | None) -> float | None:
+    """The roof for "% of peak": the FMA peak, or for a run recorded before it was measured, the
+    SGEMM figure; None without peaks."""
+    if not peaks:
+        return None
+    return peaks.get("fma_gflops") or peaks.get("sgemm_gflops")
 
 
 def same_machine(a: dict, b: dict) -> list[str]:

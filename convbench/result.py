@@ -68,6 +68,8 @@ class Result:
     flops: float | None = _column("float64")
     bytes: float | None = _column("float64", doc="the least bytes the op must move")
     gflops: float | None = _column("float64")
+    pct_of_peak: float | None = _column("float64", doc="gflops as a percentage of the run's "
+                                        "measured fp32 FMA peak (machine.measure_peaks)")
     gbps: float | None = _column("float64")
     intensity: float | None = _column("float64", doc="flops / bytes")
     peak_bytes: int | None = _column("Int64", doc="most bytes allocated at once in one call, "

@@ -15,7 +15,7 @@ def rng():
 
 
 #: Algorithms for one kind of problem only (3x3 stride 1); their coverage is in test_conv_backends.
-SPECIALISED = ("winograd-f2", "winograd-f4")
+SPECIALISED = ("winograd-f2", "winograd-f4", "winograd")
 
 
 def available_backends(op_name: str):

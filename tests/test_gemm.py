@@ -21,6 +21,7 @@ from convbench.kernels import (
     gemm_batched,
     isa,
     micro_shapes,
+    pack,
     vector_bits,
 )
 from convbench.kernels import peak as peak_mod
@@ -325,3 +326,51 @@ def test_blas_info_flags_a_blas_narrower_than_the_cpu(monkeypatch):
     monkeypatch.delenv("OPENBLAS_CORETYPE")
     info = blas_info()
     assert not info["narrower"] and not info["forced"]
+
+
+@pytest.mark.parametrize("m,n,k", [(1, 37, 5), (17, 33, 8), (45, 97, 130), (131, 70, 201)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_packed_operands_match_float64_and_are_reused(m, n, k, threads):
+    """pack(x, side) once, then many products with it: either side, transposed or not, single
+    and batched (the packed matrix shared by every product), split over threads either way."""
+    rng = np.random.default_rng(m + n + k)
+    p = _small_blocks()
+    for trans in (False, True):
+        a, b, A, B = _operands(rng, m, n, k, trans, trans)
+        pa = pack(a, "a", other=n, trans=trans, params=p)
+        pb = pack(b, "b", other=m, trans=trans, params=p)
+        assert pa.shape == (m, k) and pb.shape == (k, n)
+        _check(gemm(pa, B, threads=threads), A, B)
+        _check(gemm(A, pb, threads=threads), A, B)
+        c0 = rng.standard_normal((m, n)).astype(F32)
+        out = c0.copy()
+        gemm(A, pb, out, accumulate=True, threads=threads)
+        _check(out, A, B, c0)
+        bs = rng.standard_normal((3, k, n)).astype(F32)
+        outs = gemm_batched(pa, bs, threads=threads)
+        for i in range(3):
+            _check(outs[i], A, bs[i])
+        as_ = rng.standard_normal((3, m, k)).astype(F32)
+        outs = gemm_batched(as_, pb, threads=threads)
+        for i in range(3):
+            _check(outs[i], as_[i], B)
+        # a column-major out goes through a temporary, not through C^T = B^T A^T
+        out_f = np.empty((n, m), F32).T
+        _check(gemm(A, pb, out_f, threads=threads), A, B)
+
+
+def test_packed_operand_errors_name_the_argument():
+    a = np.ones((4, 3), F32)
+    pa = pack(a, "a", other=5)
+    with pytest.raises(ValueError, match="side='c'"):
+        pack(a, "c", other=5)
+    with pytest.raises(ValueError, match="other=0"):
+        pack(a, "a", other=0)
+    with pytest.raises(ValueError, match="packed as operand 'a'"):
+        gemm(np.ones((2, 4), F32), pa)
+    with pytest.raises(ValueError, match="trans_a=True with a packed a"):
+        gemm(pa, np.ones((3, 5), F32), trans_a=True)
+    with pytest.raises(ValueError, match="inner dimensions"):
+        gemm(pa, np.ones((4, 5), F32))
+    with pytest.raises(ValueError, match="both packed"):
+        gemm(pa, pack(np.ones((3, 5), F32), "b", other=4))

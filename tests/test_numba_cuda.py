@@ -1,11 +1,14 @@
 """numba-cuda's tiled kernels beyond the shared backend matrix: odd tile shapes (partial load
 slots, several row and column blocks, split reductions), the float32-only PTX check, the numpy
-import workaround, and the device script's rehearsal on the simulator."""
+import workaround, the simulator's shared arrays, and the device script's rehearsal on the
+simulator."""
 import json
 import os
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +16,7 @@ import pytest
 
 from convbench.backends import get_backend
 from convbench.backends.numba_cuda import CUDA as NUMBA_CUDA
-from convbench.backends.numba_cuda import KERNELS, Tiles, default_tiles
+from convbench.backends.numba_cuda import KERNELS, Tiles, default_tiles, simulated
 from convbench.ops import RNNProblem, conv2d_problem, get_op, ops_of
 from convbench.ops.reference import conv2d_bwd_weights
 from convbench.result import PASSED
@@ -101,6 +104,29 @@ def test_gemm_every_layout(a_kfast, b_nfast):
                           K if a_kfast else M, Nc if b_nfast else K, Nc, a_kfast, b_nfast)
     np.testing.assert_allclose(c.copy_to_host().reshape(M, Nc), A @ B + bias, rtol=1e-5,
                                atol=1e-5)
+
+
+@pytest.mark.skipif(not simulated(), reason="the simulator's shared memory")
+@pytest.mark.parametrize("cell", ["rnn_tanh", "gru"])
+def test_simulator_gives_a_block_one_shared_array_when_allocation_is_slow(monkeypatch, cell):
+    """The simulator hands a block's threads their shared tiles from a dict; a thread switch
+    between its look-up and its store gave two threads arrays of their own, so a thread's tile
+    loads never reached the others and the recurrent cases failed now and then on a loaded
+    machine. Slowing the simulator threads' allocations widens that window to every launch."""
+    KERNELS.gemm.load()                 # installs the fix (_numba_cuda_sim) on the simulator
+    from numba.cuda.simulator.kernel import BlockThread
+    empty = np.empty
+
+    def slow_empty(*args, **kwargs):
+        if isinstance(threading.current_thread(), BlockThread):
+            time.sleep(0.0005)          # releases the interpreter to the block's other threads
+        return empty(*args, **kwargs)
+
+    monkeypatch.setattr(np, "empty", slow_empty)
+    p = RNNProblem(cell, 2, 2, 3, 4)
+    for op in ops_of(cell):
+        c = check_backend("numba-cuda", op, p, np.float32, seed=6)
+        assert c.status == PASSED, f"{op.name}: {c.reason}"
 
 
 def _run(code: str, env_extra: dict, timeout: int = 240):

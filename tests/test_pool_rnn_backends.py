@@ -10,9 +10,10 @@ from convbench.verify import check_backend
 
 CASES = pool_edge_cases() + rnn_edge_cases()
 # What each backend is expected to implement (a missing op must say UNIMPLEMENTED, not crash).
-EXPECTED_UNIMPLEMENTED = {("naive", "*", "rnn"), ("im2col", "*", "*"),
+EXPECTED_UNIMPLEMENTED = {("naive", "*", "rnn"), ("im2col", "*", "*"), ("im2col-numba", "*", "*"),
                           ("winograd-f2", "*", "*"), ("winograd-f4", "*", "*"),
-                          ("fft", "*", "*"), ("onnxruntime", "bwd", "*"), ("openvino", "bwd", "*")}
+                          ("winograd", "*", "*"), ("fft", "*", "*"), ("onnxruntime", "bwd", "*"),
+                          ("openvino", "bwd", "*")}
 
 
 #: Cases a peer refuses, with its reason: PyTorch semantics its ONNX pooling does not have.

@@ -757,13 +757,16 @@ def test_an_autotune_cache_with_entries_of_other_shapes_is_read_and_kept(tmp_pat
     monkeypatch.setenv("CONVBENCH_CACHE_DIR", str(tmp_path))
     op, p = get_op("conv2d:fwd"), conv2d_problem((1, 2, 5, 5), (2, 2, 3, 3), padding=1)
     key = f"{op.name}|{p.descriptor()}|float32"
-    foreign = {"choices": {"gemm|10x256x128": {"backend": "blas"}}, key: ["not", "a", "choice"]}
+    foreign = {"choices": {"gemm|10x256x128": {"backend": "blas"}, key: ["not", "a", "choice"]},
+               "notes": [1, 2]}
     (tmp_path / "autotune.json").write_text(json.dumps({machine_key(): foreign,
                                                         "elsewhere": {"x": 1}}))
     assert choose(op, p, np.float32, budget_s=0.002)["backend"]
     data = json.loads((tmp_path / "autotune.json").read_text())
-    assert data["elsewhere"] == {"x": 1} and data[machine_key()]["choices"] == foreign["choices"]
-    assert isinstance(data[machine_key()][key], dict)
+    mine = data[machine_key()]
+    assert data["elsewhere"] == {"x": 1} and mine["notes"] == [1, 2]
+    assert mine["choices"]["gemm|10x256x128"] == {"backend": "blas"}
+    assert isinstance(mine["choices"][key], dict)
 
 
 def test_ctrl_c_is_one_line_too(monkeypatch):

@@ -123,3 +123,30 @@ def test_bad_recurrent_arguments_name_the_value(rng):
         cb.lstm(x, (h, h), w_ih, w_hh, np.zeros(16, np.float32))
     with pytest.raises(ValueError, match="state must be a pair"):
         cb.lstm(x, h, w_ih, w_hh)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh"])
+def test_numba_cpu_gates_parallel_and_serial_agree(cell, monkeypatch):
+    """Small steps run their fused gates on the calling thread, large ones in parallel over the
+    batch: the two forms compute the same numbers, to the last bits LLVM's contraction of
+    multiply-adds may differ in between two compilations."""
+    import convbench as cb
+    from convbench.backends.numba_cpu import rnn as ncpu_rnn
+    rng = np.random.default_rng(4)
+    T, N, I, H = 4, 5, 3, 7  # noqa: E741 - PyTorch's name for the input size
+    G = {"lstm": 4, "gru": 3, "rnn_tanh": 1}[cell]
+    x = rng.standard_normal((T, N, I)).astype(np.float32)
+    h0 = rng.standard_normal((N, H)).astype(np.float32)
+    w_ih = rng.standard_normal((G * H, I)).astype(np.float32)
+    w_hh = rng.standard_normal((G * H, H)).astype(np.float32)
+    dy = rng.standard_normal((T, N, H)).astype(np.float32)
+    state = (h0, h0.copy()) if cell == "lstm" else h0
+    fwd, bwd = getattr(cb, cell), getattr(cb, f"{cell}_backward")
+    out = []
+    for threshold in (1 << 30, 1):        # serial everywhere, then parallel everywhere
+        monkeypatch.setattr(ncpu_rnn, "SERIAL_STATE", threshold)
+        y = fwd(x, state, w_ih, w_hh, backend="numba-cpu")[0]
+        grads = bwd(dy, None, x, state, w_ih, w_hh, backend="numba-cpu")
+        out.append([y, grads[0], grads[2], grads[3]])
+    for a, b in zip(*out):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

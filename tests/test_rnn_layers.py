@@ -23,7 +23,8 @@ def test_backend_matches_reference(backend, label, family, problem):
         c = check_backend(backend, op, problem, np.float32, seed=3)
         if c.status == UNAVAILABLE:
             pytest.skip(c.reason)
-        if backend in ("naive", "im2col", "fft", "winograd-f2", "winograd-f4") or (
+        if backend in ("naive", "im2col", "im2col-numba", "fft", "winograd-f2", "winograd-f4",
+                       "winograd") or (
                 backend == "numba-cuda" and problem.original_gru) or (
                 backend in ("onnxruntime", "openvino") and op.direction == "bwd"):
             assert c.status == UNIMPLEMENTED, (op.name, c.status, c.reason)

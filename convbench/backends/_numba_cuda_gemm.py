@@ -19,6 +19,7 @@ memory (two shared buffers, one barrier per tile):
 import numpy as np
 from numba import config, cuda
 
+from convbench.backends._numba_cuda_sim import serialise_shared_allocations
 from convbench.backends._numba_cuda_tiles import Tiles
 
 #: Shared-memory rows are padded by this many words, so that loaders writing down a column of a
@@ -26,6 +27,10 @@ from convbench.backends._numba_cuda_tiles import Tiles
 PAD = 4
 
 _kernels: dict = {}
+
+if config.ENABLE_CUDASIM:
+    # every kernel module imports this one: their shared tiles need the simulator fixed first
+    serialise_shared_allocations()
 
 
 def float_type(dtype):

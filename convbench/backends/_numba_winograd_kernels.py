@@ -1,7 +1,8 @@
 """Numba kernels of the Winograd backends: the input, output and output-gradient transforms.
 
-V, M and D are (a*a, channels, th*Lc) with Lc = N*tw: column i*Lc + n*tw + t holds tile (n, i, t)
-(image n, tile row i, tile column t). Each task owns one tile row of one channel. The input
+V, M and D are (a*a, channels, rows*Lc) with Lc = N*tw: for the block of tile rows i0 .. i0 +
+rows - 1 a kernel call handles, column (i - i0)*Lc + n*tw + t holds tile (n, i, t) (image n,
+tile row i, tile column t). Each task owns one tile row of one channel. The input
 transform first copies the a input rows it needs, of every image, side by side and zero padded,
 into a local buffer (rowpad); tile (n, t) then starts at column off[n*tw + t] of it. The output
 transforms go the other way through a buffer of m rows (rowb).
@@ -277,15 +278,15 @@ def _copy_out(ob, V, c, o, nl):
 
 
 @njit(inline="always")
-def _input_transform(x, pt, pl, th, tw, off, V, m, block):
+def _input_transform(x, pt, pl, i0, rows, tw, off, V, m, block):
     N, C = x.shape[0], x.shape[1]
     Lc = N * tw
-    for task in prange(C * th):
-        c, i = task // th, task % th
+    for task in prange(C * rows):
+        c, i = task // rows, task % rows
         rowpad = np.empty((m + 2, N * (tw * m + 2)), dtype=x.dtype)
         tb = np.empty(((m + 2) * (m + 2), LB), dtype=x.dtype)
         ob = np.empty(((m + 2) * (m + 2), LB), dtype=x.dtype)
-        _rows(x, c, i * m - pt, pl, tw * m + 2, rowpad)
+        _rows(x, c, (i0 + i) * m - pt, pl, tw * m + 2, rowpad)
         for b in range(0, Lc, LB):
             nl = min(LB, Lc - b)
             block(rowpad, off, b, nl, tb, ob)
@@ -293,17 +294,17 @@ def _input_transform(x, pt, pl, th, tw, off, V, m, block):
 
 
 @njit(parallel=True, cache=True, fastmath=_FMA)
-def input_transform_f2(x, pt, pl, th, tw, off, V):
-    """V[r*4 + s, c, i*Lc + n*tw + t] = (B^T d B)[r, s] of input tile (n, i, t); off[n*tw + t] =
-    n*(tw*2 + 2) + t*2 (see tile_offsets)."""
-    _input_transform(x, pt, pl, th, tw, off, V, 2, _input_block_f2)
+def input_transform_f2(x, pt, pl, i0, rows, tw, off, V):
+    """V[r*4 + s, c, (i - i0)*Lc + n*tw + t] = (B^T d B)[r, s] of input tile (n, i, t) for tile
+    rows i0 <= i < i0 + rows; off[n*tw + t] = n*(tw*2 + 2) + t*2 (see tile_offsets)."""
+    _input_transform(x, pt, pl, i0, rows, tw, off, V, 2, _input_block_f2)
 
 
 @njit(parallel=True, cache=True, fastmath=_FMA)
-def input_transform_f4(x, pt, pl, th, tw, off, V):
-    """V[r*6 + s, c, i*Lc + n*tw + t] = (B^T d B)[r, s] of input tile (n, i, t); off[n*tw + t] =
-    n*(tw*4 + 2) + t*4 (see tile_offsets)."""
-    _input_transform(x, pt, pl, th, tw, off, V, 4, _input_block_f4)
+def input_transform_f4(x, pt, pl, i0, rows, tw, off, V):
+    """V[r*6 + s, c, (i - i0)*Lc + n*tw + t] = (B^T d B)[r, s] of input tile (n, i, t) for tile
+    rows i0 <= i < i0 + rows; off[n*tw + t] = n*(tw*4 + 2) + t*4 (see tile_offsets)."""
+    _input_transform(x, pt, pl, i0, rows, tw, off, V, 4, _input_block_f4)
 
 
 def tile_offsets(N, tw, m):
@@ -313,11 +314,11 @@ def tile_offsets(N, tw, m):
 
 
 @njit(inline="always")
-def _output_transform(M, bias, y, th, tw, m, block):
+def _output_transform(M, bias, y, i0, rows, tw, m, block):
     N, K = y.shape[0], y.shape[1]
     L = N * tw
-    for task in prange(K * th):
-        k, i = task // th, task % th
+    for task in prange(K * rows):
+        k, i = task // rows, task % rows
         tb = np.empty((m * (m + 2), LB), dtype=y.dtype)
         ob = np.empty((m * m, LB), dtype=y.dtype)
         rowb = np.empty((m, L * m), dtype=y.dtype)
@@ -325,34 +326,34 @@ def _output_transform(M, bias, y, th, tw, m, block):
             nl = min(LB, L - b)
             block(M, k, i * L + b, nl, tb, ob)
             _interleave(ob, b, nl, m, rowb)
-        _store_rows(rowb, y, k, i, tw, bias[k])
+        _store_rows(rowb, y, k, i0 + i, tw, bias[k])
 
 
 @njit(parallel=True, cache=True, fastmath=_FMA)
-def output_transform_f2(M, bias, y, th, tw):
+def output_transform_f2(M, bias, y, i0, rows, tw):
     """y[n, k, i*2 + x, t*2 + z] = (A^T M A)[x, z] + bias[k] of tile (n, i, t), column
-    i*Lc + n*tw + t of M, cropped to y's (P, Q)."""
-    _output_transform(M, bias, y, th, tw, 2, _output_block_f2)
+    (i - i0)*Lc + n*tw + t of M, for tile rows i0 <= i < i0 + rows, cropped to y's (P, Q)."""
+    _output_transform(M, bias, y, i0, rows, tw, 2, _output_block_f2)
 
 
 @njit(parallel=True, cache=True, fastmath=_FMA)
-def output_transform_f4(M, bias, y, th, tw):
+def output_transform_f4(M, bias, y, i0, rows, tw):
     """y[n, k, i*4 + x, t*4 + z] = (A^T M A)[x, z] + bias[k] of tile (n, i, t), column
-    i*Lc + n*tw + t of M, cropped to y's (P, Q)."""
-    _output_transform(M, bias, y, th, tw, 4, _output_block_f4)
+    (i - i0)*Lc + n*tw + t of M, for tile rows i0 <= i < i0 + rows, cropped to y's (P, Q)."""
+    _output_transform(M, bias, y, i0, rows, tw, 4, _output_block_f4)
 
 
 @njit(inline="always")
-def _grad_transform(dy, th, tw, D, m, block):
+def _grad_transform(dy, i0, rows, tw, D, m, block):
     N, K = dy.shape[0], dy.shape[1]
     L = N * tw
-    for task in prange(K * th):
-        k, i = task // th, task % th
+    for task in prange(K * rows):
+        k, i = task // rows, task % rows
         rowb = np.empty((m, L * m), dtype=dy.dtype)
         db = np.empty((m * m, LB), dtype=dy.dtype)
         tb = np.empty(((m + 2) * m, LB), dtype=dy.dtype)
         ob = np.empty(((m + 2) * (m + 2), LB), dtype=dy.dtype)
-        _load_rows(dy, k, i, tw, rowb)
+        _load_rows(dy, k, i0 + i, tw, rowb)
         for b in range(0, L, LB):
             nl = min(LB, L - b)
             _deinterleave(rowb, b, nl, m, db)
@@ -361,17 +362,17 @@ def _grad_transform(dy, th, tw, D, m, block):
 
 
 @njit(parallel=True, cache=True, fastmath=_FMA)
-def grad_transform_f2(dy, th, tw, D):
-    """D[r*4 + s, k, i*Lc + n*tw + t] = (A g A^T)[r, s] of the output-gradient tile g = (n, i, t)
-    at column i*Lc + n*tw + t; dy is taken as zero past its edges."""
-    _grad_transform(dy, th, tw, D, 2, _grad_block_f2)
+def grad_transform_f2(dy, i0, rows, tw, D):
+    """D[r*4 + s, k, (i - i0)*Lc + n*tw + t] = (A g A^T)[r, s] of the output-gradient tile
+    g = (n, i, t), for tile rows i0 <= i < i0 + rows; dy is taken as zero past its edges."""
+    _grad_transform(dy, i0, rows, tw, D, 2, _grad_block_f2)
 
 
 @njit(parallel=True, cache=True, fastmath=_FMA)
-def grad_transform_f4(dy, th, tw, D):
-    """D[r*6 + s, k, i*Lc + n*tw + t] = (A g A^T)[r, s] of the output-gradient tile g = (n, i, t)
-    at column i*Lc + n*tw + t; dy is taken as zero past its edges."""
-    _grad_transform(dy, th, tw, D, 4, _grad_block_f4)
+def grad_transform_f4(dy, i0, rows, tw, D):
+    """D[r*6 + s, k, (i - i0)*Lc + n*tw + t] = (A g A^T)[r, s] of the output-gradient tile
+    g = (n, i, t), for tile rows i0 <= i < i0 + rows; dy is taken as zero past its edges."""
+    _grad_transform(dy, i0, rows, tw, D, 4, _grad_block_f4)
 
 
 @njit(inline="always")

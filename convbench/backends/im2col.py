@@ -1,7 +1,9 @@
 """im2col: unfold every receptive field into a column, then one GEMM per group through BLAS.
 
-The unfold and its adjoint (col2im, for the input gradient) are parallel compiled kernels
-(Numba); the GEMMs are NumPy's BLAS.
+The unfold and its adjoint (col2im, for the input gradient) are compiled kernels (Numba) run on
+the calling thread, and the GEMMs NumPy's BLAS: one thread pool, the BLAS's (a Numba parallel
+region before or after a BLAS call would leave one pool's idle workers busy-waiting beside the
+other's). im2col-numba is the same with convbench's GEMM and parallel unfolds.
 
 A 1x1 convolution without padding needs no unfolding: each image is already a (C, H*W) matrix,
 so it runs as one GEMM per image (strided inputs are subsampled first).
@@ -37,23 +39,25 @@ def _geometry(p):
     return p.R, p.S, sh, sw, pt, pl, dh, dw, p.P, p.Q
 
 
-def unfold(ws: Lease, x, p):
+def unfold(ws: Lease, x, p, parallel: bool = False):
     """x (N, C, H, W) -> columns (G, Cg*R*S, N*P*Q), in a workspace array. A strided
-    convolution unfolds with the compiled kernel; at stride 1 NumPy's copy of the window view
-    reads contiguous rows and is at least as fast."""
+    convolution unfolds with the compiled kernel (in Numba's thread pool with parallel, else on
+    the calling thread); at stride 1 NumPy's copy of the window view reads contiguous rows and is
+    at least as fast."""
     cols = ws.take((p.C * p.R * p.S, p.N * p.P * p.Q), x.dtype, zero=False)
     if p.stride == (1, 1):
         win = window_view(pad_input(x, p), p)                       # (N, C, R, S, P, Q)
         np.copyto(cols.reshape(p.C, p.R, p.S, p.N, p.P, p.Q), win.transpose(1, 2, 3, 0, 4, 5))
     else:
-        KERNELS.unfold(x, cols, *_geometry(p))
+        (KERNELS.unfold if parallel else KERNELS.unfold_serial)(x, cols, *_geometry(p))
     return cols.reshape(p.groups, p.Cg * p.R * p.S, p.N * p.P * p.Q)
 
 
-def fold(cols, p, dtype):
+def fold(cols, p, dtype, parallel: bool = False):
     """The adjoint of unfold: columns (G, Cg*R*S, N*P*Q) summed back into x's (N, C, H, W)."""
     dx = np.zeros(p.x_shape, dtype=dtype)
-    KERNELS.fold(np.ascontiguousarray(cols.reshape(p.C * p.R * p.S, -1)), dx, *_geometry(p))
+    (KERNELS.fold if parallel else KERNELS.fold_serial)(
+        np.ascontiguousarray(cols.reshape(p.C * p.R * p.S, -1)), dx, *_geometry(p))
     return dx
 
 

@@ -10,6 +10,7 @@ outside the package), the float32 PTX check in _numba_cuda_ptx.py.
 
 Without a GPU the kernels still run under Numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1), which
 the tests use on tiny shapes with tiny tiles; the simulator is far too slow to time anything.
+Its allocation of shared arrays races between a block's threads; _numba_cuda_sim fixes that.
 """
 from __future__ import annotations
 

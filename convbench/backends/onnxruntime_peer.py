@@ -2,9 +2,8 @@
 
 Each op is a single-node ONNX graph (backends.onnx_graphs) run by an InferenceSession, created on
 a problem's first call. intra_op_num_threads follows convbench's thread count (a session made
-under another count is not reused), and its workers do not spin between calls, like every other
-library here (OMP_WAIT_POLICY=PASSIVE: convbench.env). Available with `pip install
-"convbench[onnxruntime]"`.
+under another count is not reused), and its workers do not spin between calls
+(allow_spinning=0). Available with `pip install "convbench[onnxruntime]"`.
 """
 from __future__ import annotations
 

@@ -3,6 +3,9 @@ one GEMM, each step one GEMM for the hidden state plus the gate arithmetic (Exac
 fused Numba kernels of numba-cpu); in the backward pass only dh needs a GEMM per step, the input
 and weight gradients are one GEMM each. The equations are in ops.rnn's docstring.
 
+The matrix products go through a `products` object: BlasProducts (NumPy's BLAS, the numpy
+backend) or numba-cpu's, on convbench's own GEMM with the recurrent weights packed once per call.
+
 A reversed layer runs the steps from last to first. The original GRU (linear_before_reset=False)
 needs two hidden GEMMs per step, the r and z rows on h and the n rows on r*h, with the gate
 arithmetic split around the second (ExactSteps.gru0_*)."""
@@ -95,22 +98,44 @@ class ExactSteps:
         return d_rh * h * r * (1 - r), d_rh * r
 
 
-def _gru0_step(steps, gi, h, w_hh, b_hh):
+class BlasProducts:
+    """The driver's matrix products through NumPy's BLAS. `right(w, trans, rows)` prepares op(w)
+    (w.T with trans) as the right operand of many products with `rows`-row left operands (the
+    recurrent weights over the time steps); `mm(x, r, trans_x)` is op(x) @ r, with r prepared or
+    a plain array."""
+
+    @staticmethod
+    def right(w, trans: bool, rows: int):
+        return w.T if trans else w
+
+    @staticmethod
+    def mm(x, r, trans_x: bool = False):
+        return (x.T if trans_x else x) @ r
+
+
+def _plus(y, b):
+    """y + b in place (y is a fresh product)."""
+    y += b
+    return y
+
+
+def _gru0_step(steps, mm, gi, h, w_rz, w_n, b_hh):
     H = h.shape[1]
-    r, z, rh = steps.gru0_reset(gi, h @ w_hh[:2 * H].T + b_hh[:2 * H], h)
-    hn, n = steps.gru0_update(gi, rh @ w_hh[2 * H:].T + b_hh[2 * H:], z, h)
+    r, z, rh = steps.gru0_reset(gi, _plus(mm(h, w_rz), b_hh[:2 * H]), h)
+    hn, n = steps.gru0_update(gi, _plus(mm(rh, w_n), b_hh[2 * H:]), z, h)
     return hn, (r, z, n, h, rh)
 
 
-def _gru0_step_grad(steps, dh, cache, w_hh):
-    """-> (d gi, d gh with gh's n rows meaning (r*h) w_hn^T, d h_prev)."""
+def _gru0_step_grad(steps, mm, dh, cache, w_rz, w_n):
+    """-> (d gi, d gh with gh's n rows meaning (r*h) w_hn^T, d h_prev); w_rz and w_n are the
+    prepared right operands w_hh[:2H] and w_hh[2H:]."""
     r, z, n, h, _ = cache
     H = h.shape[1]
     dan, daz, dh_z = steps.gru0_grad_update(dh, z, n, h)
-    d_rh = dan @ w_hh[2 * H:]
+    d_rh = mm(dan, w_n)
     dar, dh_r = steps.gru0_grad_reset(d_rh, r, h)
     da = np.concatenate([dar, daz, dan], axis=1)
-    return da, da, da[:, :2 * H] @ w_hh[:2 * H] + dh_z + dh_r
+    return da, da, _plus(_plus(mm(da[:, :2 * H], w_rz), dh_z), dh_r)
 
 
 #: Arrays of (N, H) [and of (N, G*H)] each step keeps for the backward, per cell: ExactSteps
@@ -141,42 +166,58 @@ def _bias(b, n, dtype):
     return np.zeros(n, dtype) if b is None else b
 
 
-def _run_forward(p, x, h0, c0, w_ih, w_hh, b_ih, b_hh, keep, steps):
+def _run_forward(p, x, h0, c0, w_ih, w_hh, b_ih, b_hh, keep, steps, products):
     GH = w_ih.shape[0]
-    gi_all = (x.reshape(-1, p.I) @ w_ih.T + _bias(b_ih, GH, x.dtype)).reshape(p.T, p.N, GH)
+    mm = products.mm
+    gi_all = _plus(mm(x.reshape(-1, p.I), products.right(w_ih, True, p.T * p.N)),
+                   _bias(b_ih, GH, x.dtype)).reshape(p.T, p.N, GH)
     b_hh = _bias(b_hh, GH, x.dtype)
     y = np.empty(p.y_shape, dtype=x.dtype)
     h, c, caches = h0, c0, [None] * p.T
+    if p.original_gru:
+        H2 = 2 * p.H
+        w_rz = products.right(w_hh[:H2], True, p.N)
+        w_n = products.right(w_hh[H2:], True, p.N)
+    else:
+        w_hh_t = products.right(w_hh, True, p.N)
     for t in p.steps:
         if p.original_gru:
-            h, cache = _gru0_step(steps, gi_all[t], h, w_hh, b_hh)
+            h, cache = _gru0_step(steps, mm, gi_all[t], h, w_rz, w_n, b_hh)
         else:
-            h, c, cache = steps.step_forward(p.cell, gi_all[t], h @ w_hh.T + b_hh, h, c)
+            h, c, cache = steps.step_forward(p.cell, gi_all[t], _plus(mm(h, w_hh_t), b_hh), h, c)
         y[t] = h
         if keep:
             caches[t] = cache
     return y, h, c, caches
 
 
-def forward(p, x, h0, c0, w_ih, w_hh, b_ih, b_hh, steps=ExactSteps):
-    """steps: the gate arithmetic, ExactSteps or numba-cpu's FusedSteps."""
-    y, h, c, _ = _run_forward(p, x, h0, c0, w_ih, w_hh, b_ih, b_hh, False, steps)
+def forward(p, x, h0, c0, w_ih, w_hh, b_ih, b_hh, steps=ExactSteps, products=BlasProducts):
+    """steps: the gate arithmetic, ExactSteps or numba-cpu's FusedSteps; products: the GEMMs."""
+    y, h, c, _ = _run_forward(p, x, h0, c0, w_ih, w_hh, b_ih, b_hh, False, steps, products)
     return y, h, c
 
 
-def backward(p, dy, dhT, dcT, x, h0, c0, w_ih, w_hh, b_ih, b_hh, steps=ExactSteps):
-    y, _, _, caches = _run_forward(p, x, h0, c0, w_ih, w_hh, b_ih, b_hh, True, steps)
+def backward(p, dy, dhT, dcT, x, h0, c0, w_ih, w_hh, b_ih, b_hh, steps=ExactSteps,
+             products=BlasProducts):
+    y, _, _, caches = _run_forward(p, x, h0, c0, w_ih, w_hh, b_ih, b_hh, True, steps, products)
+    mm = products.mm
     GH = w_ih.shape[0]
     dgi_all = np.empty((p.T, p.N, GH), dtype=x.dtype)
     dgh_all = np.empty((p.T, p.N, GH), dtype=x.dtype)
     dh = np.zeros(p.h_shape, x.dtype) if dhT is None else dhT
     dc = (np.zeros(p.h_shape, x.dtype) if dcT is None else dcT) if p.has_cell_state else None
+    H2 = 2 * p.H
+    if p.original_gru:
+        w_rz = products.right(w_hh[:H2], False, p.N)
+        w_n = products.right(w_hh[H2:], False, p.N)
+    else:
+        w_back = products.right(w_hh, False, p.N)
     for t in reversed(p.steps):
         if p.original_gru:
-            dgi, dgh, dh = _gru0_step_grad(steps, dy[t] + dh, caches[t], w_hh)
+            dgi, dgh, dh = _gru0_step_grad(steps, mm, dy[t] + dh, caches[t], w_rz, w_n)
         else:
             dgi, dgh, dh_direct, dc = steps.step_backward(p.cell, dy[t] + dh, dc, caches[t])
-            dh = dgh @ w_hh
+            dh = mm(dgh, w_back)
             if dh_direct is not None:
                 dh += dh_direct
         dgi_all[t], dgh_all[t] = dgi, dgh
@@ -186,15 +227,14 @@ def backward(p, dy, dhT, dcT, x, h0, c0, w_ih, w_hh, b_ih, b_hh, steps=ExactStep
     else:
         h_prev = np.concatenate([h0[None], y[:-1]]).reshape(-1, p.H)
     dgi2, dgh2 = dgi_all.reshape(-1, GH), dgh_all.reshape(-1, GH)
-    dx = (dgi2 @ w_ih).reshape(p.x_shape)
+    dx = mm(dgi2, w_ih).reshape(p.x_shape)
     if b_ih is None:
         db_ih = db_hh = None
     else:
         db_ih, db_hh = dgi2.sum(axis=0), dgh2.sum(axis=0)
     if p.original_gru:          # the n rows of w_hh multiply r*h
-        H2 = 2 * p.H
         rh = np.stack([cache[4] for cache in caches]).reshape(-1, p.H)
-        dw_hh = np.concatenate([dgh2[:, :H2].T @ h_prev, dgh2[:, H2:].T @ rh])
+        dw_hh = np.concatenate([mm(dgh2[:, :H2], h_prev, True), mm(dgh2[:, H2:], rh, True)])
     else:
-        dw_hh = dgh2.T @ h_prev
-    return dx, dh, dc, dgi2.T @ x.reshape(-1, p.I), dw_hh, db_ih, db_hh
+        dw_hh = mm(dgh2, h_prev, True)
+    return dx, dh, dc, mm(dgi2, x.reshape(-1, p.I), True), dw_hh, db_ih, db_hh

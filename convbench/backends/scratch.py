@@ -11,8 +11,9 @@ Each backend holds one Workspace; a call borrows arrays from it for its duration
 An array a lease takes is that lease's alone until the lease ends (two calls, in two threads or
 nested, never share one), then it goes back to the pool for the next call with the same shape and
 dtype. The pool keeps at most `max_bytes`, dropping the least recently used arrays first; `free()`
-empties it (`convbench.free_workspace()` frees every backend's). Arrays handed to callers are
-never workspace arrays.
+empties it (`convbench.free_workspace()` frees every backend's), and clears the caches a backend
+attached to it (`caches`: objects with `clear() -> bytes` and `nbytes`, e.g. weights kept in a
+kernel's layout). Arrays handed to callers are never workspace arrays.
 """
 from __future__ import annotations
 
@@ -38,12 +39,15 @@ class Workspace:
         self._pool: OrderedDict[tuple, list[np.ndarray]] = OrderedDict()
         self._pooled = 0        # bytes kept for later calls
         self._lent = 0          # bytes out on leases now
+        self.caches: list = []
 
     @property
     def nbytes(self) -> int:
-        """Bytes this workspace holds: kept between calls plus lent to calls in progress."""
+        """Bytes this workspace holds: kept between calls plus lent to calls in progress, plus
+        its caches'."""
         with self._lock:
-            return self._pooled + self._lent
+            held = self._pooled + self._lent
+        return held + sum(c.nbytes for c in self.caches)
 
     @contextmanager
     def lease(self):
@@ -56,12 +60,13 @@ class Workspace:
             lease._arrays = []
 
     def free(self) -> int:
-        """Drop every array kept between calls; returns the bytes released."""
+        """Drop every array kept between calls and clear the caches; returns the bytes
+        released."""
         with self._lock:
             freed = self._pooled
             self._pool.clear()
             self._pooled = 0
-        return freed
+        return freed + sum(c.clear() for c in self.caches)
 
     def _take(self, shape: tuple, dtype) -> np.ndarray:
         key = (shape, np.dtype(dtype).str)

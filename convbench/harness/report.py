@@ -16,6 +16,7 @@ import pandas as pd
 
 from convbench import files
 from convbench.harness import table
+from convbench.machine import peak_gflops
 from convbench.memory import format_bytes
 from convbench.result import MISTRUSTED, PASSED
 
@@ -285,10 +286,15 @@ def _roofline_plot(frame, backends, colors, peaks):
     lo, hi = max(xs.min() / 4, 1e-3), xs.max() * 4
     if peaks:
         grid = np.logspace(np.log10(lo), np.log10(hi), 200)
-        roof = np.minimum(peaks["sgemm_gflops"], peaks["memory_gbps"] * grid)
-        ax.plot(grid, roof, color="black", lw=2,
-                label=f"roof: {peaks['sgemm_gflops']:.0f} GFLOP/s SGEMM, "
-                      f"{peaks['memory_gbps']:.1f} GB/s copy")
+        top = peak_gflops(peaks)
+        kind = "FMA peak" if peaks.get("fma_gflops") else "SGEMM"
+        ax.plot(grid, np.minimum(top, peaks["memory_gbps"] * grid), color="black", lw=2,
+                label=f"roof: {top:.0f} GFLOP/s {kind}, {peaks['memory_gbps']:.1f} GB/s copy")
+        if peaks.get("fma_gflops"):
+            # the BLAS's SGEMM: what a BLAS-based backend can reach at best
+            ax.plot(grid, np.minimum(peaks["sgemm_gflops"], peaks["memory_gbps"] * grid),
+                    color="gray", lw=1, ls="--",
+                    label=f"NumPy's SGEMM: {peaks['sgemm_gflops']:.0f} GFLOP/s")
     for b, sel in pts.groupby("backend", sort=False):
         ax.scatter(sel["intensity"], sel["gflops"], s=25, color=colors[b], label=b, alpha=0.8)
     ax.set_xscale("log")
@@ -409,7 +415,9 @@ def _rate_cell(row) -> str:
              if pd.notna(row["noisy"]) and row["noisy"] else "")
     doubt = (f" <span class='mistrusted' title='{html.escape(row['reason'])}'>?</span>"
              if row["status"] == MISTRUSTED else "")
-    return f"{row[column]:.3g} {unit}{noisy}{doubt}"
+    pct = row.get("pct_of_peak")
+    share = f" ({pct:.0f}%)" if unit == "GFLOP/s" and pct is not None and pd.notna(pct) else ""
+    return f"{row[column]:.3g} {unit}{share}{noisy}{doubt}"
 
 
 def _cells(frame: pd.DataFrame, render, backends) -> pd.DataFrame:
@@ -450,6 +458,8 @@ def render(frame: pd.DataFrame, meta: dict, baseline: str | None = None) -> str:
                  f"{m.get('threads', '?')} threads &middot; dtype {esc(str(meta.get('dtype')))}"
                  f" &middot; wall time {meta.get('wall_s', 0):.1f} s"
                  + (" &middot; <b>interrupted</b>" if meta.get("interrupted") else "") + "</p>")
+    for warning in meta.get("warnings") or []:
+        parts.append(f"<p class='failed'>Warning: {esc(warning)}</p>")
     # summary
     peers = peers_of(frame, meta)
     summ = summary(frame, baseline, peers)
@@ -465,7 +475,8 @@ def render(frame: pd.DataFrame, meta: dict, baseline: str | None = None) -> str:
                  f"baseline <b>{esc(str(baseline))}</b>; the fastest peer (of "
                  f"{esc(', '.join(peers) or 'none in this run')}) and the fastest of the other "
                  "backends against it (above 1x: faster than every peer), measured side by side "
-                 "in this run. Throughputs are medians; ~ marks a wide spread, ? a MISTRUSTED "
+                 "in this run. Throughputs are medians, with their share of the machine's "
+                 "measured fp32 FMA peak in brackets; ~ marks a wide spread, ? a MISTRUSTED "
                  "check.</p>")
     parts.append(_table(["case", "direction", "best", f"speedup vs {baseline}", "best peer",
                          "best own vs best peer"] + backends, body))

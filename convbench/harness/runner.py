@@ -27,7 +27,7 @@ import hashlib
 import io
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +46,7 @@ from convbench.harness import table
 from convbench.harness.report import write_report
 from convbench.harness.runlock import RunLock
 from convbench.harness.suites import Case
-from convbench.machine import fingerprint, measure_peaks
+from convbench.machine import blas_warning, fingerprint, measure_peaks, peak_gflops
 from convbench.memory import workspace_limit
 from convbench.ops import get_op, ops_of
 from convbench.result import COLUMNS, FAILED, STATUSES, Result
@@ -87,7 +87,16 @@ class Settings:
     cold_cache: bool = False
     seed: int = 0
     max_bytes: int | None = None
+    #: the run's measured FMA peak, for each row's pct_of_peak (None: not measured)
+    peak_gflops: float | None = None
     workspace_limit: int | None = None      # auto's (convbench.set_workspace_limit)
+
+
+def with_peak(result: Result, peak: float | None) -> Result:
+    """result with pct_of_peak filled in from its gflops and the run's peak."""
+    if peak and result.gflops is not None:
+        return result.replace(pct_of_peak=100 * result.gflops / peak)
+    return result
 
 
 def iter_case(case: Case, op_name: str, backends, settings: Settings):
@@ -118,7 +127,8 @@ def iter_case(case: Case, op_name: str, backends, settings: Settings):
         except MemoryError as e:      # outside the backend's own call: still this case's alone
             result = new_result(name, op, case.problem, dtype).replace(
                 status=FAILED, reason=f"out of memory: {e}")
-        yield result.replace(suite=settings.suite, case=case.name, problem=None)
+        yield with_peak(result.replace(suite=settings.suite, case=case.name, problem=None),
+                        settings.peak_gflops)
 
 
 def _make_room(backend, op, problem, dtype, settings: Settings, limit: int) -> None:
@@ -156,12 +166,15 @@ class RunConfig:
     max_bytes: int | None = None      # memory a case may plan to use (None: no limit)
     #: the suite is a model's layers: the report adds their sum (each case's count x time)
     whole_model: bool = False
+    #: the measured FMA peak (run_suite fills it in)
+    peak_gflops: float | None = None
     workspace_limit: int | None = None  # auto's scratch limit (None: none)
 
     @property
     def settings(self) -> Settings:
         return Settings(self.suite, self.dtype, self.policy, self.per_case_limit_s,
-                        self.cold_cache, self.seed, self.max_bytes, self.workspace_limit)
+                        self.cold_cache, self.seed, self.max_bytes, self.peak_gflops,
+                        self.workspace_limit)
 
 
 #: The settings that make rows of two runs incomparable: --resume needs them unchanged.
@@ -417,13 +430,16 @@ def run_suite(config: RunConfig, out_dir, resume: bool = False, progress=None,
     out_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(out_dir, warn):
         set_threads(config.threads)
+        machine = fingerprint()
+        measured = measure_peaks() if peaks else None
+        config = replace(config, peak_gflops=peak_gflops(measured))
         meta = {**settings, "baseline": config.baseline, "peers": peer_names(config.backends),
                 "user_backends": {b: o for b, o in user_backends().items()
                                   if b in config.backends},
                 "per_case_limit_s": config.per_case_limit_s, "max_bytes": config.max_bytes,
                 "policy": vars(config.policy), "resumed": resume,
-                "started": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": fingerprint(),
-                "peaks": measure_peaks() if peaks else None}
+                "started": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine,
+                "peaks": measured, "warnings": [w for w in [blas_warning(machine)] if w]}
         if config.whole_model or any(getattr(c, "count", 1) != 1 for c in config.cases):
             meta["counts"] = {c.name: c.count for c in config.cases}
         runner = Runner(config, out_dir, resume, progress, warn)

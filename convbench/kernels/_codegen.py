@@ -155,23 +155,24 @@ def _driver(mr: int, nr: int, lanes: int) -> str:
     s = kernel_suffix(mr, nr, lanes)
     body = f'''@numba.njit(**_FLAGS)
 def gemm_{s}(a, ars, acs, b, brs, bcs, c, ldc, m, n, k, accumulate, kcb, mcb, ncb, abuf, bbuf,
-        apk, bpk, apad, bpad):
+        apk, bpk, apad, bpad, ai0, bj0):
     """c[:m, :n] (+)= a[:m, :k] @ b[:k, :n], K in blocks of kcb, M of mcb, N of ncb. With apk, A
     comes packed in abuf already (the kc-deep block at pc holds its panels of MR rows from
-    pc*apad on, rows i at i*kc after it); bpk likewise for B in bbuf, with bpad."""
+    pc*apad on, row i of the whole packed A at i*kc after it; this product's rows start at row
+    ai0); bpk likewise for B in bbuf, with bpad and column bj0."""
     wide_vectors()
     for ic in range(0, m, mcb):
         mc = min(mcb, m - ic)
         for pc in range(0, k, kcb):
             kc = min(kcb, k - pc)
-            ao = pc * apad + ic * kc
+            ao = pc * apad + (ai0 + ic) * kc
             if not apk:
                 pack_a_{mr}(a[ic * ars + pc * acs:], ars, acs, mc, kc, abuf)
                 ao = 0
             first = pc == 0 and not accumulate
             for jc in range(0, n, ncb):
                 nc = min(ncb, n - jc)
-                bo = pc * bpad + jc * kc
+                bo = pc * bpad + (bj0 + jc) * kc
                 if not bpk:
                     pack_b_{nr}(b[pc * brs + jc * bcs:], brs, bcs, kc, nc, bbuf)
                     bo = 0
@@ -189,14 +190,15 @@ def gemm_{s}(a, ars, acs, b, brs, bcs, c, ldc, m, n, k, accumulate, kcb, mcb, nc
                 else "@numba.njit(**_FLAGS)")
         body += f'''{deco}
 def {name}(a, ars, acs, asb, b, brs, bcs, bsb, c, ldc, csb, batch, m, n, k, accumulate,
-        kcb, mcb, ncb, nsplit, split_n, nthreads, ws, wsize, boff):
+        kcb, mcb, ncb, nsplit, split_n, nthreads, ws, wsize, boff, pk, pre):
     """batch products c[i] (+)= a[i] @ b[i], each cut into nsplit pieces along n (split_n) or
     m; the batch * nsplit units are dealt to nthreads threads in equal runs. kcb, mcb and ncb
     are block sizes (mcb and ncb whole tiles); thread t packs into ws[t*wsize:(t+1)*wsize], A's
     block at 0 and B's at boff. A single product cut into pieces has the operand they all use
-    (A when cut along n, else B) packed once, by all threads, into ws[nthreads*wsize:]."""
+    (A when cut along n, else B) packed once, by all threads, into ws[nthreads*wsize:]. pre = 1
+    (2): A (B) arrives packed in pk, the same matrix for every product, and is not read."""
     units = batch * nsplit
-    share = batch == 1 and nsplit > 1
+    share = batch == 1 and nsplit > 1 and pre == 0
     apad = (m + {mr} - 1) // {mr} * {mr}
     bpad = (n + {nr} - 1) // {nr} * {nr}
     shared = ws[nthreads * wsize:]
@@ -222,12 +224,16 @@ def {name}(a, ars, acs, asb, b, brs, bcs, bsb, c, ldc, csb, batch, m, n, k, accu
     for t in {loop}(nthreads):
         abuf = ws[t * wsize:t * wsize + mcb * kcb]
         bbuf = ws[t * wsize + boff:t * wsize + boff + ncb * kcb]
-        apk = share and split_n
-        bpk = share and not split_n
-        if apk:
+        apk = (share and split_n) or pre == 1
+        bpk = (share and not split_n) or pre == 2
+        if share and apk:
             abuf = shared
-        if bpk:
+        if share and bpk:
             bbuf = shared
+        if pre == 1:
+            abuf = pk
+        if pre == 2:
+            bbuf = pk
         for u in range(t * units // nthreads, (t + 1) * units // nthreads):
             i = u // nsplit
             s = u % nsplit
@@ -246,7 +252,7 @@ def {name}(a, ars, acs, asb, b, brs, bcs, bsb, c, ldc, csb, batch, m, n, k, accu
             if i1 > i0 and j1 > j0:
                 gemm_{s}(a[i * asb + i0 * ars:], ars, acs, b[i * bsb + j0 * bcs:], brs, bcs,
                          c[i * csb + i0 * ldc + j0:], ldc, i1 - i0, j1 - j0, k, accumulate,
-                         kcb, mcb, ncb, abuf, bbuf, apk, bpk, apad, bpad)
+                         kcb, mcb, ncb, abuf, bbuf, apk, bpk, apad, bpad, i0, j0)
 
 '''
     return body

@@ -137,24 +137,24 @@ def _flat(x: np.ndarray, writable: bool = False):
     elements), or None when it cannot be used in place (negative or unaligned strides, or
     neither of the last two dimensions contiguous)."""
     item = x.itemsize
-    strides = []
-    for size, st in zip(x.shape, x.strides):
-        if size == 1:
-            st = 0
-        if st < 0 or st % item:
-            return None
-        strides.append(st // item)
-    sb, rs, cs = strides
-    # a dimension of size 1 has no stride of its own; call it contiguous
-    if x.shape[1] == 1:
-        rs = 1
-    if x.shape[2] == 1:
-        cs = 1
-    if min(rs, cs) != 1 or not x.flags.aligned or (writable and not x.flags.writeable):
+    (b, r, c), (sb, rs, cs) = x.shape, x.strides
+    if sb % item or rs % item or cs % item:
         return None
-    extent = sum((d - 1) * s for d, s in zip(x.shape, (sb, rs, cs))) + 1
-    flat = np.lib.stride_tricks.as_strided(x, shape=(extent,), strides=(item,),
-                                           writeable=x.flags.writeable)
+    # a dimension of size 1 has no stride of its own: 0 for the batch, contiguous for the others
+    sb = 0 if b == 1 else sb // item
+    rs = 1 if r == 1 else rs // item
+    cs = 1 if c == 1 else cs // item
+    if sb < 0 or rs < 0 or cs < 0 or (rs != 1 and cs != 1) or not x.flags.aligned \
+            or (writable and not x.flags.writeable):
+        return None
+    if x.flags.c_contiguous:
+        flat = x.reshape(-1)         # a view, and an order of magnitude cheaper than as_strided
+    elif b == 1 and x[0].T.flags.c_contiguous:
+        flat = x[0].T.reshape(-1)    # a transposed contiguous matrix
+    else:
+        extent = (b - 1) * sb + (r - 1) * rs + (c - 1) * cs + 1
+        flat = np.lib.stride_tricks.as_strided(x, shape=(extent,), strides=(item,),
+                                               writeable=x.flags.writeable)
     return flat, sb, rs, cs
 
 
@@ -205,6 +205,91 @@ def _split(batch: int, m: int, n: int, p: GemmParams, threads: int) -> tuple[int
     return nsplit, split_n, min(threads, batch * nsplit)
 
 
+@dataclass(frozen=True, eq=False)
+class Packed:
+    """op(x) packed once into the panels of one register tile and K blocking, as the left
+    (side 'a') or right (side 'b') operand of many products: an RNN's weights over its time
+    steps, a layer's weights over a batch. gemm and gemm_batched take it in place of that operand
+    (the same matrix for every product of a batch). Made by `pack`."""
+    side: str
+    rows: int
+    cols: int
+    params: GemmParams
+    data: np.ndarray
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.data.dtype
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """The shape of op(x), the operand it stands for."""
+        return (self.rows, self.cols)
+
+
+def pack(x: np.ndarray, side: str, *, other: int, trans: bool = False,
+         params: GemmParams | None = None) -> Packed:
+    """op(x) (x.T with trans) packed as operand `side` ('a': the left, M x K; 'b': the right,
+    K x N) of products whose other outer dimension is `other` (N for a left operand, M for a
+    right one; it picks the tile, as in default_params, unless params is given)."""
+    _check_array("x", x, (2,))
+    if side not in ("a", "b"):
+        raise ValueError(f"side={side!r} must be 'a' or 'b'")
+    if not isinstance(other, (int, np.integer)) or other < 1:
+        raise ValueError(f"other={other!r} must be a positive int")
+    X = x.T if trans else x
+    if side == "a":
+        (m, k), n = X.shape, int(other)
+    else:
+        (k, n), m = X.shape, int(other)
+    p = params or default_params(m, n, k, x.dtype)
+    _check_tile(p, x.dtype)
+    rows, cols = X.shape
+    if k == 0 or rows == 0 or cols == 0:
+        return Packed(side, rows, cols, p, np.zeros(0, x.dtype))
+    kcb, _, _ = _blocks(m, n, k, p)
+    flat = _flat(X[None]) or _flat(np.ascontiguousarray(X)[None])
+    xf, _, rs, cs = flat
+    kern = KERNELS.load()
+    if side == "a":
+        pad = -(-m // p.mr) * p.mr
+        data = _aligned(k * pad, x.dtype)
+        fn = getattr(kern, f"pack_a_{p.mr}")
+        for pc in range(0, k, kcb):
+            fn(xf[pc * cs:], rs, cs, m, min(kcb, k - pc), data[pc * pad:])
+    else:
+        pad = -(-n // p.nr) * p.nr
+        data = _aligned(k * pad, x.dtype)
+        fn = getattr(kern, f"pack_b_{p.nr}")
+        for pc in range(0, k, kcb):
+            fn(xf[pc * rs:], rs, cs, min(kcb, k - pc), n, data[pc * pad:])
+    return Packed(side, rows, cols, p, data)
+
+
+def _aligned(size: int, dtype) -> np.ndarray:
+    """A new 64-byte aligned 1-D array of size elements."""
+    dtype = np.dtype(dtype)
+    raw = np.empty(size + 64 // dtype.itemsize, dtype)
+    skip = (-raw.ctypes.data % 64) // dtype.itemsize
+    return raw[skip:skip + size]
+
+
+def _check_tile(p: GemmParams, dtype) -> None:
+    if (p.mr, p.nr) not in _shapes_here(dtype):
+        raise ValueError(f"params tile ({p.mr}, {p.nr}) must be one of "
+                         f"{micro_shapes(dtype)} for {np.dtype(dtype)} here")
+
+
+@functools.lru_cache(maxsize=None)
+def _shapes_here(dtype: np.dtype) -> tuple:
+    return micro_shapes(dtype)
+
+
+@functools.lru_cache(maxsize=None)
+def _suffix(mr: int, nr: int, dtype: np.dtype) -> str:
+    return kernel_suffix(mr, nr, LANES[_isa(), dtype.name])
+
+
 def _via_temporary(a3, b3, c3, accumulate, params, threads) -> None:
     """For an out that cannot be written in place (no unit stride, or overlapping an input)."""
     tmp = np.empty(c3.shape, c3.dtype)
@@ -215,11 +300,13 @@ def _via_temporary(a3, b3, c3, accumulate, params, threads) -> None:
         c3[...] = tmp
 
 
-def _run(a3: np.ndarray, b3: np.ndarray, c3: np.ndarray, accumulate: bool,
-         params: GemmParams | None, threads: int | None) -> None:
-    """c3[i] (+)= a3[i] @ b3[i] for 3-D views (a batch stride of 0 broadcasts)."""
-    batch, m, k = a3.shape
-    n = b3.shape[2]
+def _run(a3, b3, c3: np.ndarray, accumulate: bool, params: GemmParams | None,
+         threads: int | None) -> None:
+    """c3[i] (+)= a3[i] @ b3[i] for 3-D views (a batch stride of 0 broadcasts); one of a3 and b3
+    may be a Packed (then params is its own)."""
+    pre = 1 if isinstance(a3, Packed) else 2 if isinstance(b3, Packed) else 0
+    batch, m, n = c3.shape
+    k = a3.shape[-1]
     if batch == 0 or m == 0 or n == 0:
         return
     if k == 0:
@@ -228,38 +315,38 @@ def _run(a3: np.ndarray, b3: np.ndarray, c3: np.ndarray, accumulate: bool,
         return
     cf = _flat(c3, writable=True)
     if cf is None or cf[3] != 1:
-        if cf is not None and cf[2] == 1:
+        if cf is not None and cf[2] == 1 and not pre:
             # C with unit row stride: compute C^T = B^T A^T into it instead
             _run(b3.transpose(0, 2, 1), a3.transpose(0, 2, 1), c3.transpose(0, 2, 1),
                  accumulate, params, threads)
             return
         return _via_temporary(a3, b3, c3, accumulate, params, threads)
-    if np.may_share_memory(c3, a3) or np.may_share_memory(c3, b3):
+    if any(isinstance(x, np.ndarray) and np.may_share_memory(c3, x) for x in (a3, b3)):
         return _via_temporary(a3, b3, c3, accumulate, params, threads)
-    af = _flat(a3) or _flat(np.ascontiguousarray(a3))
-    bf = _flat(b3) or _flat(np.ascontiguousarray(b3))
-    p = params or default_params(m, n, k, c3.dtype)
+    packed = a3 if pre == 1 else b3 if pre == 2 else None
+    dummy = (packed.data, 0, 0, 0) if packed is not None else None
+    af = dummy if pre == 1 else _flat(a3) or _flat(np.ascontiguousarray(a3))
+    bf = dummy if pre == 2 else _flat(b3) or _flat(np.ascontiguousarray(b3))
+    p = packed.params if packed is not None else params or default_params(m, n, k, c3.dtype)
     import numba  # heavy: importing convbench.kernels must not load it
     nthreads = numba.get_num_threads() if threads is None else threads
     if batch * m * n * k < SERIAL_WORK:
         nthreads = 1
     nsplit, split_n, nthreads = _split(batch, m, n, p, nthreads)
-    if (p.mr, p.nr) not in micro_shapes(c3.dtype):
-        raise ValueError(f"params tile ({p.mr}, {p.nr}) must be one of "
-                         f"{micro_shapes(c3.dtype)} for {c3.dtype} here")
+    _check_tile(p, c3.dtype)
     kern = KERNELS.load()
-    name = kernel_suffix(p.mr, p.nr, LANES[_isa(), c3.dtype.name])
+    name = _suffix(p.mr, p.nr, c3.dtype)
     kcb, mcb, ncb = _blocks(m, n, k, p)
     boff = -(-mcb * kcb // _ALIGN) * _ALIGN
     wsize = -(-(boff + ncb * kcb) // _ALIGN) * _ALIGN
     shared = 0
-    if batch == 1 and nsplit > 1:
+    if batch == 1 and nsplit > 1 and not pre:
         # the operand every piece uses, packed once for all threads (see run_par_*)
         shared = k * (-(-m // p.mr) * p.mr if split_n else -(-n // p.nr) * p.nr)
     ws = _workspace(nthreads * wsize + shared, c3.dtype)
     args = (af[0], af[2], af[3], af[1], bf[0], bf[2], bf[3], bf[1], cf[0], cf[2], cf[1],
             batch, m, n, k, bool(accumulate), kcb, mcb, ncb, nsplit, split_n, nthreads,
-            ws, wsize, boff)
+            ws, wsize, boff, ws if packed is None else packed.data, pre)
     if nthreads == 1:
         getattr(kern, "run_" + name)(*args)
         return
@@ -272,8 +359,15 @@ def _run(a3: np.ndarray, b3: np.ndarray, c3: np.ndarray, accumulate: bool,
         numba.set_num_threads(previous)
 
 
-def _operand(name: str, x: np.ndarray, trans: bool, batched: bool) -> np.ndarray:
-    """x as a 3-D (batch, rows, cols) view of op(x)."""
+def _operand(name: str, x, trans: bool, batched: bool, side: str):
+    """x as a 3-D (batch, rows, cols) view of op(x); a Packed as it is."""
+    if isinstance(x, Packed):
+        if x.side != side:
+            raise ValueError(f"{name} is packed as operand {x.side!r}, not {side!r}")
+        if trans:
+            raise ValueError(f"trans_{name}=True with a packed {name}: pack op({name}) instead")
+        return x
+    _check_array(name, x, (2, 3) if batched else (2,))
     if x.ndim == 2:
         x = x[None]
     elif not batched:
@@ -281,39 +375,39 @@ def _operand(name: str, x: np.ndarray, trans: bool, batched: bool) -> np.ndarray
     return x.transpose(0, 2, 1) if trans else x
 
 
-def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, *,
+def gemm(a, b, out: np.ndarray | None = None, *,
          accumulate: bool = False, trans_a: bool = False, trans_b: bool = False,
          params: GemmParams | None = None, threads: int | None = None) -> np.ndarray:
     """out = op(a) @ op(b), or out += op(a) @ op(b) with accumulate=True; op(x) is x.T where
     trans_x. a: (M, K) (or (K, M) with trans_a), b: (K, N) (or (N, K)), out: (M, N); all float32
     or all float64. Strided views are used without copying when one of their strides is one
-    element. params overrides the tile and blocks (see default_params); threads defaults to
-    Numba's thread count. Returns out."""
-    _check_array("a", a, (2,))
-    _check_array("b", b, (2,))
+    element. Either a or b may be a Packed (see pack; it brings its own params). params overrides
+    the tile and blocks (see default_params); threads defaults to Numba's thread count. Returns
+    out."""
     _check_threads(threads)
-    A = _operand("a", a, trans_a, False)
-    B = _operand("b", b, trans_b, False)
+    A = _operand("a", a, trans_a, False, "a")
+    B = _operand("b", b, trans_b, False, "b")
     out3 = _prepare(A, B, out, accumulate, (2,))
     _run(A, B, out3, accumulate, params, threads)
     return out if out is not None else out3[0]
 
 
-def gemm_batched(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, *,
+def gemm_batched(a, b, out: np.ndarray | None = None, *,
                  accumulate: bool = False, trans_a: bool = False, trans_b: bool = False,
                  params: GemmParams | None = None, threads: int | None = None) -> np.ndarray:
     """out[i] = op(a[i]) @ op(b[i]) (+= with accumulate) for i in range(batch). a: (batch, M, K)
     or (M, K) shared by every product (e.g. a 1x1 convolution's weights against each image's
-    (C, H*W)); b: (batch, K, N) or (K, N); transposes as in gemm, per matrix. out: (batch, M, N).
-    Threads take whole products when there are many, and split each one otherwise."""
-    _check_array("a", a, (2, 3))
-    _check_array("b", b, (2, 3))
+    (C, H*W)), or a Packed; b: (batch, K, N), (K, N) or a Packed; transposes as in gemm, per
+    matrix. out: (batch, M, N). Threads take whole products when there are many, and split each
+    one otherwise."""
     _check_threads(threads)
-    if a.ndim == 2 and b.ndim == 2:
+    A = _operand("a", a, trans_a, True, "a")
+    B = _operand("b", b, trans_b, True, "b")
+    if _ndim(a) == 2 and _ndim(b) == 2:
         raise ValueError("a and b are both 2-D: gemm_batched needs a batch (use gemm)")
-    A = _operand("a", a, trans_a, True)
-    B = _operand("b", b, trans_b, True)
-    if A.shape[0] != B.shape[0]:
+    if isinstance(A, Packed) and isinstance(B, Packed):
+        raise ValueError("a and b are both packed: at most one operand may be")
+    if not isinstance(A, Packed) and not isinstance(B, Packed) and A.shape[0] != B.shape[0]:
         if A.shape[0] == 1 and a.ndim == 2:
             A = _repeat(A, B.shape[0])
         elif B.shape[0] == 1 and b.ndim == 2:
@@ -325,6 +419,10 @@ def gemm_batched(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None, *,
     return out if out is not None else out3
 
 
+def _ndim(x) -> int:
+    return 2 if isinstance(x, Packed) else x.ndim
+
+
 def _repeat(x: np.ndarray, batch: int) -> np.ndarray:
     """x (1, r, c) seen batch times (batch stride 0) without a copy. Unlike np.broadcast_to the
     view stays writeable when x is (it is only read), so that it compiles to the same kernel
@@ -332,14 +430,21 @@ def _repeat(x: np.ndarray, batch: int) -> np.ndarray:
     return np.lib.stride_tricks.as_strided(x, (batch,) + x.shape[1:], (0,) + x.strides[1:])
 
 
+def _dims(X) -> tuple[int, int, int]:
+    """(batch, rows, cols) of a 3-D operand view; a Packed counts as a batch of one."""
+    return (1,) + X.shape if isinstance(X, Packed) else X.shape
+
+
 def _prepare(A, B, out, accumulate, out_ndims):
     """Checks shapes and dtypes; returns out as a 3-D view (a new array when out is None)."""
     if A.dtype != B.dtype:
         raise TypeError(f"a.dtype={A.dtype} and b.dtype={B.dtype} must be equal")
-    if A.shape[2] != B.shape[1]:
-        raise ValueError(f"op(a) is {A.shape[1]}x{A.shape[2]} but op(b) is "
-                         f"{B.shape[1]}x{B.shape[2]}: inner dimensions differ")
-    batch, m, n = max(A.shape[0], B.shape[0]), A.shape[1], B.shape[2]
+    (ba, m, ka), (bb, kb, n) = _dims(A), _dims(B)
+    if ka != kb:
+        raise ValueError(f"op(a) is {m}x{ka} but op(b) is {kb}x{n}: inner dimensions differ")
+    if isinstance(A, Packed) and isinstance(B, Packed):
+        raise ValueError("a and b are both packed: at most one operand may be")
+    batch = max(ba, bb)
     want = (m, n) if out_ndims == (2,) else (batch, m, n)
     if out is None:
         if accumulate:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from convbench.api import DEFAULT_POOL_BACKEND, bias_grad, execute
+from convbench.autotune import GEMM_PROVIDERS, choose_gemm, gemm_call
 from convbench.backends import get_backend
 from convbench.ops import RNNProblem, conv2d_problem, get_op, pool2d_problem
 from convbench.train.init import init_bias, init_weight
@@ -159,13 +160,34 @@ class GlobalAvgPool(Layer):
 
 
 class Linear(Layer):
-    def __init__(self, fin, fout, init="he_uniform", rng=None):
+    """y = x w^T + b. Its three products (forward, weight and input gradients) run on NumPy's BLAS
+    or convbench's own GEMM: gemm='auto' takes, per product shape, whichever autotune measured
+    faster on this machine (autotune.choose_gemm, cached like the backends' choices)."""
+
+    def __init__(self, fin, fout, init="he_uniform", rng=None, gemm="auto"):
         super().__init__()
+        if gemm not in ("auto",) + GEMM_PROVIDERS:
+            raise ValueError(f"gemm={gemm!r} must be one of auto, {', '.join(GEMM_PROVIDERS)}")
         rng = rng or np.random.default_rng(0)
         self.fin, self.fout = fin, fout
+        self.gemm = gemm
         self.w = init_weight((fout, fin), init, rng)
         self.b = init_bias(fin, fout, rng)
         self.params = [self.w, self.b]
+        self._providers: dict = {}
+
+    def _mm(self, a, b, trans_a=False, trans_b=False):
+        m = a.shape[1] if trans_a else a.shape[0]
+        n = b.shape[0] if trans_b else b.shape[1]
+        k = a.shape[0] if trans_a else a.shape[1]
+        provider = self.gemm
+        if provider == "auto":
+            key = (m, n, k, a.dtype, trans_a, trans_b)
+            if key not in self._providers:
+                self._providers[key] = choose_gemm(m, n, k, a.dtype, trans_a, trans_b)
+            provider = self._providers[key]
+        return gemm_call(provider, np.ascontiguousarray(a), np.ascontiguousarray(b),
+                         np.empty((m, n), np.result_type(a, b)), trans_a, trans_b)
 
     def out_shape(self, shape):
         if shape != (self.fin,):
@@ -174,11 +196,13 @@ class Linear(Layer):
 
     def forward(self, x, training):
         self.x = x
-        return x @ self.w.T + self.b
+        y = self._mm(x, self.w, trans_b=True)
+        y += self.b
+        return y
 
     def backward(self, dy):
-        self.grads = [dy.T @ self.x, dy.sum(axis=0)]
-        return dy @ self.w if self.need_input_grad else None
+        self.grads = [self._mm(dy, self.x, trans_a=True), dy.sum(axis=0)]
+        return self._mm(dy, self.w) if self.need_input_grad else None
 
     def __repr__(self):
         return f"Linear({self.fin}->{self.fout})"
