@@ -5,7 +5,7 @@ uses less memory); then backend="auto" with no workspace limit and with one (its
 layer, its speed, and the total over the layers).
 
     python bench/memory_table.py [--batch 8] [--direction fwd] [--budget 0.2] [--limit 16M]
-                                 [--backends im2col,fft,winograd-f2,winograd-f4,numba-cpu,torch]
+                                 [--backends im2col,im2col-numba,fft,winograd-f2,...]
 
 Everything is measured through the runner's own path (harness.runner.measure_case, hence
 verify.check_backend): each result is verified, then timed, then its memory is measured in a
@@ -43,7 +43,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--direction", default="fwd", help="fwd, bwd-data or bwd-weights")
-    ap.add_argument("--backends", default="im2col,fft,winograd-f2,winograd-f4,numba-cpu,torch")
+    ap.add_argument("--backends", default="im2col,im2col-numba,fft,winograd-f2,winograd-f4,"
+                                          "numba-cpu,torch")
     ap.add_argument("--budget", type=float, default=0.2, help="seconds of timing per result")
     ap.add_argument("--limit", default="16M", help="auto's workspace limit for the comparison")
     ap.add_argument("--max-memory", default="4G", help="skip a backend estimated above this")

@@ -68,8 +68,8 @@ def _cases(name):
             yield op, p
 
 
-@pytest.mark.parametrize("name", ["im2col", "fft", "winograd-f2", "winograd-f4", "numba-cpu",
-                                  "numpy"])
+@pytest.mark.parametrize("name", ["im2col", "im2col-numba", "fft", "winograd-f2", "winograd-f4",
+                                  "winograd", "numba-cpu", "numpy"])
 def test_each_backends_workspace_estimate_is_within_a_factor_of_its_measured_peak(name):
     b = get_backend(name)
     checked = 0
