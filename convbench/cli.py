@@ -372,6 +372,9 @@ def run(suite, backend_list, batch, direction, dtype, threads, oversubscribe, ou
     click.echo(f"suite {suite}: {len(cases)} cases x {len(backends)} backends -> {out_dir}")
     click.echo(f"memory per case: "
                f"{format_bytes(max_bytes) if max_bytes else 'no limit'} ({limit_note})")
+    if ws_limit is not None and "auto" in backends:
+        click.echo(f"auto chooses among backends stating at most {format_bytes(ws_limit)} of "
+                   f"scratch")
     _warn_blas()
     progress = _progress(lambda m, nl: click.echo(m, err=True, nl=nl))
     try:
@@ -520,13 +523,15 @@ def autotune_clear(all_machines):
 @click.option("--budget", type=float, default=0.3, show_default=True,
               help="seconds of interleaved timing per problem, at most (the race stops earlier "
                    "once the fastest is clear)")
-def autotune_retune(suite, batch, direction, dtype, threads, budget):
+@click.option("--max-workspace", default=None, help="with --suite: " + _MAX_WORKSPACE_HELP)
+def autotune_retune(suite, batch, direction, dtype, threads, budget, max_workspace):
     """Time the candidates again and replace the cached choices."""
     from convbench import autotune as at  # per command
     from convbench.harness.runner import DIRECTIONS, directions_for  # per command
     from convbench.harness.suites import load_suite  # per command
     if budget <= 0:
         raise _bad("--budget", f"{budget} must be > 0")
+    ws_limit = _workspace_limit(max_workspace)
     _check_threads(threads, False)
     set_threads(threads)
     if suite is None:
@@ -549,7 +554,8 @@ def autotune_retune(suite, batch, direction, dtype, threads, budget):
                 for op in directions_for(c.family, dirs)]
     for op, problem, dt in todo:
         try:
-            entry = at.choose(op, problem, dt, budget_s=budget, retune=True)
+            entry = at.choose(op, problem, dt, budget_s=budget, retune=True,
+                              workspace_limit=ws_limit)
         except UnsupportedError as e:
             click.echo(f"  {at.problem_key(op, problem, dt)}: {e}", err=True)
             continue
