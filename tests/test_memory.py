@@ -46,6 +46,7 @@ PROBLEMS = [
     ("conv2d", conv2d_problem((2, 8, 12, 12), (16, 8, 3, 3), padding=1, bias=True)),
     ("conv2d", conv2d_problem((2, 8, 12, 12), (16, 8, 3, 3), stride=2, padding=1)),
     ("conv2d", conv2d_problem((2, 16, 10, 10), (24, 16, 1, 1))),
+    ("conv2d", conv2d_problem((1, 256, 2, 2), (256, 256, 1, 1))),       # the weights dominate
     ("conv2d", conv2d_problem((2, 8, 10, 10), (8, 2, 3, 3), groups=4, padding=1)),
     ("conv_transpose2d", conv_transpose2d_problem((2, 8, 6, 6), (8, 4, 3, 3), stride=2,
                                                   padding=1, output_padding=1)),
