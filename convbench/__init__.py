@@ -56,6 +56,7 @@ from convbench.errors import (
     UnsupportedError,
     VerificationError,
 )
+from convbench.memory import get_workspace_limit, set_workspace_limit, workspace_limit
 from convbench.ops.matrix import conv2d_matrix
 from convbench.threads import get_threads, set_threads
 
@@ -76,6 +77,7 @@ __all__ = [
     "rnn_tanh", "rnn_tanh_backward", "rnn_tanh_cell",
     # backends, your own backends, threads and scratch memory
     "list_backends", "get_backend", "free_workspace", "set_threads", "get_threads",
+    "set_workspace_limit", "get_workspace_limit", "workspace_limit",
     "Backend", "register_backend", "unregister_backend", "load_backend_file",
     # errors
     "ConvbenchError", "UnsupportedError", "BackendUnavailableError", "UnknownNameError",

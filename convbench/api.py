@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from convbench.backends import get_backend
+from convbench.memory import check_limit
+from convbench.memory import workspace_limit as limit_scope
 from convbench.ops import (
     RNNProblem,
     conv1d_problem,
@@ -49,8 +51,17 @@ def check_shape(name: str, a: np.ndarray, shape) -> None:
         raise ValueError(f"{name}.shape={tuple(a.shape)} must be {tuple(shape)}")
 
 
-def execute(op_name: str, backend: str, problem, inputs):
-    """Run one op on one backend with host arrays, returning host arrays."""
+def execute(op_name: str, backend: str, problem, inputs, workspace_limit: int | None = None):
+    """Run one op on one backend with host arrays, returning host arrays. workspace_limit: for
+    backend="auto" only, the most scratch bytes its choice may need in this call (None: the limit
+    set by convbench.set_workspace_limit, if any)."""
+    if workspace_limit is not None:
+        check_limit(workspace_limit)
+        if backend != "auto":
+            raise ValueError(f"workspace_limit={workspace_limit!r} applies to backend='auto' "
+                             f"only, not backend={backend!r}")
+        with limit_scope(workspace_limit):
+            return execute(op_name, backend, problem, inputs)
     op = get_op(op_name)
     b = get_backend(backend)
     dtype = next(a.dtype for a in inputs if a is not None)
@@ -74,12 +85,16 @@ def bias_grad(dy: np.ndarray) -> np.ndarray:
     return dy.sum(axis=(0, 2, 3), dtype=np.float64).astype(dy.dtype)
 
 
-def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups=1, backend=DEFAULT_BACKEND):
+def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups=1, backend=DEFAULT_BACKEND,
+           workspace_limit=None):
     """2D cross-correlation, PyTorch's conv2d.
 
     x (N, C, H, W), w (K, C/groups, R, S), bias (K,) or None -> (N, K, P, Q), where
     P = (H + pad_top + pad_bottom - dilation*(R-1) - 1) // stride + 1 (Q likewise).
     padding: int, (ph, pw), ((top, bottom), (left, right)), "valid" or "same".
+    workspace_limit: with backend="auto" only, the most scratch bytes the backend it chooses may
+    need (Backend.workspace_bytes): the fastest verified one that fits runs. None: the limit of
+    convbench.set_workspace_limit, if any. Every convolution function takes it.
     """
     x = check_array("x", x, "N, C, H, W")
     w = check_array("w", w, "K, C/groups, R, S", x.dtype)
@@ -88,11 +103,11 @@ def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups=1, backen
     if bias is not None:
         bias = check_array("bias", bias, "K", x.dtype)
         check_shape("bias", bias, (p.K,))
-    return execute("conv2d:fwd", backend, p, (x, w, bias))
+    return execute("conv2d:fwd", backend, p, (x, w, bias), workspace_limit)
 
 
 def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1,
-                    backend=DEFAULT_BACKEND):
+                    backend=DEFAULT_BACKEND, workspace_limit=None):
     """Gradients of conv2d: dy (N, K, P, Q), x, w as in the forward -> (dx, dw, db).
 
     dx has x's shape, dw has w's shape, db (K,) is dy summed over batch and positions.
@@ -103,12 +118,13 @@ def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1,
     p = conv2d_problem(x.shape, w.shape, stride=stride, padding=padding, dilation=dilation,
                        groups=groups)
     check_shape("dy", dy, p.y_shape)
-    dx = execute("conv2d:bwd-data", backend, p, (dy, w))
-    dw = execute("conv2d:bwd-weights", backend, p, (dy, x))
+    dx = execute("conv2d:bwd-data", backend, p, (dy, w), workspace_limit)
+    dw = execute("conv2d:bwd-weights", backend, p, (dy, x), workspace_limit)
     return dx, dw, bias_grad(dy)
 
 
-def conv1d(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups=1, backend=DEFAULT_BACKEND):
+def conv1d(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups=1, backend=DEFAULT_BACKEND,
+           workspace_limit=None):
     """1D cross-correlation, PyTorch's conv1d: x (N, C, L), w (K, C/groups, S) -> (N, K, L').
 
     padding: int, (left, right), "valid", "same", or "causal" (dilation*(S-1) on the left only,
@@ -121,12 +137,13 @@ def conv1d(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups=1, backen
     if bias is not None:
         bias = check_array("bias", bias, "K", x.dtype)
         check_shape("bias", bias, (p.K,))
-    y = execute("conv2d:fwd", backend, p, (x[:, :, None, :], w[:, :, None, :], bias))
+    y = execute("conv2d:fwd", backend, p, (x[:, :, None, :], w[:, :, None, :], bias),
+                workspace_limit)
     return y[:, :, 0, :]
 
 
 def conv1d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1,
-                    backend=DEFAULT_BACKEND):
+                    backend=DEFAULT_BACKEND, workspace_limit=None):
     """Gradients of conv1d: dy (N, K, L'), x (N, C, L), w (K, C/groups, S) -> (dx, dw, db)."""
     x = check_array("x", x, "N, C, L")
     w = check_array("w", w, "K, C/groups, S", x.dtype)
@@ -135,14 +152,14 @@ def conv1d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1,
                        groups=groups)
     check_shape("dy", dy, (p.N, p.K, p.Q))
     dy4 = dy[:, :, None, :]
-    dx = execute("conv2d:bwd-data", backend, p, (dy4, w[:, :, None, :]))
-    dw = execute("conv2d:bwd-weights", backend, p, (dy4, x[:, :, None, :]))
+    dx = execute("conv2d:bwd-data", backend, p, (dy4, w[:, :, None, :]), workspace_limit)
+    dw = execute("conv2d:bwd-weights", backend, p, (dy4, x[:, :, None, :]), workspace_limit)
     return dx[:, :, 0, :], dw[:, :, 0, :], bias_grad(dy4)
 
 
 # --- transposed convolution ----------------------------------------------------------------------
 def conv_transpose2d(x, w, bias=None, *, stride=1, padding=0, output_padding=0, groups=1,
-                     dilation=1, backend=DEFAULT_BACKEND):
+                     dilation=1, backend=DEFAULT_BACKEND, workspace_limit=None):
     """PyTorch's conv_transpose2d (the input gradient of a convolution; "deconvolution").
 
     x (N, C, H, W), w (C, K/groups, R, S), bias (K,) or None -> (N, K, P, Q), where
@@ -157,11 +174,11 @@ def conv_transpose2d(x, w, bias=None, *, stride=1, padding=0, output_padding=0, 
     if bias is not None:
         bias = check_array("bias", bias, "K", x.dtype)
         check_shape("bias", bias, (p.K,))
-    return execute("conv_transpose2d:fwd", backend, p, (x, w, bias))
+    return execute("conv_transpose2d:fwd", backend, p, (x, w, bias), workspace_limit)
 
 
 def conv_transpose2d_backward(dy, x, w, *, stride=1, padding=0, output_padding=0, groups=1,
-                              dilation=1, backend=DEFAULT_BACKEND):
+                              dilation=1, backend=DEFAULT_BACKEND, workspace_limit=None):
     """Gradients of conv_transpose2d: dy (N, K, P, Q), x, w as in the forward -> (dx, dw, db)."""
     x = check_array("x", x, "N, C, H, W")
     w = check_array("w", w, "C, K/groups, R, S", x.dtype)
@@ -169,13 +186,13 @@ def conv_transpose2d_backward(dy, x, w, *, stride=1, padding=0, output_padding=0
     p = conv_transpose2d_problem(x.shape, w.shape, stride=stride, padding=padding,
                                  output_padding=output_padding, dilation=dilation, groups=groups)
     check_shape("dy", dy, p.y_shape)
-    dx = execute("conv_transpose2d:bwd-data", backend, p, (dy, w))
-    dw = execute("conv_transpose2d:bwd-weights", backend, p, (dy, x))
+    dx = execute("conv_transpose2d:bwd-data", backend, p, (dy, w), workspace_limit)
+    dw = execute("conv_transpose2d:bwd-weights", backend, p, (dy, x), workspace_limit)
     return dx, dw, bias_grad(dy)
 
 
 def conv_transpose1d(x, w, bias=None, *, stride=1, padding=0, output_padding=0, groups=1,
-                     dilation=1, backend=DEFAULT_BACKEND):
+                     dilation=1, backend=DEFAULT_BACKEND, workspace_limit=None):
     """PyTorch's conv_transpose1d: x (N, C, L), w (C, K/groups, S) -> (N, K, L'); padding an int
     or (left, right)."""
     x = check_array("x", x, "N, C, L")
@@ -186,12 +203,13 @@ def conv_transpose1d(x, w, bias=None, *, stride=1, padding=0, output_padding=0, 
     if bias is not None:
         bias = check_array("bias", bias, "K", x.dtype)
         check_shape("bias", bias, (p.K,))
-    y = execute("conv_transpose2d:fwd", backend, p, (x[:, :, None, :], w[:, :, None, :], bias))
+    y = execute("conv_transpose2d:fwd", backend, p, (x[:, :, None, :], w[:, :, None, :], bias),
+                workspace_limit)
     return y[:, :, 0, :]
 
 
 def conv_transpose1d_backward(dy, x, w, *, stride=1, padding=0, output_padding=0, groups=1,
-                              dilation=1, backend=DEFAULT_BACKEND):
+                              dilation=1, backend=DEFAULT_BACKEND, workspace_limit=None):
     """Gradients of conv_transpose1d: dy (N, K, L'), x (N, C, L), w (C, K/groups, S)
     -> (dx, dw, db)."""
     x = check_array("x", x, "N, C, L")
@@ -201,8 +219,9 @@ def conv_transpose1d_backward(dy, x, w, *, stride=1, padding=0, output_padding=0
                                  output_padding=output_padding, dilation=dilation, groups=groups)
     check_shape("dy", dy, (p.N, p.K, p.Q))
     dy4 = dy[:, :, None, :]
-    dx = execute("conv_transpose2d:bwd-data", backend, p, (dy4, w[:, :, None, :]))
-    dw = execute("conv_transpose2d:bwd-weights", backend, p, (dy4, x[:, :, None, :]))
+    dx = execute("conv_transpose2d:bwd-data", backend, p, (dy4, w[:, :, None, :]), workspace_limit)
+    dw = execute("conv_transpose2d:bwd-weights", backend, p, (dy4, x[:, :, None, :]),
+                 workspace_limit)
     return dx[:, :, 0, :], dw[:, :, 0, :], bias_grad(dy4)
 
 

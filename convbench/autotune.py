@@ -37,6 +37,7 @@ from convbench.errors import ConvbenchError, UnsupportedError
 from convbench.kernels import blas_info
 from convbench.kernels import gemm as kernels_gemm
 from convbench.machine import cpu_info, git_commit, package_version, timing_environment
+from convbench.memory import format_bytes, get_workspace_limit
 from convbench.ops import get_op
 from convbench.ops.descriptor import parse
 from convbench.threads import get_threads
@@ -274,24 +275,66 @@ def _current(entry, cands) -> bool:
 _memo: dict = {}
 
 
-def problem_key(op, problem, dtype) -> str:
-    return f"{op.name}|{problem.descriptor()}|{np.dtype(dtype).name}"
+def problem_key(op, problem, dtype, without=()) -> str:
+    """The cache key of a choice; `without`: the candidates a workspace limit left out."""
+    key = f"{op.name}|{problem.descriptor()}|{np.dtype(dtype).name}"
+    return f"{key}|without:{','.join(sorted(without))}" if without else key
 
 
 def parse_problem_key(key: str):
     """(op, problem, dtype) back from a problem_key."""
-    op_name, descriptor, dtype = key.split("|")
+    op_name, descriptor, dtype = key.split("|")[:3]
     return get_op(op_name), parse(descriptor)[0], np.dtype(dtype)
 
 
-def choose(op, problem, dtype, budget_s: float = 0.3, retune: bool = False) -> dict:
+def _without(key: str) -> list[str]:
+    """The candidates a problem_key leaves out."""
+    part = key.split("|")[3:]
+    return part[0].removeprefix("without:").split(",") if part else []
+
+
+_over: dict = {}
+
+
+def over_limit(op, problem, dtype, cands, limit: int | None) -> dict:
+    """{name: Backend.scratch_bytes} of the candidates whose stated scratch exceeds limit
+    (computed once per problem and limit: the choice sits on every call's path)."""
+    if limit is None:
+        return {}
+    key = (op.name, problem, np.dtype(dtype).str, limit, tuple(cands))
+    if key not in _over:
+        need = {n: int(get_backend(n).scratch_bytes(op, problem, np.dtype(dtype)))
+                for n in cands}
+        _over[key] = {n: b for n, b in need.items() if b > limit}
+    return _over[key]
+
+
+def choose(op, problem, dtype, budget_s: float = 0.3, retune: bool = False,
+           workspace_limit: int | None = None) -> dict:
     """{'backend': name, 'best_s': {name: seconds}, 'median_s': {...}, 'rounds': n,
     'ties': [...], 'why': ..., 'rejected': {name: reason}} for this problem, from the cache or
-    measured now (always measured with retune)."""
-    key = problem_key(op, problem, dtype)
+    measured now (always measured with retune).
+
+    workspace_limit: the candidates whose stated scratch (Backend.scratch_bytes) exceeds it are
+    left out (UnsupportedError when that is all of them); a choice among the rest is raced and
+    cached under a key naming those left out, so limits that leave out the same ones share it,
+    and a limit that leaves out none is the plain choice."""
+    cands = candidates(op, problem, dtype)
+    over = over_limit(op, problem, dtype, cands, workspace_limit)
+    if cands and len(over) == len(cands):
+        raise UnsupportedError(
+            f"auto: no backend fits the workspace limit of {format_bytes(workspace_limit)} for "
+            f"{op.name} on {problem.descriptor()} (" + ", ".join(
+                f"{n} needs {format_bytes(b)}" for n, b in over.items()) + ")")
+    return _choose_among(op, problem, dtype, [n for n in cands if n not in over], sorted(over),
+                         budget_s, retune)
+
+
+def _choose_among(op, problem, dtype, cands, without, budget_s, retune) -> dict:
+    """choose, among the candidates cands (the others, `without`, left out by a limit)."""
+    key = problem_key(op, problem, dtype, without)
     mkey = machine_key()
     memo_key = (str(cache_path()), mkey, key)
-    cands = candidates(op, problem, dtype)
     if not retune:
         hit = _memo.get(memo_key)
         if _current(hit, cands):
@@ -301,7 +344,7 @@ def choose(op, problem, dtype, budget_s: float = 0.3, retune: bool = False) -> d
             if _current(hit, cands):
                 _memo[memo_key] = hit
                 return hit
-    entry = measure_choice(op, problem, dtype, budget_s)
+    entry = measure_choice(op, problem, dtype, budget_s, names=cands)
     with _lock:
         data = load_cache()
         mine = data.setdefault(mkey, {})
@@ -312,12 +355,14 @@ def choose(op, problem, dtype, budget_s: float = 0.3, retune: bool = False) -> d
     return entry
 
 
-def measure_choice(op, problem, dtype, budget_s: float = 0.3, time_call=None) -> dict:
-    """Verify every candidate, race the verified ones and pick (see the module docstring)."""
+def measure_choice(op, problem, dtype, budget_s: float = 0.3, time_call=None,
+                   names=None) -> dict:
+    """Verify every candidate (of `names`, when given), race the verified ones and pick (see the
+    module docstring)."""
     inputs = op.make_inputs(problem, np.random.default_rng(0), np.dtype(dtype))
     reference = Reference(op, problem, inputs)
     calls, accuracy, rejected, timers = {}, {}, {}, {}
-    for name in candidates(op, problem, dtype):
+    for name in candidates(op, problem, dtype) if names is None else names:
         r = check_backend(name, op, problem, dtype, inputs=inputs, reference=reference)
         if not r.within_tolerance:          # a wrong answer or a crash: never chosen
             rejected[name] = r.reason
@@ -408,7 +453,9 @@ def retune_key(key: str, budget_s: float = 0.3) -> dict | str:
         _memo.pop((str(cache_path()), machine_key(), key), None)
         return choose_gemm(m, n, k, dtype, trans[0] == "T", trans[1] == "T", budget_s)
     op, problem, dtype = parse_problem_key(key)
-    return choose(op, problem, dtype, budget_s=budget_s, retune=True)["backend"]
+    without = _without(key)
+    cands = [n for n in candidates(op, problem, dtype) if n not in without]
+    return _choose_among(op, problem, dtype, cands, without, budget_s, retune=True)["backend"]
 
 
 class AutoBackend(Backend):
@@ -423,21 +470,30 @@ class AutoBackend(Backend):
 
     def workspace_bytes(self, op, problem, dtype):
         """The first call on a problem tunes it: its own inputs and reference, and each
-        candidate in turn with its outputs and scratch; later calls need the chosen one's
-        scratch alone, which this bounds."""
+        candidate in turn (those under the workspace limit) with its outputs and scratch; later
+        calls need the chosen one's scratch alone, which this bounds."""
         itemsize = np.dtype(dtype).itemsize
+        cands = candidates(op, problem, dtype)
+        over = over_limit(op, problem, dtype, cands, get_workspace_limit())
         most = max((get_backend(n).scratch_bytes(op, problem, np.dtype(dtype))
                     + op.output_bytes(problem, itemsize)
-                    for n in candidates(op, problem, dtype)), default=0)
+                    for n in cands if n not in over), default=0)
         return shared_bytes(op, problem, dtype) + most
 
     def unsupported(self, op, problem, dtype):
-        if not candidates(op, problem, dtype):
+        cands = candidates(op, problem, dtype)
+        if not cands:
             return "no available backend"
+        limit = get_workspace_limit()
+        over = over_limit(op, problem, dtype, cands, limit)
+        if len(over) == len(cands):
+            return (f"no backend within the workspace limit of {format_bytes(limit)} (" +
+                    ", ".join(f"{n} needs {format_bytes(b)}" for n, b in over.items()) + ")")
         return None
 
     def chosen(self, op, problem, dtype) -> str:
-        return choose(op, problem, dtype)["backend"]
+        """The choice under the workspace limit in force (convbench.set_workspace_limit)."""
+        return choose(op, problem, dtype, workspace_limit=get_workspace_limit())["backend"]
 
     def delegate(self, op, problem, dtype) -> str:
         return self.chosen(op, problem, dtype)

@@ -329,6 +329,20 @@ def _progress(echo_err):
     return show
 
 
+def _workspace_limit(max_workspace: str | None) -> int | None:
+    """--max-workspace in bytes (None: no limit)."""
+    if max_workspace is None:
+        return None
+    try:
+        return parse_bytes(max_workspace, "--max-workspace")
+    except ValueError as e:
+        raise _bad("--max-workspace", str(e)) from None
+
+
+_MAX_WORKSPACE_HELP = ("auto chooses among the backends whose estimated scratch memory per call "
+                       "fits this (e.g. 16M; default: no limit)")
+
+
 def _memory_limit(max_memory: str | None) -> tuple[int | None, str]:
     """(bytes a case may plan to use, how that was set)."""
     if max_memory is not None:
@@ -370,6 +384,7 @@ def _memory_limit(max_memory: str | None) -> tuple[int | None, str]:
 @click.option("--max-memory", default=None,
               help="skip a backend whose estimated memory for a case exceeds this (e.g. 8G; "
                    f"default {DEFAULT_FRACTION:.0%} of the memory available at the start)")
+@click.option("--max-workspace", default=None, help=_MAX_WORKSPACE_HELP)
 @click.option("--cold-cache", is_flag=True,
               help="rotate input copies larger than the last-level cache")
 @click.option("--baseline", default=None,
@@ -385,8 +400,8 @@ def _memory_limit(max_memory: str | None) -> tuple[int | None, str]:
 @_backend_files
 @_cluster_options
 def run(suite, backend_list, batch, direction, dtype, threads, oversubscribe, out_dir, resume,
-        budget, per_case_limit, max_memory, cold_cache, baseline, no_peaks, input_shapes,
-        processes, backend_files, cluster, tls_ca, tls_cert, tls_key, insecure):
+        budget, per_case_limit, max_memory, max_workspace, cold_cache, baseline, no_peaks,
+        input_shapes, processes, backend_files, cluster, tls_ca, tls_cert, tls_key, insecure):
     """Verify, then time, every case of a suite on every backend; write CSV, JSON and HTML."""
     from convbench.harness.report import (  # per command
         choose_baseline,
@@ -418,6 +433,7 @@ def run(suite, backend_list, batch, direction, dtype, threads, oversubscribe, ou
         limit_note = (f"on each worker {workers.memory_fraction:.0%} of the memory available "
                       f"there" + (f", shared out among {shared} local workers" if shared > 1
                                   else ""))
+    ws_limit = _workspace_limit(max_workspace)
     try:
         cases = load_suite(suite, batch, list(input_shapes) or None)
     except (ValueError, OSError) as e:
@@ -433,12 +449,15 @@ def run(suite, backend_list, batch, direction, dtype, threads, oversubscribe, ou
     policy = TimingPolicy(budget_s=budget, warmup_budget_s=min(budget, 0.5))
     cfg = RunConfig(suite, cases, backends, tuple(dirs), dtype, threads, policy, per_case_limit,
                     cold_cache, baseline, whole_model=is_model_file(suite), batch=batch,
-                    max_bytes=max_bytes, processes=processes)
+                    max_bytes=max_bytes, processes=processes, workspace_limit=ws_limit)
     click.echo(f"suite {suite}: {len(cases)} cases x {len(backends)} backends -> {out_dir}"
                + (f" (each case in {processes} worker processes)" if processes > 1 else ""))
     click.echo(f"memory per case: "
                f"{format_bytes(max_bytes) if max_bytes else 'no limit'} ({limit_note})"
                if workers is None or max_memory is not None else f"memory per case: {limit_note}")
+    if ws_limit is not None and "auto" in backends:
+        click.echo(f"auto chooses among backends stating at most {format_bytes(ws_limit)} of "
+                   f"scratch")
     _warn_blas()
     progress = _progress(lambda m, nl: click.echo(m, err=True, nl=nl))
     try:
@@ -633,13 +652,15 @@ def autotune_clear(all_machines):
 @click.option("--budget", type=float, default=0.3, show_default=True,
               help="seconds of interleaved timing per problem, at most (the race stops earlier "
                    "once the fastest is clear)")
-def autotune_retune(suite, batch, direction, dtype, threads, budget):
+@click.option("--max-workspace", default=None, help="with --suite: " + _MAX_WORKSPACE_HELP)
+def autotune_retune(suite, batch, direction, dtype, threads, budget, max_workspace):
     """Time the candidates again and replace the cached choices."""
     from convbench import autotune as at  # per command
     from convbench.harness.runner import DIRECTIONS, directions_for  # per command
     from convbench.harness.suites import load_suite  # per command
     if budget <= 0:
         raise _bad("--budget", f"{budget} must be > 0")
+    ws_limit = _workspace_limit(max_workspace)
     _check_threads(threads, False)
     set_threads(threads)
     if suite is None:
@@ -662,7 +683,8 @@ def autotune_retune(suite, batch, direction, dtype, threads, budget):
                 for op in directions_for(c.family, dirs)]
     for op, problem, dt in todo:
         try:
-            entry = at.choose(op, problem, dt, budget_s=budget, retune=True)
+            entry = at.choose(op, problem, dt, budget_s=budget, retune=True,
+                              workspace_limit=ws_limit)
         except UnsupportedError as e:
             click.echo(f"  {at.problem_key(op, problem, dt)}: {e}", err=True)
             continue
@@ -701,6 +723,7 @@ def _train_options(f):
         click.option("--no-augment", is_flag=True, help="no random shifts (or flips, for photos)"),
         click.option("--backend", default="auto", show_default=True,
                      help="auto (fastest verified per layer) or a backend name"),
+        click.option("--max-workspace", default=None, help=_MAX_WORKSPACE_HELP),
         click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True),
         click.option("--threads", type=click.IntRange(min=1), default=None,
                      help="threads for Numba, BLAS and torch (at most the usable cores)"),
@@ -724,6 +747,7 @@ def _config(kw):
     _check_threads(kw["threads"], kw.pop("oversubscribe"))
     set_threads(kw.pop("threads"))
     kw["augment"] = not kw.pop("no_augment")
+    kw["workspace_limit"] = _workspace_limit(kw.pop("max_workspace"))
     cfg = TrainConfig(**kw)
     try:
         cfg.validate()

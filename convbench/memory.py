@@ -1,8 +1,14 @@
-"""Memory sizes: what the machine has available now, and sizes as people write them ("8G")."""
+"""Memory: what the machine has available now, sizes as people write them ("8G"), the peak a
+call allocates, and the workspace limit of backend="auto"."""
 from __future__ import annotations
 
 import os
 import re
+import threading
+import tracemalloc
+from contextlib import contextmanager
+
+import numpy as np
 
 #: The share of the available memory a run may plan to use per case when no --max-memory is
 #: given: the rest is left to the reference's temporaries, the allocator and other programs.
@@ -45,3 +51,65 @@ def format_bytes(n: float) -> str:
         if abs(n) >= size:
             return f"{n / size:.3g} {unit}"
     return f"{int(n)} B"
+
+
+def traced_peak(fn) -> int:
+    """The high-water mark of the bytes allocated through Python's allocators while fn() runs,
+    above what was allocated when it started: NumPy's arrays, and Numba's NRT arrays (Numba
+    makes NRT allocate through CPython's raw allocator, which tracemalloc also traces; NRT's own
+    statistics count allocations, not bytes). What fn leaves allocated (its result) counts.
+    Tracing slows allocation down: never around a timed call."""
+    tracing = tracemalloc.is_tracing()
+    if not tracing:
+        tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        before = tracemalloc.get_traced_memory()[0]
+        fn()
+        return max(0, tracemalloc.get_traced_memory()[1] - before)
+    finally:
+        if not tracing:
+            tracemalloc.stop()
+
+
+# --- the workspace limit of backend="auto" ---------------------------------------------------
+_limit: list = [None]               # set_workspace_limit's, for every thread
+_scoped = threading.local()         # workspace_limit(...)'s, for one thread
+
+
+def check_limit(value, name: str = "workspace_limit") -> int | None:
+    """value as a limit in bytes (None: no limit), or ValueError naming `name`."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"{name}={value!r} must be a number of bytes >= 0, or None")
+    return int(value)
+
+
+def set_workspace_limit(limit: int | None) -> None:
+    """The most scratch bytes (Backend.workspace_bytes) a backend that `auto` chooses may need
+    per call; None: no limit. Under a limit `auto` picks the fastest verified candidate whose
+    estimate fits (UnsupportedError when none fits). Named backends are not affected."""
+    _limit[0] = check_limit(limit)
+
+
+def get_workspace_limit() -> int | None:
+    """The limit in force in this thread: workspace_limit(...)'s inside one, else
+    set_workspace_limit's."""
+    return getattr(_scoped, "limit", _limit[0])
+
+
+@contextmanager
+def workspace_limit(limit: int | None):
+    """Use `limit` in this thread for the duration of a `with` block (None: no limit there)."""
+    limit = check_limit(limit)
+    missing = object()
+    before = getattr(_scoped, "limit", missing)
+    _scoped.limit = limit
+    try:
+        yield limit
+    finally:
+        if before is missing:
+            del _scoped.limit
+        else:
+            _scoped.limit = before

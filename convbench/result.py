@@ -10,7 +10,7 @@ Statuses, after oneDNN's benchdnn:
                    not, or an error above half the tolerance; still timed
     FAILED         outside the tolerance, or the backend raised: no speed is ever shown
     UNIMPLEMENTED  the backend does not implement this op, parameter or dtype (its reason)
-    SKIPPED        not run: its estimated time per call exceeds the limit
+    SKIPPED        not run: its estimated time per call or memory exceeds the limit
     UNAVAILABLE    the backend cannot run on this machine (missing package or device)
 
 The columns are declared once, as the fields of `Result` that carry a `dtype` (pandas' name for
@@ -84,6 +84,11 @@ class Result:
                                     "empty: the run's own process)")
     process_spread: float | None = _column("float64", doc="between-process spread: the standard "
                                            "deviation of the log process medians")
+    peak_bytes: int | None = _column("Int64", doc="most bytes allocated at once in one call, "
+                                     "above what was allocated before it, outputs included "
+                                     "(measured in a call of its own, not a timed one)")
+    workspace_bytes: int | None = _column("Int64", doc="of those, the scratch the backends keep "
+                                          "between calls (their workspaces) after that call")
     # not columns: raw samples (samples.jsonl; with --processes, every process's in turn, and each
     # process's median and first call), and what a caller may keep in memory
     samples_s: list = field(default_factory=list)

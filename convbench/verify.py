@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from convbench.backends import get_backend
+from convbench.backends import free_workspace, get_backend, held_workspace_bytes
 from convbench.errors import BackendUnavailableError, UnknownNameError, UnsupportedError
 from convbench.memory import format_bytes
 from convbench.ops import Conv2dProblem, OpSpec, plain_reference_bytes
@@ -184,7 +184,7 @@ def check_backend(backend_name: str, op: OpSpec, problem, dtype=np.float32, seed
                   inputs=None, reference: Reference | None = None,
                   policy: TimingPolicy | None = None, limit_s: float | None = None,
                   max_bytes: int | None = None, cold_cache: bool = False,
-                  keep_outputs: bool = False) -> Result:
+                  keep_outputs: bool = False, memory: bool = False) -> Result:
     """Run one backend on one problem, check its answer against the reference and, given a
     timing policy, time it.
 
@@ -193,7 +193,8 @@ def check_backend(backend_name: str, op: OpSpec, problem, dtype=np.float32, seed
     when the backend's estimated time per call exceeds it. max_bytes: SKIPPED, before anything is
     allocated, when the estimated memory (memory_need) exceeds it. cold_cache: time by rotating
     through copies of the inputs larger than the last-level cache. keep_outputs: keep the
-    backend's outputs on the Result.
+    backend's outputs on the Result. memory: measure peak_bytes and workspace_bytes in a call of
+    their own after the timed ones (_measure_memory).
 
     Never raises for the backend's own failure: unavailable, unimplemented, an exception (running
     out of memory included, also in the reference) or a wrong answer is the Result's status, with
@@ -267,8 +268,37 @@ def check_backend(backend_name: str, op: OpSpec, problem, dtype=np.float32, seed
             _time(result, backend, call, inputs, policy, cold_cache, notes)
         except Exception as e:  # noqa: BLE001 - as above, while timing
             return result.replace(status=FAILED, reason=f"{type(e).__name__}: {e}")
+    if memory:
+        _measure_memory(result, backend, call, holder, notes)
     result.reason = "; ".join(notes)
     return result
+
+
+#: A call longer than this is not run again to measure its memory: tracing slows allocation
+#: down, and the naive loops allocate per element.
+MEMORY_CALL_CAP_S = 10.0
+
+
+def _measure_memory(result: Result, backend, call, holder: dict, notes: list) -> None:
+    """Fill result's peak_bytes (Backend.peak_bytes of one more call, never a timed one) and
+    workspace_bytes (what the backends' workspaces keep after it). Every workspace is freed
+    first, so the scratch a backend keeps between calls is allocated, and counted, in this
+    call; the next timed call of any backend allocates it afresh (its warm-up absorbs that)."""
+    took = result.median_s if result.median_s is not None else result.first_call_s
+    if took is not None and took > MEMORY_CALL_CAP_S:
+        notes.append(f"memory not measured: a call takes {took:.3g} s")
+        return
+    holder.pop("out", None)          # the last timed call's outputs: not this call's
+    free_workspace()
+    try:
+        peak = backend.peak_bytes(call)
+    except Exception as e:  # noqa: BLE001 - the answer was checked: a note, not a failure
+        notes.append(f"memory not measured: {type(e).__name__}: {e}")
+        return
+    finally:
+        holder.pop("out", None)
+    result.peak_bytes = peak
+    result.workspace_bytes = None if peak is None else held_workspace_bytes()
 
 
 def _time(result: Result, backend, call, inputs, policy: TimingPolicy, cold_cache: bool,

@@ -227,7 +227,7 @@ def test_a_backend_that_aborts_is_failed_and_the_sweep_finishes(tmp_path, abort_
               for r in frame.itertuples()}
     assert len(frame) == 4
     assert status[False, "test-abort"][0] == FAILED
-    assert "worker died 1 times" in status[False, "test-abort"][1]
+    assert "worker died 2 times" in status[False, "test-abort"][1]
     assert status[False, "im2col"][0] == PASSED        # its case's other backend is measured
     assert status[True, "test-abort"][0] == "UNIMPLEMENTED"
 

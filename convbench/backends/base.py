@@ -9,6 +9,7 @@ import numpy as np
 from convbench.backends.lowering import LOWERINGS
 from convbench.backends.scratch import Workspace
 from convbench.errors import BackendUnavailableError, UnsupportedError
+from convbench.memory import traced_peak
 from convbench.ops import get_op
 from convbench.timing import cpu_time_call
 
@@ -178,6 +179,13 @@ class Backend:
     def time_call(self, fn) -> float:
         """Seconds one call of fn takes (perf_counter_ns here; device events on a GPU)."""
         return cpu_time_call(fn)
+
+    def peak_bytes(self, fn) -> int | None:
+        """The most bytes allocated at once while one call fn() runs, above what was allocated
+        before it, its outputs included (device memory for a device backend); None where this
+        backend's allocations cannot be seen. Here: what tracemalloc sees (NumPy and Numba).
+        A backend whose library allocates elsewhere overrides it. Never around a timed call."""
+        return traced_peak(fn)
 
     def __repr__(self) -> str:
         return f"<backend {self.name}>"

@@ -108,7 +108,7 @@ class FFTBackend(Backend):
         return max(padded + nc * L * s + nc * F * cs,
                    nc * F * cs + nk * L * s + 2 * nk * F * cs,
                    2 * nc * F * cs + 2 * nk * F * cs + kc * F * cs,
-                   nc * F * cs + nk * F * cs + 3 * kc * F * cs + kc * L * s)
+                   nc * F * cs + nk * F * cs + 2 * kc * F * cs + kc * L * s)
 
     @exact("fwd")
     def conv2d_fwd(self, p, x, w, b):

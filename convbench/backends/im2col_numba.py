@@ -39,6 +39,19 @@ class Im2colNumbaBackend(Im2colBackend):
     name = "im2col-numba"
     description = "unfold to columns + convbench's own GEMM (Numba, no BLAS)"
 
+    def workspace_bytes(self, op, p, dtype):
+        """im2col's, plus the weights packed for convbench's GEMM in the forward and the input
+        gradient (kernels.pack: one group's at a time, two while the next replaces it, rows
+        padded to whole register tiles, 64-byte aligned). The GEMM's own packing buffers are
+        kept per thread across calls (kernels.gemm), outside this count."""
+        base = super().workspace_bytes(op, p, dtype)
+        if op.direction not in ("fwd", "bwd-data"):
+            return base
+        rows, cols = (p.Kg, p.Cg * p.R * p.S) if op.direction == "fwd" else (p.Cg * p.R * p.S,
+                                                                            p.Kg)
+        packed = (rows + 16) * cols * dtype.itemsize + 64
+        return base + min(p.groups, 2) * packed
+
     def conv2d_fwd(self, p, x, w, b):
         y = np.empty(p.y_shape, x.dtype)
         if _pointwise(p):

@@ -176,6 +176,32 @@ class NumbaCUDABackend(Backend):
         end.synchronize()
         return start.elapsed_time(end) * 1e-3
 
+    def peak_bytes(self, fn):
+        """Device bytes one call allocates: the sizes Numba asks the context for while fn runs,
+        with Numba's deallocations held back to the end (cuda.defer_cleanup), so that the sum is
+        what the call holds at once at its end, a bound on its peak. cudaMemGetInfo's counters
+        move in pages of the driver's allocation granularity (2 MiB), too coarse for small
+        buffers. On the simulator device arrays are host arrays: tracemalloc sees them."""
+        if simulated():
+            return super().peak_bytes(fn)
+        cuda = _cuda()
+        ctx = cuda.current_context()
+        sizes = []
+        real = ctx.memalloc
+
+        def counting(size):
+            sizes.append(int(size))
+            return real(size)
+
+        ctx.memalloc = counting            # this context only, for this call only
+        try:
+            with cuda.defer_cleanup():
+                fn()
+                cuda.synchronize()
+        finally:
+            del ctx.memalloc
+        return sum(sizes)
+
     # --- launch settings ------------------------------------------------------------------------
     def tiles_for(self, kind: str, rows: int | None = None, columns: int | None = None) -> Tiles:
         return self.tiles.get(kind) or default_tiles(kind, simulated(), rows, columns)

@@ -131,6 +131,11 @@ class OnnxGraphBackend(Backend):
     def workspace_bytes(self, op, p, dtype):
         return runtime_bytes(op, p, dtype.itemsize)       # an estimate (backends.estimates)
 
+    def peak_bytes(self, fn):
+        """None: the runtime allocates through its own allocator, which no counter here sees
+        (tracemalloc would see the NumPy copies alone and understate the peak)."""
+        return None
+
     def compile(self, model_bytes: bytes, input_names: list[str], threads: int):
         """A function list-of-input-arrays -> list of fresh output arrays, for this model."""
         raise NotImplementedError

@@ -18,6 +18,7 @@ from convbench.backends.base import Backend, package_version
 from convbench.backends.estimates import runtime_bytes
 from convbench.backends.nonfinite import exact
 from convbench.lazy import LazyModule
+from convbench.memory import traced_peak
 from convbench.threads import get_threads
 
 TORCH = LazyModule("torch")
@@ -31,6 +32,28 @@ def _torch():
 def _symmetric(p):
     (pt, pb), (pl, pr) = p.padding
     return (pt, pl) if (pt == pb and pl == pr) else None
+
+
+def allocator_peak(prof) -> int | None:
+    """The highest running sum of the allocation events (sizes, frees negative) a finished
+    torch.profiler profile recorded with profile_memory=True, above its start; None where this
+    torch's profiler does not expose its event tree (a private interface, hence the care)."""
+    try:
+        stack = list(prof.profiler.kineto_results.experimental_event_tree())
+        allocation = _torch()._C._profiler._EventType.Allocation
+        events = []
+        while stack:
+            node = stack.pop()
+            stack.extend(node.children)
+            if node.tag == allocation:
+                events.append((node.start_time_ns, int(node.extra_fields.alloc_size)))
+    except (AttributeError, RuntimeError):
+        return None
+    running = peak = 0
+    for _, size in sorted(events):
+        running += size
+        peak = max(peak, running)
+    return peak
 
 
 class TorchBackend(Backend):
@@ -51,7 +74,38 @@ class TorchBackend(Backend):
                 "threads": torch.get_num_threads() if torch is not None else get_threads()}
 
     def workspace_bytes(self, op, p, dtype):
-        return runtime_bytes(op, p, dtype.itemsize)       # an estimate (backends.estimates)
+        """backends.estimates' for a runtime, except pooling, which runs here through calls
+        whose allocations can be counted: torch's max pooling makes its int64 arg-max indices
+        also in the forward, and padding torch does not take is a padded copy (its gradient
+        too in the backward) plus, for the average, the window sums."""
+        s = dtype.itemsize
+        if not op.family.endswith("pool2d"):
+            return runtime_bytes(op, p, s)       # an estimate (backends.estimates)
+        out = p.N * p.C * p.P * p.Q
+        indices = 8 * out if p.kind == "max" else 0
+        padded = 0
+        if not self._pool_native(p):
+            ((pt, pb), (pl, pr)), (kh, kw), (sh, sw), (dh, dw) = (p.padding, p.kernel, p.stride,
+                                                                  p.dilation)
+            hp = max(p.H + pt + pb, (p.P - 1) * sh + dh * (kh - 1) + 1)
+            wp = max(p.W + pl + pr, (p.Q - 1) * sw + dw * (kw - 1) + 1)
+            padded = p.N * p.C * hp * wp * s + (out * s if p.kind == "avg" else 0)
+        if op.direction == "fwd":
+            return indices + padded
+        return out * s + indices + 2 * padded
+
+    def peak_bytes(self, fn):
+        """What tracemalloc sees (the NumPy copies around torch) in one call plus the peak of
+        torch's CPU allocator in another, read from torch.profiler's allocation events in time
+        order: the sum bounds the two together from above. Two calls, because the profiler's
+        own records would count in tracemalloc's peak."""
+        host = traced_peak(fn)
+        profiler = _torch().profiler
+        with profiler.profile(activities=[profiler.ProfilerActivity.CPU],
+                              profile_memory=True) as prof:
+            fn()
+        torch_peak = allocator_peak(prof)
+        return None if torch_peak is None else host + torch_peak
 
     def _args(self, p):
         sym = _symmetric(p)

@@ -10,8 +10,9 @@ here, bound to 127.0.0.1: isolation, so that a kernel that crashes ends its work
 Faults. A task's rows come back whole or not at all, so a worker that dies mid-case loses nothing
 and duplicates nothing: the scheduler runs the task again elsewhere. A task whose workers died
 more than the scheduler's `distributed.scheduler.allowed-failures` times is split into one task
-per backend, and a backend whose task kills its workers that often again is recorded FAILED
-("worker died N times"); the other backends of the case are measured. Workers whose convbench
+per backend, and a backend whose task kills its workers that often again, twice (a task queued
+on a dying worker is a suspect too), is recorded FAILED ("worker died N times"); the other
+backends of the case are measured. Workers whose convbench
 differs from the client's (code_identity: the digest of its source files) are an error before
 anything runs, and a task refuses to run on one that joins later. An unreachable scheduler is an
 error after a bounded wait; an interrupt cancels the tasks not yet finished.
@@ -328,7 +329,7 @@ class Cluster:
         error)."""
         dist = _distributed()
         digest = code_identity()["digest"]
-        futures, left = {}, {}
+        futures, left, deaths, retried = {}, {}, {}, set()
 
         def submit(case, op, backends):
             key = f"convbench-{op.direction}-{case.name}-{os.urandom(4).hex()}"
@@ -357,7 +358,15 @@ class Cluster:
                             pending.add(submit(case, op, [b]))
                         left[case, op.name] += len(backends) - 1
                         continue
-                    results = self._died(case, op, backends, settings, e)
+                    # a task waiting in the queue of a worker that died counts among the
+                    # suspects: one more try tells a bystander from the backend that crashes
+                    who = (case.name, op.name, backends[0])
+                    deaths[who] = deaths.get(who, 0) + e.allowed_failures + 1
+                    if who not in retried:
+                        retried.add(who)
+                        pending.add(submit(case, op, backends))
+                        continue
+                    results = self._died(case, op, backends, settings, e, deaths[who])
                 left[case, op.name] -= 1
                 if not left[case, op.name]:
                     step(case, op)
@@ -389,11 +398,11 @@ class Cluster:
             if futures:
                 self.client.cancel(list(futures), force=True)
 
-    def _died(self, case, op, backends, settings, e) -> list:
-        """FAILED rows for a task whose workers all died running it."""
+    def _died(self, case, op, backends, settings, e, deaths: int) -> list:
+        """FAILED rows for a task whose workers died `deaths` times running it."""
         last = getattr(e.last_worker, "address", "")
         known = self.workers.get(last) or (worker_record() if self.address.local else {})
-        reason = (f"worker died {e.allowed_failures + 1} times running this backend on this case "
+        reason = (f"worker died {deaths} times running this backend on this case "
                   f"(a crash in its kernel: segfault, abort, or killed for memory); last on "
                   f"{last}")
         machine = {k: known.get(k, "") for k in ("host", "cpu", "gpu", "machine")}

@@ -17,6 +17,7 @@ import pandas as pd
 from convbench import files
 from convbench.harness import table
 from convbench.machine import peak_gflops
+from convbench.memory import format_bytes
 from convbench.result import MISTRUSTED, PASSED
 
 KEY = ["case", "direction"]
@@ -56,6 +57,21 @@ def speedups(frame: pd.DataFrame, baseline: str | None) -> pd.DataFrame:
     if baseline not in med:
         return med * np.nan
     return med.rdiv(med[baseline], axis=0)
+
+
+def pareto(frame: pd.DataFrame) -> pd.DataFrame:
+    """The timed rows with a measured peak_bytes, with a boolean column `front`: on the Pareto
+    front of its (case, direction), that is, faster than every backend there that uses less
+    memory (no other row uses no more memory and is no slower, and better in one of the two)."""
+    t = table.timed(frame).dropna(subset=["peak_bytes"])
+    front = []
+    for _, r in t.iterrows():
+        same = t[(t["case"] == r["case"]) & (t["direction"] == r["direction"])]
+        peak, med = same["peak_bytes"].astype(float), same["median_s"].astype(float)
+        p, m = float(r["peak_bytes"]), float(r["median_s"])
+        dominated = ((peak <= p) & (med <= m) & ((peak < p) | (med < m))).any()
+        front.append(not dominated)
+    return t.assign(front=np.array(front, dtype=bool))
 
 
 def peers_of(frame: pd.DataFrame, meta: dict | None) -> list[str]:
@@ -367,6 +383,77 @@ def _roofline_plot(frame, backends, colors, peaks):
     return _png(fig)
 
 
+def _memory_plot(front: pd.DataFrame, colors):
+    """Median time against peak memory, one panel per (case, direction); the Pareto front is
+    joined by a line and its points ringed."""
+    keys = list(dict.fromkeys(zip(front["case"], front["direction"])))
+    if not keys:
+        return None
+    cols = min(4, len(keys))
+    rows = -(-len(keys) // cols)
+    fig = _figure(3.2 * cols, 2.6 * rows + 0.6)
+    fig.set_layout_engine("constrained")
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    for ax, (case, direction) in zip(axes, keys):
+        sel = front[(front["case"] == case) & (front["direction"] == direction)]
+        mib = sel["peak_bytes"].astype(float) / 2**20
+        ms = sel["median_s"].astype(float) * 1e3
+        for b, x, y in zip(sel["backend"], mib, ms):
+            ax.scatter(x, y, s=22, color=colors[b], label=b, zorder=3)
+        on = sel["front"].to_numpy()
+        order = np.argsort(mib.to_numpy()[on])
+        ax.step(mib.to_numpy()[on][order], ms.to_numpy()[on][order], where="post",
+                color="black", lw=0.8, zorder=2)
+        ax.scatter(mib[on], ms[on], s=70, facecolors="none", edgecolors="black", zorder=4)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.minorticks_off()         # minor labels of a narrow log range overlap
+        ax.set_title(f"{case} [{direction}]", fontsize=7)
+        ax.tick_params(labelsize=6)
+    for ax in axes[len(keys):]:
+        ax.set_visible(False)
+    handles = {}
+    for ax in axes[:len(keys)]:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, h)
+    fig.legend(list(handles.values()), list(handles), loc="lower center",
+               bbox_to_anchor=(0.5, 1.0), ncol=min(8, len(handles)), fontsize=8)
+    fig.supxlabel("peak memory per call (MiB)", fontsize=9)
+    fig.supylabel("median time (ms)", fontsize=9)
+    return _png(fig)
+
+
+def _memory_cell(row) -> str:
+    """peak_bytes (and the workspace kept of it), ringed when on the Pareto front."""
+    if pd.isna(row.get("peak_bytes")):
+        return "-" if row["status"] in (PASSED, MISTRUSTED) else _status(row["status"])
+    kept = (f" <span class='noisy'>(kept {format_bytes(row['workspace_bytes'])})</span>"
+            if pd.notna(row.get("workspace_bytes")) and row["workspace_bytes"] else "")
+    mark = " <b title='Pareto front: faster than every backend using less memory'>*</b>"
+    return f"{format_bytes(row['peak_bytes'])}{kept}{mark if row.get('front') else ''}"
+
+
+def _memory_html(frame: pd.DataFrame, backends, colors) -> str:
+    if "peak_bytes" not in frame or frame["peak_bytes"].isna().all():
+        return ""
+    front = pareto(frame)
+    marked = frame.assign(front=False)
+    marked.loc[front.index, "front"] = front["front"]
+    cells = _cells(marked, _memory_cell, backends)
+    parts = ["<h2>Memory</h2><p>Per case, each backend's peak memory in one call (measured in a "
+             "call of its own, apart from the timed ones: the most bytes allocated at once above "
+             "what was allocated before the call, its outputs and the scratch it keeps between "
+             "calls included; in brackets, that kept scratch). * marks the Pareto front: faster "
+             "than every backend that uses less memory. - : not measurable for that backend "
+             "(a runtime with its own allocator).</p>",
+             _table(["case", "direction"] + backends,
+                    [[html.escape(c), d, *row] for (c, d), row in cells.iterrows()])]
+    img = _memory_plot(front, colors)
+    if img:
+        parts.append(f"<img alt='time against memory' src='{img}'>")
+    return "".join(parts)
+
+
 def _first_call(frame):
     return table.timed(frame).dropna(subset=["first_call_s"])
 
@@ -538,6 +625,7 @@ def render(frame: pd.DataFrame, meta: dict, baseline: str | None = None) -> str:
     img = _roofline_plot(frame, backends, colors, meta.get("peaks"))
     if img:
         parts.append(f"<h2>Roofline</h2><img alt='roofline' src='{img}'>")
+    parts.append(_memory_html(frame, backends, colors))
     img = _first_call_plot(frame, colors)
     if img:
         parts.append(f"<h2>First call (JIT compilation)</h2><img alt='first call' src='{img}'>")

@@ -14,11 +14,13 @@ harness.processes). `Runner` walks a suite through it and streams each row into 
 
 An interrupted run keeps every row written; `resume=True` skips the rows already there, after
 checking that the folder was made with the same settings (meta.json: the suite and a hash of its
-cases, the backends, directions, dtype, batch, threads, cold cache, seed and processes) and that its
+cases, the backends, directions, dtype, batch, threads, cold cache, seed, processes and auto's
+workspace limit) and that its
 results.csv can be read; a last line cut short by a kill is dropped and measured again. A run holds
 the folder's lock (.lock, harness.runlock) from start to end, so two runs never share a folder.
 Before a case allocates anything its memory is estimated (verify.memory_need); a backend over
-`max_bytes` is SKIPPED with the estimate, and running out of memory fails that case alone.
+`max_bytes` is SKIPPED with the estimate, and running out of memory fails that case alone. Each
+row's peak_bytes and workspace_bytes are measured after its timing (verify.check_backend).
 Every row names the machine that measured it (machine.machine_record: host, CPU, GPU and a key
 of its fingerprint).
 """
@@ -56,6 +58,7 @@ from convbench.machine import (
     measure_peaks,
     peak_gflops,
 )
+from convbench.memory import workspace_limit
 from convbench.ops import get_op, ops_of
 from convbench.result import COLUMNS, FAILED, STATUSES, Result
 from convbench.threads import cpu_count, set_threads
@@ -99,6 +102,7 @@ class Settings:
     #: machine key (machine.machine_record) of the host that measured it
     peak_gflops: float | None = None
     peak_machine: str = ""
+    workspace_limit: int | None = None      # auto's (convbench.set_workspace_limit)
 
 
 def with_peak(result: Result, peak: float | None) -> Result:
@@ -127,10 +131,12 @@ def iter_case(case: Case, op_name: str, backends, settings: Settings):
         if limit is not None:
             _make_room(get_backend(name), op, case.problem, dtype, settings, limit)
         try:
-            result = check_backend(name, op, case.problem, dtype, settings.seed, inputs=inputs,
-                                   reference=reference, policy=settings.policy,
-                                   limit_s=settings.per_case_limit_s, max_bytes=limit,
-                                   cold_cache=settings.cold_cache)
+            with workspace_limit(settings.workspace_limit):
+                result = check_backend(name, op, case.problem, dtype, settings.seed,
+                                       inputs=inputs, reference=reference,
+                                       policy=settings.policy,
+                                       limit_s=settings.per_case_limit_s, max_bytes=limit,
+                                       cold_cache=settings.cold_cache, memory=True)
         except MemoryError as e:      # outside the backend's own call: still this case's alone
             result = new_result(name, op, case.problem, dtype).replace(
                 status=FAILED, reason=f"out of memory: {e}")
@@ -177,17 +183,18 @@ class RunConfig:
     processes: int = 1
     #: the measured FMA peak (run_suite fills it in)
     peak_gflops: float | None = None
+    workspace_limit: int | None = None  # auto's scratch limit (None: none)
 
     @property
     def settings(self) -> Settings:
         return Settings(self.suite, self.dtype, self.policy, self.per_case_limit_s,
                         self.cold_cache, self.seed, self.max_bytes, self.peak_gflops,
-                        machine_record()["machine"])
+                        machine_record()["machine"], self.workspace_limit)
 
 
 #: The settings that make rows of two runs incomparable: --resume needs them unchanged.
 COMPARABLE = ("suite", "suite_hash", "backends", "directions", "dtype", "batch", "threads",
-              "cold_cache", "seed", "processes")
+              "cold_cache", "seed", "processes", "workspace_limit")
 
 
 def suite_hash(cases) -> str:
@@ -202,7 +209,8 @@ def comparable_settings(config: RunConfig) -> dict:
             "backends": list(config.backends), "directions": list(config.directions),
             "dtype": config.dtype, "batch": config.batch,
             "threads": config.threads or cpu_count(), "cold_cache": config.cold_cache,
-            "seed": config.seed, "processes": config.processes}
+            "seed": config.seed, "processes": config.processes,
+            "workspace_limit": config.workspace_limit}
 
 
 def check_resumable(out_dir, settings: dict) -> None:

@@ -28,6 +28,7 @@ import pandas as pd
 from convbench import files
 from convbench.backends import get_backend
 from convbench.errors import ConvbenchError
+from convbench.memory import check_limit, workspace_limit
 from convbench.train import data as datasets
 from convbench.train.init import INITIALISERS
 from convbench.train.layers import softmax_cross_entropy
@@ -70,6 +71,8 @@ class TrainConfig:
     schedule: str = "cosine"
     backend: str = "auto"
     init: str = "he_uniform"
+    #: with backend="auto": the most scratch bytes a layer's chosen backend may need (None: none)
+    workspace_limit: int | None = None
 
     def validate(self):
         """ConfigError (naming the field and the value) for anything training cannot use; the
@@ -100,6 +103,10 @@ class TrainConfig:
                 bad(name, "must be a positive int")
         if not isinstance(self.seed, int) or self.seed < 0:
             bad("seed", "must be an int >= 0")
+        try:
+            check_limit(self.workspace_limit)
+        except ValueError as e:
+            raise ConfigError("workspace_limit", str(e)) from None
         try:
             datasets.check_spec(self.data)
         except ValueError as e:
@@ -253,8 +260,14 @@ def train(cfg: TrainConfig, out_dir=None, verbose: bool = True, resume: str | No
     """Train, evaluate the best weights on the held-out test split, write the run files.
 
     Returns the summary; its "diverged" is None, or where the loss stopped being finite (the run
-    then stops, keeping the best checkpoint so far)."""
+    then stops, keeping the best checkpoint so far). With backend="auto", each layer's choice
+    keeps within cfg.workspace_limit."""
     cfg.validate()
+    with workspace_limit(cfg.workspace_limit):
+        return _train(cfg, out_dir, verbose, resume, log)
+
+
+def _train(cfg: TrainConfig, out_dir, verbose: bool, resume: str | None, log) -> dict:
     t_start = time.perf_counter()
     out = Path(out_dir) if out_dir else None
     ds = datasets.load(cfg.data)
