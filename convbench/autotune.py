@@ -49,11 +49,12 @@ _lock = threading.Lock()
 #: that time and not raced further: an algorithm an order of magnitude behind would otherwise
 #: spend most of the tuning budget
 HOPELESS = 4.0
-#: rounds before the stopping rule is consulted, and at most
-MIN_ROUNDS, MAX_ROUNDS = 5, 60
 #: the sign test's level: the fastest is separated from another when the other was slower in so
 #: many of the paired rounds that a coin would do it with probability below this
 ALPHA = 0.02
+#: rounds before the stopping rule is consulted (the fewest in which the sign test can separate
+#: at ALPHA: 5 rounds never could, 1/32 > ALPHA), and at most
+MIN_ROUNDS, MAX_ROUNDS = math.ceil(math.log2(1 / ALPHA)), 60
 #: a tie within noise never gives away more than this share of speed for accuracy
 MAX_TIE_RATIO = 1.2
 
@@ -210,7 +211,8 @@ def race(calls: dict, time_call=cpu_time_call, budget_s: float = 0.3,
     A first warm-up round is not counted. After the first counted round a candidate whose best
     call so far (warm-up included) is over HOPELESS x the best one's is dropped; after
     min_rounds, the race stops as soon as the fastest (lowest median) is `separated` from every
-    other, else when the budget (seconds of `clock`) is spent or after max_rounds.
+    other, else when the budget (seconds of `clock`, counted from the end of the first round:
+    a hopeless candidate's calls are not the race's) is spent or after max_rounds.
 
     Returns ({name: [seconds per counted round]}, [names dropped as hopeless], rounds counted).
     time_call(fn) -> seconds (a fake timer in tests)."""
@@ -219,7 +221,7 @@ def race(calls: dict, time_call=cpu_time_call, budget_s: float = 0.3,
     samples = {n: [] for n in names}
     racing = list(names)
     hopeless = []
-    start = clock()
+    start = None
     rounds = 0
     while racing and rounds < max_rounds:
         k = (rounds + 1) % len(racing)
@@ -231,6 +233,8 @@ def race(calls: dict, time_call=cpu_time_call, budget_s: float = 0.3,
             best = min(fastest.values())
             hopeless = [n for n in racing if fastest[n] > HOPELESS * best]
             racing = [n for n in racing if n not in hopeless]
+        if rounds == 1:
+            start = clock()
         if len(racing) <= 1:
             break
         if rounds >= min_rounds:
@@ -244,13 +248,15 @@ def race(calls: dict, time_call=cpu_time_call, budget_s: float = 0.3,
 
 def pick(samples: dict, accuracy: dict, hopeless=()) -> tuple[str, list[str], str]:
     """(winner, ties, why) from race samples: the lowest median, unless a candidate the rounds
-    could not separate from it (and within MAX_TIE_RATIO of its median) is more accurate, by
-    accuracy[name] = (extra rounding steps, measured error): smaller is more accurate."""
+    could not separate from it (and within MAX_TIE_RATIO of its median) is a more accurate
+    algorithm: fewer extra rounding steps, accuracy[name][0] (transforms, FFT). Between equally
+    rounding algorithms (direct sums in other orders) the measured error on one input
+    (accuracy[name][1]) is that input's luck, not the algorithm's: the lower median decides."""
     live = {n: s for n, s in samples.items() if n not in hopeless and s}
     fastest = min(live, key=lambda n: _median(live[n]))
     ties = [n for n in live if n != fastest and not separated(live[fastest], live[n])
             and _median(live[n]) <= MAX_TIE_RATIO * _median(live[fastest])]
-    best = min([fastest] + ties, key=lambda n: (accuracy[n], _median(live[n])))
+    best = min([fastest] + ties, key=lambda n: (accuracy[n][0], _median(live[n])))
     if best == fastest:
         why = "fastest" + (f"; tied within noise with {', '.join(ties)}, and at least as "
                            "accurate" if ties else "")
