@@ -55,6 +55,10 @@ ALPHA = 0.02
 #: rounds before the stopping rule is consulted (the fewest in which the sign test can separate
 #: at ALPHA: 5 rounds never could, 1/32 > ALPHA), and at most
 MIN_ROUNDS, MAX_ROUNDS = math.ceil(math.log2(1 / ALPHA)), 60
+#: seconds the race waits, untimed, before a candidate that follows one using the BLAS's threads
+#: (Backend.blas_threads): OpenBLAS's workers busy-wait 2**28 cycles after a call by default
+#: and would take the cores from the next candidate's threads
+SETTLE_S = 0.15
 #: a tie within noise never gives away more than this share of speed for accuracy
 MAX_TIE_RATIO = 1.2
 
@@ -205,7 +209,8 @@ def _median(x):
 
 
 def race(calls: dict, time_call=cpu_time_call, budget_s: float = 0.3,
-         min_rounds: int = MIN_ROUNDS, max_rounds: int = MAX_ROUNDS, clock=time.perf_counter):
+         min_rounds: int = MIN_ROUNDS, max_rounds: int = MAX_ROUNDS, clock=time.perf_counter,
+         blas=(), settle=time.sleep):
     """Time the zero-argument callables `calls` ({name: fn}) interleaved: each round calls every
     candidate still racing once, starting one further along each round (A B C, B C A, ...).
     A first warm-up round is not counted. After the first counted round a candidate whose best
@@ -214,10 +219,21 @@ def race(calls: dict, time_call=cpu_time_call, budget_s: float = 0.3,
     other, else when the budget (seconds of `clock`, counted from the end of the first round:
     a hopeless candidate's calls are not the race's) is spent or after max_rounds.
 
+    A candidate that follows one of `blas` (names whose calls leave the BLAS's workers
+    busy-waiting) and is not one itself is timed after settle(SETTLE_S).
+
     Returns ({name: [seconds per counted round]}, [names dropped as hopeless], rounds counted).
     time_call(fn) -> seconds (a fake timer in tests)."""
     names = list(calls)
-    warm = {n: time_call(calls[n]) for n in names}
+    last = [None]
+
+    def timed(name):
+        if last[0] in blas and name not in blas:
+            settle(SETTLE_S)
+        last[0] = name
+        return time_call(calls[name])
+
+    warm = {n: timed(n) for n in names}
     samples = {n: [] for n in names}
     racing = list(names)
     hopeless = []
@@ -226,7 +242,7 @@ def race(calls: dict, time_call=cpu_time_call, budget_s: float = 0.3,
     while racing and rounds < max_rounds:
         k = (rounds + 1) % len(racing)
         for name in racing[k:] + racing[:k]:
-            samples[name].append(time_call(calls[name]))
+            samples[name].append(timed(name))
         rounds += 1
         if rounds == 1 and len(racing) > 1:
             fastest = {n: min(warm[n], samples[n][0]) for n in racing}
@@ -383,7 +399,8 @@ def measure_choice(op, problem, dtype, budget_s: float = 0.3, time_call=None,
                                f"({'; '.join(f'{k}: {v}' for k, v in rejected.items()) or 'none'})")
     by_fn = {id(fn): timers[n] for n, fn in calls.items()}
     timer = time_call or (lambda fn: by_fn[id(fn)](fn))
-    samples, hopeless, rounds = race(calls, timer, budget_s)
+    blas = {n for n in calls if get_backend(n).blas_threads}
+    samples, hopeless, rounds = race(calls, timer, budget_s, blas=blas)
     best, ties, why = pick(samples, accuracy, hopeless)
     return {"backend": best, "why": why, "ties": ties, "rounds": rounds, "hopeless": hopeless,
             "best_s": {n: min(s) for n, s in samples.items()},
@@ -424,7 +441,7 @@ def choose_gemm(m: int, n: int, k: int, dtype, trans_a: bool = False, trans_b: b
                  for p in GEMM_PROVIDERS}
         for fn in calls.values():
             fn()                    # compiles convbench's kernel (or loads it from the cache)
-        samples, hopeless, rounds = race(calls, budget_s=budget_s)
+        samples, hopeless, rounds = race(calls, budget_s=budget_s, blas={"blas"})
         best, ties, why = pick(samples, dict.fromkeys(calls, (0.0, 0.0)), hopeless)
         hit = {"backend": best, "why": why, "ties": ties, "rounds": rounds,
                "hopeless": hopeless, "best_s": {p: min(s) for p, s in samples.items()},

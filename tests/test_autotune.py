@@ -159,6 +159,21 @@ def test_race_on_noise_runs_until_the_budget_and_drops_the_hopeless():
     assert len(samples["a"]) == len(samples["b"]) == rounds
 
 
+def test_race_lets_the_blas_threads_settle_before_a_candidate_that_does_not_use_them():
+    fake = FakeTimer({"blas": [1.0], "numba": [2.0], "other-blas": [3.0]})
+    waits = []
+
+    def settle(s):
+        waits.append((fake.order[-1], s))
+    autotune.race(fake.calls, fake.time_call, budget_s=1e9, clock=fake.clock,
+                  blas={"blas", "other-blas"}, settle=settle)
+    # only a switch from a BLAS candidate to one that is not waits; each such switch does
+    switches = [(a, b) for a, b in zip(fake.order, fake.order[1:])
+                if a in ("blas", "other-blas") and b == "numba"]
+    assert len(waits) == len(switches) > 0
+    assert all(prev in ("blas", "other-blas") and s == autotune.SETTLE_S for prev, s in waits)
+
+
 def test_ties_within_noise_go_to_the_more_accurate_algorithm():
     noisy = {"winograd-f4": [1.0, 1.1, 0.95, 1.05, 1.0, 1.1],
              "numba-cpu": [1.05, 1.0, 1.0, 1.0, 1.1, 1.05]}

@@ -65,6 +65,9 @@ class Backend:
     #: backend="auto" may choose it (after verifying and timing it on the problem). Opt-in:
     #: convbench's own algorithms set it; a user backend sets it to race in auto.
     auto_candidate: bool = False
+    #: its calls run the BLAS's thread pool, whose workers busy-wait for a while after each call
+    #: (autotune's race lets them settle before timing a candidate that does not use them)
+    blas_threads: bool = False
     #: An outside library convbench is measured against (torch, ONNX Runtime, ...): the report
     #: names the fastest peer per case, and a peer is never an auto candidate.
     peer: bool = False

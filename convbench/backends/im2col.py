@@ -82,6 +82,7 @@ def _grouped_dy(dy, p):
 class Im2colBackend(Backend):
     name = "im2col"
     auto_candidate = True
+    blas_threads = True
     description = "unfold to columns + one GEMM per group (BLAS)"
 
     def __init__(self, max_column_bytes: int | None = None):

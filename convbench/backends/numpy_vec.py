@@ -64,6 +64,7 @@ def _crop(dxp, p):
 class NumpyBackend(Backend):
     name = "numpy"
     auto_candidate = True
+    blas_threads = True
     description = "vectorised NumPy: strided-window pooling; RNN with one GEMM per step"
 
     def workspace_bytes(self, op, p, dtype):

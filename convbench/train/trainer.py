@@ -28,6 +28,7 @@ import pandas as pd
 from convbench import files
 from convbench.backends import get_backend
 from convbench.errors import ConvbenchError
+from convbench.kernels import quiet_blas
 from convbench.memory import check_limit, workspace_limit
 from convbench.train import data as datasets
 from convbench.train.init import INITIALISERS
@@ -261,9 +262,11 @@ def train(cfg: TrainConfig, out_dir=None, verbose: bool = True, resume: str | No
 
     Returns the summary; its "diverged" is None, or where the loss stopped being finite (the run
     then stops, keeping the best checkpoint so far). With backend="auto", each layer's choice
-    keeps within cfg.workspace_limit."""
+    keeps within cfg.workspace_limit. The BLAS runs on one thread throughout (quiet_blas): a
+    training step alternates layers, and the BLAS's workers, busy-waiting after one layer's
+    product, would take the cores from the next layer's Numba kernels."""
     cfg.validate()
-    with workspace_limit(cfg.workspace_limit):
+    with workspace_limit(cfg.workspace_limit), quiet_blas():
         return _train(cfg, out_dir, verbose, resume, log)
 
 
