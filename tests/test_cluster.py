@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 pytest.importorskip("distributed")
 
-from cryptography import x509  # noqa: E402  (distributed depends on it)
+from cryptography import x509  # noqa: E402  (the test extra brings it)
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from cryptography.x509.oid import NameOID  # noqa: E402
