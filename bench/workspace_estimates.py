@@ -8,12 +8,12 @@ estimate, measured peak beyond the outputs, and their ratio (below 1: an underes
 from __future__ import annotations
 
 import argparse
-import tracemalloc
 import warnings
 
 import numpy as np
 
 from convbench.backends import free_workspace, get_backend
+from convbench.memory import traced_peak
 from convbench.ops import (
     RNNProblem,
     conv2d_problem,
@@ -61,14 +61,9 @@ def measure(backend, op, p, dtype=np.float32) -> tuple[int, int]:
     inputs = op.make_inputs(p, np.random.default_rng(0), np.dtype(dtype))
     backend.run(op, p, *inputs)                     # compile, settle lazy state
     free_workspace()
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        out = backend.run(op, p, *inputs)
-        peak = tracemalloc.get_traced_memory()[1] - before
-    finally:
-        tracemalloc.stop()
-    outs = out if isinstance(out, tuple) else (out,)
+    held = []
+    peak = traced_peak(lambda: held.append(backend.run(op, p, *inputs)))
+    outs = held[0] if isinstance(held[0], tuple) else (held[0],)
     out_bytes = sum(o.nbytes for o in outs if o is not None)
     return backend.scratch_bytes(op, p, np.dtype(dtype)), max(0, peak - out_bytes)
 

@@ -13,7 +13,6 @@ import os
 import socket
 import subprocess
 import sys
-import tracemalloc
 import warnings
 
 import numpy as np
@@ -37,7 +36,7 @@ from convbench.harness.runner import (
     run_suite,
 )
 from convbench.harness.suites import load_suite
-from convbench.memory import format_bytes, parse_bytes
+from convbench.memory import format_bytes, parse_bytes, traced_peak
 from convbench.ops import (
     OPS,
     RNNProblem,
@@ -338,14 +337,10 @@ def test_workspace_estimates_cover_what_a_call_allocates(name):
             inputs = op.make_inputs(p, np.random.default_rng(0), np.dtype(np.float32))
             b.run(op, p, *inputs)
             free_workspace()
-            tracemalloc.start()
-            try:
-                start = tracemalloc.get_traced_memory()[0]
-                out = b.run(op, p, *inputs)
-                peak = tracemalloc.get_traced_memory()[1] - start
-            finally:
-                tracemalloc.stop()
-            outs = out if isinstance(out, tuple) else (out,)
+            held = []
+            peak = traced_peak(lambda held=held, op=op, p=p, inputs=inputs:
+                               held.append(b.run(op, p, *inputs)))
+            outs = held[0] if isinstance(held[0], tuple) else (held[0],)
             used = peak - sum(o.nbytes for o in outs if o is not None)
             est = b.scratch_bytes(op, p, np.dtype(np.float32))
             assert est + (64 << 10) >= used, (op.name, p, est, used)
